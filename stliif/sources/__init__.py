@@ -1,0 +1,1 @@
+"""Data sources: the WorldStrat dataset on disk (STAC providers come later)."""
