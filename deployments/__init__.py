@@ -1,0 +1,1 @@
+"""Deployment definitions and schedules of the flows."""

@@ -1,0 +1,1 @@
+"""Prefect flows: compose the tasks into pipelines; no math here."""

@@ -1,0 +1,86 @@
+"""Frozen, validated specs that cross the orchestration boundary (also Prefect flow parameters).
+
+Environment-driven defaults are read at call time by :func:`default_data_root` and
+:func:`default_store_uri`, never at import time. Secrets are never fields of a spec: S3
+credentials come from the standard ``AWS_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stliif.errors import InvalidInputError
+
+__all__ = ["ETLSpec", "StoreSpec", "default_data_root", "default_store_uri"]
+
+_REPO = Path(__file__).resolve().parents[1]
+STAGES = ("import", "mask", "pansharpen", "subset", "histogram", "split")
+
+
+def default_data_root() -> Path:
+    """``$STLIIF_DATA``, else ``../shared/data/worldstrat-subset`` beside the checkout."""
+    env = os.environ.get("STLIIF_DATA")
+    if env:
+        return Path(env).expanduser()
+    return _REPO.parent / "shared" / "data" / "worldstrat-subset"
+
+
+def default_store_uri() -> str:
+    """``$STLIIF_STORE``, else ``./stliif-store`` in the working directory."""
+    return os.environ.get("STLIIF_STORE", "stliif-store")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StoreSpec(_Spec):
+    """Where the versioned artifact store (an Icechunk repository) lives."""
+
+    uri: str = Field(
+        default_factory=default_store_uri,
+        description="Local folder, or s3://bucket/prefix for any S3-compatible endpoint.",
+    )
+    branch: str = Field("main", description="Branch that stages read from and commit to.")
+    endpoint_url: str | None = Field(None, description="S3 endpoint URL (MinIO, moto, ...).")
+    region: str | None = Field(None, description="S3 region.")
+    allow_http: bool = Field(False, description="Allow plain-HTTP S3 endpoints (local tests).")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_inline_secret(cls, v: str) -> str:
+        if v.startswith("s3://") and "@" in urlsplit(v).netloc:
+            raise InvalidInputError("store uri must not embed credentials: use AWS_* variables")
+        return v
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether the store is on S3-compatible object storage."""
+        return self.uri.startswith("s3://")
+
+
+class ETLSpec(_Spec):
+    """What the ETL flow processes and how."""
+
+    data: str = Field(
+        default_factory=lambda: str(default_data_root()),
+        description="WorldStrat dataset root (folder holding lr_dataset/ and hr_dataset/).",
+    )
+    aois: list[str] | None = Field(None, description="AOIs to process; all when empty.")
+    stages: list[Literal["import", "mask", "pansharpen", "subset", "histogram", "split"]] = Field(
+        default_factory=lambda: list(STAGES), description="Stages to run, in pipeline order."
+    )
+    modes: list[Literal["paper", "clean"]] = Field(
+        default_factory=lambda: ["paper", "clean"],
+        description="Histogram and subset modes: 'paper' reproduces the study, 'clean' is ours.",
+    )
+    k: int = Field(5, ge=1, le=16, description="Revisits per temporal subset.")
+    skip_bad: bool = Field(
+        False, description="Skip AOIs whose files are missing or corrupted, recording why."
+    )
+    split_seed: int = Field(0, description="Seed of the stratified split and validation carve-out.")

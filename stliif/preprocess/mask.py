@@ -1,0 +1,56 @@
+"""Cloud and validity masks: which LR pixels are clear, and the clear fraction per revisit."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from stliif.errors import InvalidInputError
+
+__all__ = ["SCL_INVALID", "clear_mask", "compute_masks"]
+
+SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+"""Sentinel-2 L2A scene classes treated as not clear: no data, saturated/defective, cloud
+shadow, cloud medium and high probability, thin cirrus."""
+
+
+def clear_mask(lr: xr.Dataset) -> xr.DataArray:
+    """Boolean (time, y, x): pixel has data, is not cloud (CLM) and, where SCL exists, not a
+    cloud, shadow, cirrus or defective class; where reflectance exists, every band finite."""
+    for var in ("clm", "data_mask"):
+        if var not in lr:
+            raise InvalidInputError(f"LR cube lacks variable {var!r} needed for masking")
+    clear = (lr["data_mask"] == 1) & (lr["clm"] == 0)
+    if "scl" in lr:
+        clear = clear & ~lr["scl"].isin(SCL_INVALID)
+    if "reflectance" in lr:
+        clear = clear & np.isfinite(lr["reflectance"]).all("band")
+    return clear.rename("clear")
+
+
+def compute_masks(lr: xr.Dataset) -> xr.Dataset:
+    """Masks of an LR cube.
+
+    Returns:
+        Dataset with ``clear`` (time, y, x) uint8 {0, 1}, ``clear_fraction`` and
+        ``valid_fraction`` (time) float32 in [0, 1], ``revisit`` and the cube's georeference.
+    """
+    clear = clear_mask(lr)
+    valid = lr["data_mask"] == 1
+    if "reflectance" in lr:
+        valid = valid & np.isfinite(lr["reflectance"]).all("band")
+    out = xr.Dataset(
+        {
+            "clear": clear.astype(np.uint8),
+            "clear_fraction": clear.mean(("y", "x")).astype(np.float32),
+            "valid_fraction": valid.mean(("y", "x")).astype(np.float32),
+        },
+        attrs={
+            "aoi": lr.attrs.get("aoi", ""),
+            "rule": "data_mask==1 & CLM==0 & SCL not in "
+            f"{list(SCL_INVALID)} (when SCL exists) & all bands finite (when present)",
+        },
+    )
+    if "spatial_ref" in lr.coords:
+        out = out.assign_coords(spatial_ref=lr["spatial_ref"])
+    return out

@@ -1,0 +1,296 @@
+"""The preprocessing stages as plain functions over the artifact store.
+
+A stage run for one AOI: read its inputs' versions, derive the run key, and (unless every output
+already carries that key) compute the outputs and commit them once. Stages never import Prefect;
+``tasks/`` wraps :func:`run_stage`, and uses :func:`stage_key` as the Prefect cache key.
+
+Artifacts (``<mode>`` is ``paper`` or ``clean``)::
+
+    raw/<aoi>                 LR cube (time, band, y, x) + masks            stage import
+    hr/<aoi>/pan, hr/<aoi>/rgbn   SPOT images on the LR footprint          stage import
+    mask/<aoi>                clear mask and clear fraction per revisit     stage mask
+    pansharpened/<aoi>        RGBN on the pan grid                          stage pansharpen
+    subset/<mode>/<aoi>       selected revisits, dates, gaps (JSON)         stage subset
+    matched/<mode>/<aoi>      V-channel matched RGB revisits                stage histogram
+    splits/<name>             train / val / test manifest (JSON)            stage split
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from stliif.errors import DataAccessError, InvalidInputError, NoDataError
+from stliif.names import validate_name
+from stliif.preprocess.histogram import PAPER_REFERENCE_REVISIT, adapt_clean, adapt_paper
+from stliif.preprocess.mask import compute_masks
+from stliif.preprocess.split import paper_split, stratified_split
+from stliif.preprocess.temporal import select_revisits
+from stliif.sources import worldstrat
+from stliif.store import ArtifactStore, run_key
+
+__all__ = ["AOI_STAGES", "StageResult", "run_split", "run_stage", "stage_key"]
+
+log = logging.getLogger(__name__)
+
+Artifacts = dict[str, xr.Dataset | dict[str, Any] | list[Any]]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A reference to what a stage run did (small: passed between Prefect tasks)."""
+
+    stage: str
+    aoi: str | None
+    status: str  # "committed", "unchanged" or "skipped"
+    run_key: str = ""
+    snapshot_id: str = ""
+    artifacts: tuple[str, ...] = ()
+    reason: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    outputs: Callable[[str, Mapping[str, Any]], list[str]]
+    inputs: Callable[[ArtifactStore, Path, str, Mapping[str, Any]], dict[str, str]]
+    compute: Callable[[ArtifactStore, Path, str, Mapping[str, Any]], Artifacts]
+    summary: Callable[[Artifacts], dict[str, Any]] = lambda _: {}
+
+
+def _need(store: ArtifactStore, *paths: str) -> dict[str, str]:
+    """Versions of the input artifacts ``paths``; a missing one is a NoDataError."""
+    out = {}
+    for p in paths:
+        v = store.version(p)
+        if v is None:
+            raise NoDataError(f"input artifact {p!r} is missing: run its stage first")
+        out[p] = v
+    return out
+
+
+# -- import ----------------------------------------------------------------------------------
+def _import_outputs(aoi: str, params: Mapping[str, Any]) -> list[str]:
+    return [f"raw/{aoi}", f"hr/{aoi}/pan", f"hr/{aoi}/rgbn"]
+
+
+def _import_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
+    return {"source": worldstrat.source_fingerprint(worldstrat.find_aoi_files(data, aoi))}
+
+
+def _import_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
+    lr, hr = worldstrat.read_aoi(data, aoi)
+    return {
+        f"raw/{aoi}": lr,
+        f"hr/{aoi}/pan": hr.pan.to_dataset(),
+        f"hr/{aoi}/rgbn": hr.rgbn.to_dataset(),
+    }
+
+
+def _import_summary(out: Artifacts) -> dict[str, Any]:
+    lr = next(v for k, v in out.items() if k.startswith("raw/"))
+    assert isinstance(lr, xr.Dataset)
+    return {
+        "revisits": int(lr.sizes["time"]),
+        "size": [int(lr.sizes["y"]), int(lr.sizes["x"])],
+        "dates": [str(t)[:10] for t in lr["time"].values],
+        "hr_date": lr.attrs.get("hr_date", ""),
+    }
+
+
+# -- mask ------------------------------------------------------------------------------------
+def _mask_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
+    return _need(store, f"raw/{aoi}")
+
+
+def _mask_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
+    return {f"mask/{aoi}": compute_masks(store.read(f"raw/{aoi}", load=True))}
+
+
+def _mask_summary(out: Artifacts) -> dict[str, Any]:
+    (ds,) = out.values()
+    assert isinstance(ds, xr.Dataset)
+    return {"clear_fraction": [round(float(v), 4) for v in ds["clear_fraction"].values]}
+
+
+# -- subset ----------------------------------------------------------------------------------
+def _subset_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
+    return _need(store, f"raw/{aoi}", f"mask/{aoi}")
+
+
+def _subset_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
+    lr = store.read(f"raw/{aoi}")[["clm"]]  # dates, revisits, HR date: no pixels needed
+    clear = store.read(f"mask/{aoi}", load=True)["clear_fraction"].values.tolist()
+    subset = select_revisits(lr, mode=params["mode"], k=int(params.get("k", 5)), clear_fraction=clear)
+    return {f"subset/{params['mode']}/{aoi}": subset.to_dict()}
+
+
+def _subset_summary(out: Artifacts) -> dict[str, Any]:
+    (doc,) = out.values()
+    assert isinstance(doc, dict)
+    return {k: doc[k] for k in ("mode", "revisits", "dates", "midpoint_gap_days")}
+
+
+# -- histogram -------------------------------------------------------------------------------
+def _histogram_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
+    if params["mode"] == "paper":
+        return _need(store, f"raw/{aoi}")
+    return _need(store, f"raw/{aoi}", f"mask/{aoi}", f"subset/clean/{aoi}")
+
+
+def _histogram_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
+    lr = store.read(f"raw/{aoi}", load=True)
+    if params["mode"] == "paper":
+        if aoi not in PAPER_REFERENCE_REVISIT:
+            raise NoDataError(f"no recorded paper reference revisit for AOI {aoi!r}")
+        rgb = adapt_paper(lr, reference_revisit=PAPER_REFERENCE_REVISIT[aoi])
+    else:
+        revisits = store.read_json(f"subset/clean/{aoi}")["revisits"]
+        clear = store.read(f"mask/{aoi}", load=True)["clear"].astype(bool)
+        rgb = adapt_clean(lr, revisits=revisits, clear=clear)
+    ds = rgb.rename("rgb").to_dataset()
+    ds.attrs = {"aoi": aoi, "mode": params["mode"], **{k: v for k, v in rgb.attrs.items()}}
+    return {f"matched/{params['mode']}/{aoi}": ds.assign_coords(spatial_ref=lr["spatial_ref"])}
+
+
+AOI_STAGES: dict[str, _Stage] = {
+    "import": _Stage(_import_outputs, _import_inputs, _import_compute, _import_summary),
+    "mask": _Stage(lambda aoi, p: [f"mask/{aoi}"], _mask_inputs, _mask_compute, _mask_summary),
+    "subset": _Stage(
+        lambda aoi, p: [f"subset/{p['mode']}/{aoi}"], _subset_inputs, _subset_compute, _subset_summary
+    ),
+    "histogram": _Stage(
+        lambda aoi, p: [f"matched/{p['mode']}/{aoi}"], _histogram_inputs, _histogram_compute
+    ),
+}
+"""Per-AOI stages in pipeline order."""
+
+
+def _params(stage: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    if stage not in AOI_STAGES:
+        raise InvalidInputError(f"unknown stage {stage!r}; choose from {sorted(AOI_STAGES)}")
+    return dict(params or {})
+
+
+def stage_key(
+    store: ArtifactStore, stage: str, aoi: str, *, data: str | Path, params: Mapping[str, Any] | None = None
+) -> str:
+    """Run key the stage would commit under now, plus the state of its outputs.
+
+    Two calls give the same key exactly when the stage would find nothing to do, so it also
+    serves as the Prefect cache key.
+    """
+    p = _params(stage, params)
+    spec = AOI_STAGES[stage]
+    key = run_key(stage, {"aoi": aoi, **p}, spec.inputs(store, Path(data), validate_name(aoi, what="AOI"), p))
+    current = [store.version(o) or "missing" for o in spec.outputs(aoi, p)]
+    return f"{key}-{run_key('outputs', {'v': current}, {})[:8]}"
+
+
+def run_stage(
+    store: ArtifactStore,
+    stage: str,
+    aoi: str,
+    *,
+    data: str | Path,
+    params: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    skip_errors: bool = False,
+) -> StageResult:
+    """Run one stage for one AOI: compute and commit its outputs unless they are up to date.
+
+    Nothing usable (:class:`NoDataError`: a missing input, no clear revisit, ...) gives a
+    ``skipped`` result with the reason; so does a missing or corrupted source
+    (:class:`DataAccessError`) when ``skip_errors`` is set. Otherwise errors propagate.
+    """
+    p = _params(stage, params)
+    spec = AOI_STAGES[stage]
+    data = Path(data)
+    validate_name(aoi, what="AOI")
+    try:
+        inputs = spec.inputs(store, data, aoi, p)
+        key = run_key(stage, {"aoi": aoi, **p}, inputs)
+        outputs = spec.outputs(aoi, p)
+        if all(store.version(o) == key for o in outputs):
+            return StageResult(stage, aoi, "unchanged", key, store.snapshot_id(), tuple(outputs))
+        artifacts = spec.compute(store, data, aoi, p)
+    except (DataAccessError, NoDataError) as err:
+        if isinstance(err, DataAccessError) and not skip_errors:
+            raise
+        log.warning("stage %s skipped AOI %s: %s", stage, aoi, err)
+        return StageResult(stage, aoi, "skipped", reason=str(err))
+    result = store.commit(
+        artifacts, stage=stage, params={"aoi": aoi, **p}, inputs=inputs, run_id=run_id,
+        message=f"{stage} {aoi}",
+    )
+    return StageResult(
+        stage, aoi, "committed" if result.created else "unchanged", result.run_key,
+        result.snapshot_id, result.artifacts, summary=spec.summary(artifacts),
+    )
+
+
+def run_split(
+    store: ArtifactStore,
+    aois: Sequence[str],
+    *,
+    seed: int = 0,
+    n_val: int = 3,
+    run_id: str | None = None,
+) -> StageResult:
+    """Write the ``paper`` and ``stratified`` split manifests for ``aois``.
+
+    Strata are the AOIs' IPCC land-cover label where known, else their source family
+    (the name before the first '-' or '_').
+    """
+    aois = sorted(aois)
+    strata = {}
+    for aoi in aois:
+        attrs = store.read(f"raw/{aoi}").attrs
+        strata[aoi] = str(attrs.get("IPCC") or aoi.split("-")[0].split("_")[0])
+    manifests: Artifacts = {"splits/stratified": stratified_split(aois, strata, seed=seed).to_dict()}
+    try:
+        manifests["splits/paper"] = paper_split(aois, n_val=n_val, seed=seed).to_dict()
+    except InvalidInputError as err:
+        log.info("no paper split: %s", err)
+    params = {"aois": aois, "strata": strata, "seed": seed, "n_val": n_val}
+    result = store.commit(manifests, stage="split", params=params, run_id=run_id, message="split")
+    return StageResult(
+        "split", None, "committed" if result.created else "unchanged", result.run_key,
+        result.snapshot_id, result.artifacts,
+        summary={k.split("/")[1]: {p: len(v[p]) for p in ("train", "val", "test")} for k, v in manifests.items()},  # type: ignore[index]
+    )
+
+
+def plan_stages(
+    stages: Sequence[str], *, modes: Sequence[str] = ("paper", "clean"), k: int = 5
+) -> list[tuple[str, str, dict[str, Any], list[str]]]:
+    """The per-AOI stage runs for the selected ``stages``, in dependency order.
+
+    Returns tuples ``(name, stage, params, depends_on)``; dependencies on stages that are not
+    selected are dropped (those inputs are read from the store as they are).
+    """
+    unknown = set(stages) - set(AOI_STAGES) - {"split"}
+    if unknown:
+        raise InvalidInputError(f"unknown stages {sorted(unknown)}; choose from {[*AOI_STAGES, 'split']}")
+    full: list[tuple[str, str, dict[str, Any], list[str]]] = [
+        ("import", "import", {}, []),
+        ("mask", "mask", {}, ["import"]),
+        ("pansharpen", "pansharpen", {}, ["import"]),
+    ]
+    for m in modes:
+        full.append((f"subset-{m}", "subset", {"mode": m, "k": k}, ["mask"]))
+        full.append((f"histogram-{m}", "histogram", {"mode": m}, ["mask", f"subset-{m}"]))
+    return [
+        (name, stage, params, deps)
+        for name, stage, params, deps in full
+        if stage in stages and stage in AOI_STAGES
+    ]

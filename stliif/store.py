@@ -1,0 +1,340 @@
+"""Versioned artifact store on Icechunk: every stage commits once, with lineage.
+
+Artifacts are Zarr groups (``raw/<aoi>``, ``mask/<aoi>``, ``splits/<name>``, ...) holding either
+an xarray Dataset or a JSON document (in the group's attributes). Every artifact carries the
+``run key`` of the stage run that wrote it in its attributes (``stliif:version``); downstream run
+keys are computed from these versions, so a refresh of one AOI changes only that AOI's keys.
+
+A commit's metadata records: stage, run key, parameter hash, input artifact versions, the
+snapshot the inputs were read at, the code version, the run id and the artifacts written.
+On local disk one committer at a time holds a file lock (Icechunk local storage can lose
+concurrent commits); on S3 Icechunk's conflict detection rebases non-overlapping commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import icechunk
+import xarray as xr
+import zarr
+from icechunk.xarray import to_icechunk
+
+import stliif
+from stliif.config import StoreSpec
+from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
+from stliif.names import validate_artifact_path, validate_ref_name
+
+__all__ = ["ArtifactStore", "CommitInfo", "CommitResult", "run_key"]
+
+VERSION_ATTR = "stliif:version"
+JSON_ATTR = "stliif:json"
+_THREAD_LOCK = threading.Lock()
+
+
+def run_key(stage: str, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+    """Content key of a stage run: stage, parameters, input artifact versions, code version."""
+    doc = {"stage": stage, "params": params, "inputs": dict(inputs), "code": stliif.__version__}
+    blob = json.dumps(doc, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One snapshot in a branch's history."""
+
+    snapshot_id: str
+    message: str
+    written_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """Outcome of :meth:`ArtifactStore.commit`: ``created`` is False when the run was a no-op."""
+
+    snapshot_id: str
+    run_key: str
+    created: bool
+    artifacts: tuple[str, ...]
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a file, acquired with a timeout (threads and processes)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.timeout
+        with _THREAD_LOCK, open(self.path, "a+") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreLockTimeout(
+                            f"commit lock {self.path} held by another process for over "
+                            f"{self.timeout:.0f} s; retry later or remove a stale lock holder"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _storage(spec: StoreSpec) -> icechunk.Storage:
+    if spec.is_s3:
+        parts = urlsplit(spec.uri)
+        if not parts.netloc:
+            raise InvalidInputError(f"store uri {spec.uri!r} lacks a bucket: use s3://bucket/prefix")
+        return icechunk.s3_storage(
+            bucket=parts.netloc,
+            prefix=parts.path.strip("/") or None,
+            region=spec.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=spec.endpoint_url,
+            allow_http=spec.allow_http,
+            force_path_style=spec.endpoint_url is not None,
+            from_env=True,
+        )
+    if "://" in spec.uri:
+        raise InvalidInputError(f"unsupported store uri {spec.uri!r}: use a folder or s3://")
+    # One committer at a time is enforced by our lock, so Icechunk's warning about concurrent
+    # commits on local storage does not apply.
+    icechunk.set_logs_filter("icechunk::storage::object_store=error,icechunk=warn")
+    return icechunk.local_filesystem_storage(str(Path(spec.uri).expanduser().resolve()))
+
+
+class ArtifactStore:
+    """A versioned store of stage artifacts on an Icechunk repository.
+
+    Open with :meth:`open`. Read with :meth:`read` / :meth:`read_json` at a branch, tag or
+    snapshot id (``ref``); write with :meth:`commit`, which is idempotent per run key.
+    """
+
+    def __init__(self, repo: icechunk.Repository, spec: StoreSpec, *, lock_timeout: float = 600.0):
+        self.repo, self.spec = repo, spec
+        self._lock = (
+            None
+            if spec.is_s3
+            else _FileLock(Path(spec.uri).expanduser().resolve() / "stliif.lock", lock_timeout)
+        )
+
+    @classmethod
+    def open(cls, spec: StoreSpec | str | None = None, *, create: bool = True) -> ArtifactStore:
+        """Open (by default creating) the repository described by ``spec`` (or a uri string)."""
+        if spec is None:
+            spec = StoreSpec()
+        elif isinstance(spec, str):
+            spec = StoreSpec(uri=spec)
+        validate_ref_name(spec.branch)
+        try:
+            storage = _storage(spec)
+            repo = (
+                icechunk.Repository.open_or_create(storage)
+                if create
+                else icechunk.Repository.open(storage)
+            )
+        except icechunk.IcechunkError as err:
+            # The message can name the bucket and endpoint, never the credentials.
+            raise StoreError(f"cannot open store {spec.uri!r}: {err}") from err
+        store = cls(repo, spec)
+        if spec.branch not in repo.list_branches():
+            main = repo.lookup_branch("main")
+            repo.create_branch(spec.branch, main)
+        return store
+
+    # -- refs ---------------------------------------------------------------------------------
+    def _session(self, ref: str | None) -> icechunk.Session:
+        ref = ref or self.spec.branch
+        try:
+            if ref in self.repo.list_branches():
+                return self.repo.readonly_session(branch=ref)
+            if ref in self.repo.list_tags():
+                return self.repo.readonly_session(tag=ref)
+            return self.repo.readonly_session(snapshot_id=ref)
+        except icechunk.IcechunkError as err:
+            raise InvalidInputError(f"unknown branch, tag or snapshot {ref!r}") from err
+
+    def snapshot_id(self, ref: str | None = None) -> str:
+        """Snapshot id that ``ref`` (default: the spec's branch) points at."""
+        return self._session(ref).snapshot_id
+
+    def branches(self) -> list[str]:
+        """Branch names, sorted."""
+        return sorted(self.repo.list_branches())
+
+    def tags(self) -> list[str]:
+        """Tag names, sorted."""
+        return sorted(self.repo.list_tags())
+
+    def tag(self, name: str, ref: str | None = None) -> str:
+        """Tag the snapshot ``ref`` points at; returns its snapshot id."""
+        snap = self.snapshot_id(ref)
+        self.repo.create_tag(validate_ref_name(name), snap)
+        return snap
+
+    def create_branch(self, name: str, ref: str | None = None) -> str:
+        """Create branch ``name`` at ``ref``; returns its snapshot id."""
+        snap = self.snapshot_id(ref)
+        self.repo.create_branch(validate_ref_name(name), snap)
+        return snap
+
+    def log(self, ref: str | None = None, *, limit: int | None = None) -> list[CommitInfo]:
+        """History of ``ref``, newest first."""
+        ref = ref or self.spec.branch
+        if ref in self.repo.list_branches():
+            it = self.repo.ancestry(branch=ref)
+        elif ref in self.repo.list_tags():
+            it = self.repo.ancestry(tag=ref)
+        else:
+            it = self.repo.ancestry(snapshot_id=ref)
+        out = []
+        for info in it:
+            out.append(
+                CommitInfo(info.id, info.message, info.written_at.isoformat(), dict(info.metadata))
+            )
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    # -- reading ------------------------------------------------------------------------------
+    def list(self, prefix: str = "", *, ref: str | None = None) -> list[str]:
+        """Artifact paths (groups carrying a version) under ``prefix``, sorted."""
+        root = zarr.open_group(self._session(ref).store, mode="r")
+        out: list[str] = []
+
+        def walk(group: zarr.Group, path: str) -> None:
+            if VERSION_ATTR in group.attrs:
+                out.append(path)
+                return
+            for name, child in group.groups():
+                walk(child, f"{path}/{name}" if path else name)
+
+        start = root[prefix] if prefix else root
+        if isinstance(start, zarr.Group):
+            walk(start, prefix.strip("/"))
+        return sorted(out)
+
+    def _group(self, path: str, ref: str | None) -> tuple[icechunk.Session, zarr.Group]:
+        session = self._session(ref)
+        try:
+            group = zarr.open_group(session.store, path=validate_artifact_path(path), mode="r")
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as err:
+            raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}") from err
+        return session, group
+
+    def version(self, path: str, *, ref: str | None = None) -> str | None:
+        """Version (run key) of the artifact at ``path``, or None when it does not exist."""
+        try:
+            _, group = self._group(path, ref)
+        except StoreError:
+            return None
+        value = group.attrs.get(VERSION_ATTR)
+        return str(value) if value is not None else None
+
+    def read(self, path: str, *, ref: str | None = None, load: bool = False) -> xr.Dataset:
+        """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``)."""
+        session, _ = self._group(path, ref)
+        ds = xr.open_zarr(session.store, group=path, consolidated=False, decode_coords="all")
+        return ds.load() if load else ds
+
+    def read_json(self, path: str, *, ref: str | None = None) -> Any:
+        """The JSON document stored at ``path``."""
+        _, group = self._group(path, ref)
+        if JSON_ATTR not in group.attrs:
+            raise StoreError(f"artifact {path!r} holds a dataset, not a JSON document")
+        return group.attrs[JSON_ATTR]
+
+    # -- writing ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+        else:
+            with self._lock.hold():
+                yield
+
+    def commit(
+        self,
+        artifacts: Mapping[str, xr.Dataset | Mapping[str, Any] | list[Any]],
+        *,
+        stage: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+        message: str | None = None,
+    ) -> CommitResult:
+        """Write ``artifacts`` (path -> Dataset or JSON document) and commit them once.
+
+        The run key is derived from ``stage``, ``params`` and ``inputs`` (input artifact path ->
+        version). When every artifact already carries that key, nothing is written and the
+        current snapshot is returned with ``created=False``.
+        """
+        paths = tuple(validate_artifact_path(p) for p in artifacts)
+        inputs = dict(inputs or {})
+        key = run_key(stage, params, inputs)
+        branch = self.spec.branch
+        with self._locked():
+            if all(self.version(p, ref=branch) == key for p in paths):
+                return CommitResult(self.snapshot_id(branch), key, False, paths)
+            base = self.snapshot_id(branch)
+            session = self.repo.writable_session(branch)
+            for path, obj in artifacts.items():
+                self._write(session, path, obj, key, stage)
+            metadata = {
+                "stage": stage,
+                "run_key": key,
+                "params_hash": run_key(stage, params, {})[:12],
+                "params": json.loads(json.dumps(params, default=str)),
+                "inputs": inputs,
+                "input_snapshot": base,
+                "code_version": stliif.__version__,
+                "run_id": run_id or "",
+                "artifacts": list(paths),
+            }
+            try:
+                snap = session.commit(
+                    message or f"{stage}: {', '.join(paths)}",
+                    metadata=metadata,
+                    rebase_with=icechunk.ConflictDetector(),
+                )
+            except icechunk.IcechunkError as err:
+                raise StoreError(f"commit of stage {stage!r} failed: {err}") from err
+        return CommitResult(snap, key, True, paths)
+
+    @staticmethod
+    def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str) -> None:
+        attrs = {VERSION_ATTR: key, "stliif:stage": stage}
+        if isinstance(obj, xr.Dataset):
+            ds = obj.copy()
+            ds.attrs = {**{k: _attr(v) for k, v in obj.attrs.items()}, **attrs}
+            for name in list(ds.variables):
+                var = ds[name]
+                if var.dtype.kind == "U":  # variable-length strings have a Zarr v3 spec
+                    ds[name] = var = var.astype(object)
+                # One chunk per time step (a revisit is read whole); other dims whole.
+                var.encoding = {"chunks": tuple(1 if d == "time" else n for d, n in var.sizes.items())} if var.ndim else {}
+            to_icechunk(ds, session, group=path, mode="w")
+        else:
+            group = zarr.open_group(session.store, path=path, mode="w")
+            group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})
+
+
+def _attr(value: Any) -> Any:
+    """Make an attribute value JSON-safe (numpy scalars, dates)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

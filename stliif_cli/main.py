@@ -1,0 +1,179 @@
+"""``stliif``: run the pipeline's flows and inspect the versioned store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stliif.config import STAGES, ETLSpec, StoreSpec, default_data_root, default_store_uri
+from stliif.errors import StliifError
+from stliif.store import ArtifactStore
+
+app = typer.Typer(
+    help="Continuous space-time super-resolution of satellite imagery.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+store_app = typer.Typer(help="Inspect the versioned artifact store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+console = Console()
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="WorldStrat dataset root [default: $STLIIF_DATA or ../shared/...]"),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store folder or s3://bucket/prefix [default: $STLIIF_STORE or ./stliif-store]"),
+]
+BranchOpt = Annotated[str, typer.Option("--branch", help="Store branch.")]
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint-url", help="S3 endpoint (credentials from AWS_* variables).")
+]
+
+
+def _flows() -> Any:
+    """Import the checkout's flows package (it is not part of the wheel)."""
+    if not (_CHECKOUT / "flows" / "__init__.py").is_file():
+        raise typer.BadParameter(
+            "the orchestration commands need the stliif checkout: install it with `pip install -e .`"
+        )
+    if str(_CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(_CHECKOUT))
+    import flows
+
+    return flows
+
+
+def _store_spec(store: str | None, branch: str = "main", endpoint_url: str | None = None) -> StoreSpec:
+    uri = store or default_store_uri()
+    return StoreSpec(
+        uri=uri, branch=branch, endpoint_url=endpoint_url,
+        allow_http=bool(endpoint_url and endpoint_url.startswith("http://")),
+    )
+
+
+@app.command()
+def etl(
+    data: DataOpt = None,
+    store: StoreOpt = None,
+    aoi: Annotated[list[str] | None, typer.Option("--aoi", help="AOI to process (repeatable); all by default.")] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option("--stage", help=f"Stage to run (repeatable): {', '.join(STAGES)}; all by default."),
+    ] = None,
+    mode: Annotated[list[str] | None, typer.Option("--mode", help="paper and/or clean; both by default.")] = None,
+    k: Annotated[int, typer.Option(help="Revisits per temporal subset.")] = 5,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip AOIs with missing/corrupted files, recording why.")] = False,
+    branch: BranchOpt = "main",
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Import WorldStrat and build the versioned, analysis-ready artifacts (Prefect flow `etl`)."""
+    fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad}
+    if aoi:
+        fields["aois"] = aoi
+    if stage:
+        fields["stages"] = stage
+    if mode:
+        fields["modes"] = mode
+    spec = ETLSpec(**fields)
+    result = _flows().etl.etl(spec, _store_spec(store, branch, endpoint_url))
+    counts: dict[str, int] = {}
+    for r in result["records"]:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    console.print(f"snapshot [bold]{result['snapshot_id']}[/]: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
+def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:
+    return ArtifactStore.open(_store_spec(store, endpoint_url=endpoint_url), create=False)
+
+
+@store_app.command("log")
+def store_log(
+    store: StoreOpt = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or snapshot id.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest commits to show.")] = 20,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Commits of a branch, newest first, with the stage and artifacts each holds."""
+    table = Table("snapshot", "written", "stage", "artifacts", "inputs")
+    for c in _open(store, endpoint_url).log(ref, limit=limit):
+        md = c.metadata
+        table.add_row(
+            c.snapshot_id, c.written_at[:19], md.get("stage", c.message),
+            "\n".join(md.get("artifacts", [])), "\n".join(f"{k}@{v[:8]}" for k, v in md.get("inputs", {}).items()),
+        )
+    console.print(table)
+
+
+@store_app.command("refs")
+def store_refs(store: StoreOpt = None, endpoint_url: EndpointOpt = None) -> None:
+    """Branches and tags with the snapshot each points at."""
+    st = _open(store, endpoint_url)
+    table = Table("kind", "name", "snapshot")
+    for b in st.branches():
+        table.add_row("branch", b, st.snapshot_id(b))
+    for t in st.tags():
+        table.add_row("tag", t, st.snapshot_id(t))
+    console.print(table)
+
+
+@store_app.command("ls")
+def store_ls(
+    prefix: Annotated[str, typer.Argument(help="Path prefix, e.g. raw or subset/clean.")] = "",
+    store: StoreOpt = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or snapshot id.")] = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Artifacts under a prefix, with their versions."""
+    st = _open(store, endpoint_url)
+    for path in st.list(prefix, ref=ref):
+        console.print(f"{path}  [dim]{st.version(path, ref=ref)}[/]")
+
+
+@store_app.command("show")
+def store_show(
+    path: Annotated[str, typer.Argument(help="Artifact path, e.g. raw/Landcover-14956.")],
+    store: StoreOpt = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or snapshot id.")] = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Print one artifact: a dataset's structure or a JSON document."""
+    st = _open(store, endpoint_url)
+    try:
+        console.print_json(json.dumps(st.read_json(path, ref=ref)))
+    except StliifError:
+        console.print(st.read(path, ref=ref))
+
+
+@store_app.command("tag")
+def store_tag(
+    name: Annotated[str, typer.Argument(help="Tag name (lowercase, digits, . _ -).")],
+    store: StoreOpt = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or snapshot id.")] = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Tag a snapshot (default: the branch head) so it can be read later by name."""
+    console.print(f"tagged {_open(store, endpoint_url).tag(name, ref)} as {name}")
+
+
+def main() -> None:
+    """Entry point: errors of bad input become one clear line and exit code 2."""
+    try:
+        app()
+    except StliifError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}")
+        raise SystemExit(2) from err
+
+
+if __name__ == "__main__":
+    main()

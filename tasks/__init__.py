@@ -1,0 +1,1 @@
+"""Prefect tasks: thin adapters around stliif calls (retries, caching, logging)."""
