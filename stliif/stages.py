@@ -29,6 +29,7 @@ from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.names import validate_name
 from stliif.preprocess.histogram import PAPER_REFERENCE_REVISIT, adapt_clean, adapt_paper
 from stliif.preprocess.mask import compute_masks
+from stliif.preprocess.pansharpen import pansharpen
 from stliif.preprocess.split import paper_split, stratified_split
 from stliif.preprocess.temporal import select_revisits
 from stliif.sources import worldstrat
@@ -122,6 +123,18 @@ def _mask_summary(out: Artifacts) -> dict[str, Any]:
     return {"clear_fraction": [round(float(v), 4) for v in ds["clear_fraction"].values]}
 
 
+# -- pansharpen ------------------------------------------------------------------------------
+def _pansharpen_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
+    return _need(store, f"hr/{aoi}/pan", f"hr/{aoi}/rgbn")
+
+
+def _pansharpen_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
+    pan = store.read(f"hr/{aoi}/pan", load=True)["pan"]
+    rgbn = store.read(f"hr/{aoi}/rgbn", load=True)["rgbn"]
+    sharp = pansharpen(pan, rgbn, method=params.get("method", "brovey"))
+    return {f"pansharpened/{aoi}": sharp.rename("rgbn").to_dataset(promote_attrs=True)}
+
+
 # -- subset ----------------------------------------------------------------------------------
 def _subset_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
     return _need(store, f"raw/{aoi}", f"mask/{aoi}")
@@ -165,6 +178,9 @@ def _histogram_compute(store: ArtifactStore, data: Path, aoi: str, params: Mappi
 AOI_STAGES: dict[str, _Stage] = {
     "import": _Stage(_import_outputs, _import_inputs, _import_compute, _import_summary),
     "mask": _Stage(lambda aoi, p: [f"mask/{aoi}"], _mask_inputs, _mask_compute, _mask_summary),
+    "pansharpen": _Stage(
+        lambda aoi, p: [f"pansharpened/{aoi}"], _pansharpen_inputs, _pansharpen_compute
+    ),
     "subset": _Stage(
         lambda aoi, p: [f"subset/{p['mode']}/{aoi}"], _subset_inputs, _subset_compute, _subset_summary
     ),

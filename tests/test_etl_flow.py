@@ -1,0 +1,121 @@
+"""The ETL flow under Prefect: stages, idempotent reruns, data refresh, single stages, skips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stliif.config import ETLSpec, StoreSpec
+from stliif.store import ArtifactStore
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+AOIS = ["Amnesty_POI-13-1-1", "Landcover-14956"]
+
+
+def _by(records: list[dict], aoi: str) -> dict[str, str]:
+    return {f"{r['stage']}-{r['artifacts'][0].split('/')[1] if r['stage'] in ('subset', 'histogram') else ''}".rstrip("-"): r["status"]
+            for r in records if r["aoi"] == aoi}
+
+
+def _add_revisit(root: Path, aoi: str, src_n: int, new_n: int, date: str) -> None:
+    folder = root / "lr_dataset" / aoi / "L2A"
+    for f in sorted(folder.glob(f"{aoi}-{src_n}[-.]*")):
+        target = folder / f.name.replace(f"{aoi}-{src_n}", f"{aoi}-{new_n}", 1)
+        shutil.copy(f, target)
+        if target.suffix == ".metadata":
+            meta = json.loads(target.read_text())
+            meta["lowres_date"] = date
+            target.write_text(json.dumps(meta))
+
+
+def test_etl_runs_reruns_and_refreshes_only_what_changed(small_dataset: Path, tmp_path: Path) -> None:
+    from flows.etl import etl
+
+    store_spec = StoreSpec(uri=str(tmp_path / "store"))
+    spec = ETLSpec(data=str(small_dataset), aois=AOIS)
+    first = etl(spec, store_spec)
+    store = ArtifactStore.open(store_spec)
+    for aoi in AOIS:
+        statuses = _by(first["records"], aoi)
+        assert set(statuses.values()) <= {"committed", "skipped"}
+        assert statuses["import"] == statuses["mask"] == statuses["subset-clean"] == "committed"
+        for path in (f"raw/{aoi}", f"mask/{aoi}", f"subset/clean/{aoi}", f"subset/paper/{aoi}",
+                     f"matched/clean/{aoi}", f"matched/paper/{aoi}"):
+            assert store.version(path), path
+    split = [r for r in first["records"] if r["stage"] == "split"][0]
+    assert split["status"] == "committed" and store.read_json("splits/stratified")["name"] == "stratified"
+    assert first["snapshot_id"] == store.snapshot_id()
+    n_commits = len(store.log())
+
+    # A rerun with nothing changed commits nothing.
+    second = etl(spec, store_spec)
+    assert {r["status"] for r in second["records"]} == {"unchanged"}
+    assert len(store.log()) == n_commits and second["snapshot_id"] == first["snapshot_id"]
+
+    # A refresh (a new revisit for one AOI) recomputes that AOI's stages only.
+    _add_revisit(small_dataset, "Landcover-14956", 1, 9, "2019-10-21")
+    third = etl(spec, store_spec)
+    changed = _by(third["records"], "Landcover-14956")
+    assert changed["import"] == changed["mask"] == changed["subset-clean"] == "committed"
+    assert changed["histogram-clean"] == changed["histogram-paper"] == "committed"
+    assert set(_by(third["records"], "Amnesty_POI-13-1-1").values()) == {"unchanged"}
+    assert [r["status"] for r in third["records"] if r["stage"] == "split"] == ["unchanged"]
+    refreshed = store.read("raw/Landcover-14956")
+    assert refreshed.sizes["time"] == 9 and 9 in refreshed["revisit"].values
+    # The clean subset now prefers the new revisit, one day from the HR date.
+    assert 9 in store.read_json("subset/clean/Landcover-14956")["revisits"]
+    # The refresh commits carry the new input versions as lineage.
+    imports = [c for c in store.log() if c.metadata.get("stage") == "import"]
+    assert imports[0].metadata["params"]["aoi"] == "Landcover-14956"
+    assert imports[0].metadata["inputs"]["source"] != imports[-1].metadata["inputs"]["source"] or len(imports) == 3
+
+
+def test_single_stage_rerun_reads_inputs_from_store(small_dataset: Path, tmp_path: Path) -> None:
+    from flows.etl import etl
+
+    store_spec = StoreSpec(uri=str(tmp_path / "store"))
+    etl(ETLSpec(data=str(small_dataset), aois=AOIS[:1], stages=["import", "mask"]), store_spec)
+    only = etl(ETLSpec(data=str(small_dataset), aois=AOIS[:1], stages=["subset"], modes=["clean"]), store_spec)
+    assert [(r["stage"], r["status"]) for r in only["records"]] == [("subset", "committed")]
+    # a stage whose input was never produced is skipped with a record, not a crash
+    missing = etl(ETLSpec(data=str(small_dataset), aois=AOIS[1:], stages=["mask"]), store_spec)
+    (rec,) = missing["records"]
+    assert rec["status"] == "skipped" and "raw/Landcover-14956" in rec["reason"]
+
+
+def test_bad_aoi_skipped_with_reason_when_asked(small_dataset: Path, tmp_path: Path) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.etl import etl
+
+    bad = next((small_dataset / "lr_dataset/Landcover-14956/L2A").glob("*-3-L2A_data.tiff"))
+    bad.write_bytes(bad.read_bytes()[:1000])
+    result = etl(
+        ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask", "split"], skip_bad=True),
+        StoreSpec(uri=str(tmp_path / "store")),
+    )
+    rec = {(r["stage"], r["aoi"]): r for r in result["records"]}
+    assert rec[("import", "Landcover-14956")]["status"] == "skipped"
+    assert "Landcover-14956-3-L2A_data.tiff" in rec[("import", "Landcover-14956")]["reason"]
+    assert rec[("import", "Amnesty_POI-13-1-1")]["status"] == "committed"
+    store = ArtifactStore.open(StoreSpec(uri=str(tmp_path / "store")))
+    assert store.read_json("splits/stratified")["train"] + store.read_json("splits/stratified")["val"] + \
+        store.read_json("splits/stratified")["test"] == ["Amnesty_POI-13-1-1"]
+    report = Artifact.get("etl-report")
+    assert report is not None and "Skipped" in str(report.data) and "Landcover-14956" in str(report.data)
+
+
+def test_corrupted_file_fails_the_flow_by_default(small_dataset: Path, tmp_path: Path) -> None:
+    from flows.etl import etl
+
+    bad = next((small_dataset / "lr_dataset/Landcover-14956/L2A").glob("*-2.metadata"))
+    bad.write_text("{")
+    state = etl(ETLSpec(data=str(small_dataset), aois=AOIS[1:], stages=["import"]),
+                StoreSpec(uri=str(tmp_path / "store")), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(OSError, match="Landcover-14956-2.metadata"):
+        state.result()
