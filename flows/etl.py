@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from stliif.config import ETLSpec, StoreSpec
 from stliif.report import etl_markdown
-from stliif.sources.worldstrat import list_aois
+from stliif.sources.worldstrat import resolve_aois
 from stliif.stages import AOI_STAGES, plan_stages
 from tasks.common import open_store
 from tasks.etl import split_task, stage_task
@@ -27,8 +27,8 @@ def etl(spec: ETLSpec | None = None, store: StoreSpec | None = None) -> dict[str
     """
     spec = spec or ETLSpec()
     store = store or StoreSpec()
+    aois = resolve_aois(spec.data, spec.aois)  # validates the data root before any write
     repo = open_store(store)  # creates the store, and fails early on a bad location
-    aois = spec.aois or list_aois(spec.data)
     futures: list[PrefectFuture[dict[str, Any]]] = []
     for aoi in aois:
         done: dict[str, PrefectFuture[dict[str, Any]]] = {}

@@ -13,6 +13,7 @@ Artifacts (``<mode>`` is ``paper`` or ``clean``)::
     subset/<mode>/<aoi>       selected revisits, dates, gaps (JSON)         stage subset
     matched/<mode>/<aoi>      V-channel matched RGB revisits                stage histogram
     splits/<name>             train / val / test manifest (JSON)            stage split
+    crop/<source>/<name>      square, bbox or polygon crop of an artifact   run_crop
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import xarray as xr
 
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.names import validate_name
+from stliif.preprocess.crop import crop_polygon, crop_square
 from stliif.preprocess.histogram import PAPER_REFERENCE_REVISIT, adapt_clean, adapt_paper
 from stliif.preprocess.mask import compute_masks
 from stliif.preprocess.pansharpen import pansharpen
@@ -35,7 +37,7 @@ from stliif.preprocess.temporal import select_revisits
 from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
-__all__ = ["AOI_STAGES", "StageResult", "run_split", "run_stage", "stage_key"]
+__all__ = ["AOI_STAGES", "StageResult", "plan_stages", "run_crop", "run_split", "run_stage", "stage_key"]
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +312,46 @@ def plan_stages(
         for name, stage, params, deps in full
         if stage in stages and stage in AOI_STAGES
     ]
+
+
+def run_crop(
+    store: ArtifactStore,
+    source: str,
+    name: str,
+    *,
+    center: tuple[float, float] | None = None,
+    size_m: float | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    polygon: str | Path | None = None,
+    run_id: str | None = None,
+) -> StageResult:
+    """Crop the artifact ``source`` (e.g. ``raw/<aoi>``) to a square, bbox or polygon, and
+    commit it as ``crop/<source path>/<name>``; georeference kept, pixels outside a polygon
+    masked. Coordinates are EPSG:4326; the polygon file's content is part of the run key."""
+    validate_name(name, what="crop name")
+    if (polygon is None) == (center is None and bbox is None):
+        raise InvalidInputError("give exactly one of: center + size_m, bbox, or polygon")
+    params: dict[str, Any] = {"source": source, "name": name}
+    inputs = _need(store, source)
+    if polygon is not None:
+        path = Path(polygon)
+        if not path.is_file():
+            raise InvalidInputError(f"polygon file {path} does not exist")
+        import hashlib
+
+        inputs["polygon"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        params["polygon"] = path.name
+    else:
+        params.update(center=center, size_m=size_m, bbox=bbox)
+    ds = store.read(source, load=True)
+    if polygon is not None:
+        cropped = crop_polygon(ds, polygon)
+    else:
+        cropped = crop_square(ds, center=center, size_m=size_m, bbox=bbox)
+    out = f"crop/{source}/{name}"
+    result = store.commit({out: cropped}, stage="crop", params=params, inputs=inputs, run_id=run_id)
+    return StageResult(
+        "crop", None, "committed" if result.created else "unchanged", result.run_key,
+        result.snapshot_id, result.artifacts,
+        summary={"size": [int(cropped.sizes["y"]), int(cropped.sizes["x"])], "bounds": list(cropped.rio.bounds())},
+    )

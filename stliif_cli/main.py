@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from stliif.config import STAGES, ETLSpec, StoreSpec, default_data_root, default_store_uri
 from stliif.errors import StliifError
+from stliif.sources.worldstrat import resolve_aois
 from stliif.store import ArtifactStore
 
 app = typer.Typer(
@@ -41,17 +44,15 @@ EndpointOpt = Annotated[
 ]
 
 
-def _flows() -> Any:
-    """Import the checkout's flows package (it is not part of the wheel)."""
+def _flow_module(name: str) -> Any:
+    """Import ``flows.<name>`` from the checkout (the flows are not part of the wheel)."""
     if not (_CHECKOUT / "flows" / "__init__.py").is_file():
         raise typer.BadParameter(
             "the orchestration commands need the stliif checkout: install it with `pip install -e .`"
         )
     if str(_CHECKOUT) not in sys.path:
         sys.path.insert(0, str(_CHECKOUT))
-    import flows
-
-    return flows
+    return importlib.import_module(f"flows.{name}")
 
 
 def _store_spec(store: str | None, branch: str = "main", endpoint_url: str | None = None) -> StoreSpec:
@@ -86,11 +87,46 @@ def etl(
     if mode:
         fields["modes"] = mode
     spec = ETLSpec(**fields)
-    result = _flows().etl.etl(spec, _store_spec(store, branch, endpoint_url))
+    resolve_aois(spec.data, spec.aois)  # refuse bad input before a flow run starts
+    result = _flow_module("etl").etl(spec, _store_spec(store, branch, endpoint_url))
     counts: dict[str, int] = {}
     for r in result["records"]:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     console.print(f"snapshot [bold]{result['snapshot_id']}[/]: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def crop(
+    source: Annotated[str, typer.Argument(help="Artifact to crop, e.g. raw/Landcover-14956.")],
+    name: Annotated[str, typer.Argument(help="Name of the crop (stored as crop/<source>/<name>).")],
+    center: Annotated[str | None, typer.Option(help="Centre 'lon,lat' (EPSG:4326), with --size-m.")] = None,
+    size_m: Annotated[float | None, typer.Option("--size-m", help="Side of the square in metres.")] = None,
+    bbox: Annotated[str | None, typer.Option(help="'minlon,minlat,maxlon,maxlat' (EPSG:4326).")] = None,
+    polygon: Annotated[Path | None, typer.Option(help="GeoJSON, shapefile or GeoPackage polygon.")] = None,
+    store: StoreOpt = None,
+    branch: BranchOpt = "main",
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Crop an artifact to a square, a bbox or a polygon and commit the crop to the store."""
+    from stliif.stages import run_crop
+
+    def floats(text: str | None, n: int, opt: str) -> tuple[float, ...] | None:
+        if text is None:
+            return None
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != n:
+            raise typer.BadParameter(f"{opt} needs {n} comma-separated numbers, got {text!r}")
+        return values
+
+    result = run_crop(
+        ArtifactStore.open(_store_spec(store, branch, endpoint_url), create=False), source, name,
+        center=floats(center, 2, "--center"), size_m=size_m,  # type: ignore[arg-type]
+        bbox=floats(bbox, 4, "--bbox"), polygon=polygon,  # type: ignore[arg-type]
+    )
+    console.print(f"{result.status} {', '.join(result.artifacts)} {result.summary['size']} px, snapshot {result.snapshot_id}")
 
 
 def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:
@@ -170,7 +206,7 @@ def main() -> None:
     """Entry point: errors of bad input become one clear line and exit code 2."""
     try:
         app()
-    except StliifError as err:
+    except (StliifError, ValidationError) as err:
         Console(stderr=True).print(f"[red]error:[/] {err}")
         raise SystemExit(2) from err
 

@@ -42,6 +42,7 @@ __all__ = [
     "read_hr",
     "read_lr",
     "read_metadata",
+    "resolve_aois",
     "source_fingerprint",
 ]
 
@@ -109,6 +110,18 @@ def list_aois(root: str | Path) -> list[str]:
     """Names of the AOIs under ``root/lr_dataset``, sorted."""
     root = _check_root(root)
     return sorted(p.name for p in (root / "lr_dataset").iterdir() if p.is_dir())
+
+
+def resolve_aois(root: str | Path, aois: Iterable[str] | None = None) -> list[str]:
+    """The AOIs to process: ``aois`` checked against the dataset, or all of them."""
+    available = list_aois(root)
+    if not aois:
+        return available
+    wanted = list(dict.fromkeys(aois))
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise InvalidInputError(f"unknown AOIs {unknown} in {root}")
+    return wanted
 
 
 def _index(folder: Path) -> dict[str, Path]:
