@@ -128,6 +128,7 @@ class ArtifactStore:
 
     def __init__(self, repo: icechunk.Repository, spec: StoreSpec, *, lock_timeout: float = 600.0):
         self.repo, self.spec = repo, spec
+        self._sessions: dict[str, icechunk.Session] = {}
         self._lock = (
             None
             if spec.is_s3
@@ -160,13 +161,20 @@ class ArtifactStore:
 
     # -- refs ---------------------------------------------------------------------------------
     def _session(self, ref: str | None) -> icechunk.Session:
+        """A read-only session at ``ref``; sessions are cached per snapshot (they are immutable)."""
         ref = ref or self.spec.branch
         try:
             if ref in self.repo.list_branches():
-                return self.repo.readonly_session(branch=ref)
-            if ref in self.repo.list_tags():
-                return self.repo.readonly_session(tag=ref)
-            return self.repo.readonly_session(snapshot_id=ref)
+                snap = self.repo.lookup_branch(ref)
+            elif ref in self.repo.list_tags():
+                snap = self.repo.lookup_tag(ref)
+            else:
+                snap = ref
+            if snap not in self._sessions:
+                if len(self._sessions) > 8:
+                    self._sessions.clear()
+                self._sessions[snap] = self.repo.readonly_session(snapshot_id=snap)
+            return self._sessions[snap]
         except icechunk.IcechunkError as err:
             raise InvalidInputError(f"unknown branch, tag or snapshot {ref!r}") from err
 
@@ -250,7 +258,10 @@ class ArtifactStore:
     def read(self, path: str, *, ref: str | None = None, load: bool = False) -> xr.Dataset:
         """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``)."""
         session, _ = self._group(path, ref)
-        ds = xr.open_zarr(session.store, group=path, consolidated=False, decode_coords="all")
+        ds = xr.open_zarr(
+            session.store, group=path, consolidated=False, decode_coords="all",
+            chunks=None if load else {},
+        )
         return ds.load() if load else ds
 
     def read_json(self, path: str, *, ref: str | None = None) -> Any:
@@ -325,7 +336,7 @@ class ArtifactStore:
             ds.attrs = {**{k: _attr(v) for k, v in obj.attrs.items()}, **attrs}
             for name in list(ds.variables):
                 var = ds[name]
-                if var.dtype.kind == "U":  # variable-length strings have a Zarr v3 spec
+                if var.dtype.kind in "UT":  # variable-length strings have a Zarr v3 spec
                     ds[name] = var = var.astype(object)
                 # One chunk per time step (a revisit is read whole); other dims whole.
                 var.encoding = {"chunks": tuple(1 if d == "time" else n for d, n in var.sizes.items())} if var.ndim else {}

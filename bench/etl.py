@@ -1,0 +1,87 @@
+"""Benchmark: full ETL of the WorldStrat AOIs vs merely reading every source file once.
+
+usage: .venv/bin/python bench/etl.py [--data PATH] [--aoi A ...] [--no-flow]
+
+Prints, in one run: the time to decode every source file once (rasterio reads of every TIFF and
+JSON parses of every metadata file), the ETL through the library alone (stliif.stages), and the
+ETL through the Prefect flow (temporary local server included), each into a fresh store, and
+their ratios to the read-once time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import rasterio
+
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's flows/
+
+from stliif.config import ETLSpec, StoreSpec, default_data_root
+from stliif.sources.worldstrat import find_aoi_files, resolve_aois
+from stliif.stages import plan_stages, run_split, run_stage
+from stliif.store import ArtifactStore
+
+
+def read_once(data: Path, aois: list[str]) -> float:
+    t = time.perf_counter()
+    for aoi in aois:
+        for path in find_aoi_files(data, aoi).all_paths():
+            if path.suffix == ".metadata":
+                json.loads(path.read_text())
+            else:
+                with rasterio.open(path) as src:
+                    src.read()
+    return time.perf_counter() - t
+
+
+def etl_library(data: Path, aois: list[str], store_uri: str) -> float:
+    t = time.perf_counter()
+    store = ArtifactStore.open(store_uri)
+    plan = plan_stages(["import", "mask", "pansharpen", "subset", "histogram"])
+    for aoi in aois:
+        for _, stage, params, _ in plan:
+            run_stage(store, stage, aoi, data=data, params=params)
+    run_split(store, aois)
+    return time.perf_counter() - t
+
+
+def etl_flow(data: Path, aois: list[str], store_uri: str) -> float:
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stliif-bench-prefect-"))
+    from flows.etl import etl
+
+    t = time.perf_counter()
+    etl(ETLSpec(data=str(data), aois=aois), StoreSpec(uri=store_uri))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=default_data_root())
+    ap.add_argument("--aoi", action="append")
+    ap.add_argument("--no-flow", action="store_true", help="skip the Prefect flow measurement")
+    args = ap.parse_args()
+    aois = resolve_aois(args.data, args.aoi)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; {len(aois)} AOIs")
+    read_once(args.data, aois[:1])  # warm the imports, not the page cache of all files
+    t_read = read_once(args.data, aois)
+    print(f"read every source file once: {t_read:7.2f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        t_lib = etl_library(args.data, aois, f"{tmp}/lib")
+        print(f"ETL, library (stliif.stages): {t_lib:7.2f} s  ratio {t_lib / t_read:5.2f}x")
+        if not args.no_flow:
+            t_flow = etl_flow(args.data, aois, f"{tmp}/flow")
+            print(f"ETL, Prefect flow:            {t_flow:7.2f} s  ratio {t_flow / t_read:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
