@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -204,6 +205,12 @@ def store_tag(
 
 def main() -> None:
     """Entry point: errors of bad input become one clear line and exit code 2."""
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stliif")
+    if "PREFECT_API_URL" not in os.environ:
+        # The temporary local server: its telemetry heartbeat can hit "database is locked", and
+        # its event recorder logs tracebacks when it stops; neither concerns the user's run.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     try:
         app()
     except (StliifError, ValidationError) as err:
