@@ -43,15 +43,21 @@ def read_once(data: Path, aois: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def etl_library(data: Path, aois: list[str], store_uri: str) -> float:
+def etl_library(data: Path, aois: list[str], store_uri: str) -> tuple[float, dict[str, float]]:
+    """Total seconds and seconds per stage run (summed over AOIs)."""
+    per_stage: dict[str, float] = {}
     t = time.perf_counter()
     store = ArtifactStore.open(store_uri)
     plan = plan_stages(["import", "mask", "pansharpen", "subset", "histogram"])
     for aoi in aois:
-        for _, stage, params, _ in plan:
+        for name, stage, params, _ in plan:
+            t0 = time.perf_counter()
             run_stage(store, stage, aoi, data=data, params=params)
+            per_stage[name] = per_stage.get(name, 0.0) + time.perf_counter() - t0
+    t0 = time.perf_counter()
     run_split(store, aois)
-    return time.perf_counter() - t
+    per_stage["split"] = time.perf_counter() - t0
+    return time.perf_counter() - t, per_stage
 
 
 def etl_flow(data: Path, aois: list[str], store_uri: str) -> float:
@@ -76,8 +82,10 @@ def main() -> None:
     t_read = read_once(args.data, aois)
     print(f"read every source file once: {t_read:7.2f} s")
     with tempfile.TemporaryDirectory() as tmp:
-        t_lib = etl_library(args.data, aois, f"{tmp}/lib")
+        t_lib, per_stage = etl_library(args.data, aois, f"{tmp}/lib")
         print(f"ETL, library (stliif.stages): {t_lib:7.2f} s  ratio {t_lib / t_read:5.2f}x")
+        for name, sec in per_stage.items():
+            print(f"  {name:16s} {sec:7.2f} s  ({sec / len(aois) * 1000:6.0f} ms per AOI)")
         if not args.no_flow:
             t_flow = etl_flow(args.data, aois, f"{tmp}/flow")
             print(f"ETL, Prefect flow:            {t_flow:7.2f} s  ratio {t_flow / t_read:5.2f}x")
