@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,7 @@ def evaluate_paper(
     samples: Mapping[str, PaperSample] | None = None,
     with_dates: bool = False,
     name: str | None = None,
+    on_prediction: Callable[[str, str, np.ndarray], None] | None = None,
 ) -> PaperResult:
     """Run ``predictor`` on protocol P and score it per AOI and scale.
 
@@ -321,6 +322,9 @@ def evaluate_paper(
         with_dates: Load the dates of the AOIs not in ``samples`` (needed by date-aware
             predictors such as :func:`stliif.models.baselines.temporal_linear`).
         name: Name stored in the result (default: the predictor's ``__name__``).
+        on_prediction: Called as ``on_prediction(aoi, scale, pred)`` with every prediction
+            (as returned by the predictor, before rounding) right before it is scored, e.g. to
+            save it or keep crops for a report.
 
     Returns:
         A :class:`PaperResult` with ``len(aois) * len(scales)`` records.
@@ -344,6 +348,8 @@ def evaluate_paper(
             pred = predictor(
                 sample.frames, size=int(size), dates=sample.dates, target_date=sample.hr_date
             )
+            if on_prediction is not None:
+                on_prediction(aoi, scale, pred)
             scores = score_image(pred, sample.target_at(int(size)), ssim=ssim)
             records.append({"aoi": aoi, "scale": scale, "size": int(size), **scores})
     return PaperResult(name=str(label), records=records, seconds=time.perf_counter() - start)
