@@ -1,1 +1,1 @@
-"""Data sources: the WorldStrat dataset on disk (STAC providers come later)."""
+"""Data sources: the WorldStrat dataset on disk, STAC providers and the WorldStrat STAC export."""
