@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from stliif.config import STAGES, ETLSpec, StoreSpec, default_data_root, default_store_uri
 from stliif.errors import StliifError
@@ -128,6 +128,20 @@ def crop(
         bbox=floats(bbox, 4, "--bbox"), polygon=polygon,  # type: ignore[arg-type]
     )
     console.print(f"{result.status} {', '.join(result.artifacts)} {result.summary['size']} px, snapshot {result.snapshot_id}")
+
+
+@app.command()
+def providers() -> None:
+    """STAC providers stliif knows: collections, search dialect, band assets, signing, auth."""
+    from stliif.sources.providers import describe_providers
+
+    table = Table("url", "Sentinel-2 L2A", "DEM", "search", "assets", "signing", "auth")
+    table.columns.insert(0, Column("name", no_wrap=True))
+    for r in describe_providers():
+        table.add_row(r["name"], r["url"], r["s2_collection"], r["dem_collection"], r["search"],
+                      r["assets"], r["signing"], r["auth"])
+    console.print(table)
+    console.print("Any other STAC API: pass its URL where a provider name is expected.")
 
 
 def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:

@@ -32,7 +32,14 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("cmd", [[], ["etl"], ["store"], ["store", "log"], ["store", "ls"], ["store", "show"]])
+def test_providers_table() -> None:
+    out = _run("providers")
+    assert out.returncode == 0
+    for name in ("earth-search", "planetary-computer", "cdse"):
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("cmd", [[], ["etl"], ["crop"], ["providers"], ["store"], ["store", "log"], ["store", "ls"], ["store", "show"]])
 def test_every_command_has_help(cmd: list[str]) -> None:
     out = _run(*cmd, "--help")
     assert out.returncode == 0, out.stderr
