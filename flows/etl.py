@@ -7,18 +7,18 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from stliif.config import ETLSpec, StoreSpec
 from stliif.report import etl_markdown
 from stliif.sources.worldstrat import resolve_aois
 from stliif.stages import AOI_STAGES, plan_stages
+from flows.runners import task_runner
 from tasks.common import open_store
 from tasks.etl import split_task, stage_task
 
 
-@flow(name="etl", task_runner=ThreadPoolTaskRunner(max_workers=3))
+@flow(name="etl", task_runner=task_runner())
 def etl(spec: ETLSpec | None = None, store: StoreSpec | None = None) -> dict[str, Any]:
     """Build the versioned, analysis-ready artifacts of a WorldStrat dataset.
 

@@ -78,6 +78,10 @@ def etl(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip AOIs with missing/corrupted files, recording why.")] = False,
     branch: BranchOpt = "main",
     endpoint_url: EndpointOpt = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Run tasks on Dask: 'local' (a LocalCluster on 127.0.0.1) or a scheduler address."),
+    ] = None,
 ) -> None:
     """Import WorldStrat and build the versioned, analysis-ready artifacts (Prefect flow `etl`)."""
     fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad}
@@ -89,7 +93,10 @@ def etl(
         fields["modes"] = mode
     spec = ETLSpec(**fields)
     resolve_aois(spec.data, spec.aois)  # refuse bad input before a flow run starts
-    result = _flow_module("etl").etl(spec, _store_spec(store, branch, endpoint_url))
+    flow = _flow_module("etl").etl
+    if dask:
+        flow = flow.with_options(task_runner=_flow_module("runners").task_runner(dask))
+    result = flow(spec, _store_spec(store, branch, endpoint_url))
     counts: dict[str, int] = {}
     for r in result["records"]:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

@@ -139,3 +139,16 @@ def test_etl_on_s3_moto(small_dataset: Path, s3_env: str) -> None:
         assert store.read_json(f"subset/clean/{aoi}")["mode"] == "clean"
     again = etl(ETLSpec(data=str(small_dataset), aois=AOIS, modes=["clean"]), spec)
     assert {r["status"] for r in again["records"]} == {"unchanged"}
+
+
+def test_etl_on_a_local_dask_cluster(small_dataset: Path, tmp_path: Path) -> None:
+    """The same flow on prefect-dask (worker processes on 127.0.0.1): the store lock holds."""
+    from flows.etl import etl
+    from flows.runners import task_runner
+
+    spec = StoreSpec(uri=str(tmp_path / "store"))
+    on_dask = etl.with_options(task_runner=task_runner("local", workers=2))
+    result = on_dask(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask"]), spec)
+    assert sorted(r["status"] for r in result["records"]) == ["committed"] * 4
+    store = ArtifactStore.open(spec)
+    assert len(store.log()) == 5 and store.list("mask") == [f"mask/{a}" for a in sorted(AOIS)]
