@@ -18,6 +18,8 @@ from stliif.config import STAGES, ETLSpec, StoreSpec, default_data_root, default
 from stliif.errors import StliifError
 from stliif.sources.worldstrat import resolve_aois
 from stliif.store import ArtifactStore
+from stliif_cli.evaluate import evaluate
+from stliif_cli.train import train
 
 app = typer.Typer(
     help="Continuous space-time super-resolution of satellite imagery.",
@@ -150,6 +152,9 @@ def providers() -> None:
     console.print(table)
     console.print("Any other STAC API: pass its URL where a provider name is expected.")
 
+
+app.command()(train)
+app.command()(evaluate)
 
 def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:
     return ArtifactStore.open(_store_spec(store, endpoint_url=endpoint_url), create=False)
