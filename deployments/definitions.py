@@ -11,6 +11,9 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import RunnerDeployment
 
 from flows.etl import etl
+from flows.evaluate import evaluate
+from flows.render import render
+from flows.train import train
 from stliif.config import STAGES
 
 # A local Icechunk store takes one committer at a time (the store's lock enforces it; this keeps
@@ -41,6 +44,32 @@ def etl_deployments() -> list[RunnerDeployment]:
     return out
 
 
+def model_deployments() -> list[RunnerDeployment]:
+    """``train-manual``, ``evaluate-manual`` (protocol C by default) and ``render-manual``."""
+    return [
+        train.to_deployment(
+            name="train-manual",
+            description="Train a (temporal) LIIF, selecting on validation AOIs; commit models/<name>.",
+            tags=["stliif", "train"],
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        evaluate.to_deployment(
+            name="evaluate-manual",
+            description="Score a model and every baseline (protocol P or C); commit metrics/<model>/<protocol>.",
+            tags=["stliif", "evaluate"],
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        render.to_deployment(
+            name="render-manual",
+            description="Render an AOI at a date or over a range with the checkpoint of record; commit render/<aoi>/...",
+            # An example request the UI form starts from (a WorldStrat AOI, its HR date, x4).
+            parameters={"spec": {"aoi": "Landcover-14956", "date": "2019-10-20", "scale": 4}},
+            tags=["stliif", "render"],
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+    ]
+
+
 def all_deployments() -> list[RunnerDeployment]:
     """Every deployment of the project."""
-    return etl_deployments()
+    return [*etl_deployments(), *model_deployments()]

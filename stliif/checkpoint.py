@@ -29,14 +29,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import xarray as xr
 from torch import nn
 
 import stliif
 from stliif.errors import CheckpointError, ModelError
 from stliif.models.registry import make_model, model_spec, normalize_spec
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "checkpoint_dataset",
+    "load_checkpoint",
+    "load_model",
+    "restore_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "stliif_version", "model", "state_dict")
@@ -208,3 +218,42 @@ def load_model(
     except (ModelError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint weights do not fit its spec {ck.model['name']!r}: {err}") from err
     return model.to(device).eval()
+
+
+def checkpoint_dataset(path: str | Path) -> xr.Dataset:
+    """A checkpoint file as a Dataset for the artifact store: its bytes plus readable attributes.
+
+    The bytes are stored verbatim (``checkpoint`` variable, uint8), so :func:`restore_checkpoint`
+    gives back the identical file; the model spec, step, data description and best validation
+    record are attributes, so ``stliif store show`` tells what a stored model is without loading it.
+    """
+    ck = load_checkpoint(path)  # refuse to version something that would not load
+    raw = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    attrs = {
+        "model": json.dumps(ck.model),
+        "train_spec": json.dumps(ck.train_spec),
+        "data": json.dumps(ck.data),
+        "step": ck.step,
+        "best": json.dumps(ck.extra.get("best")),
+        "code": json.dumps(ck.extra.get("code")),
+        "stliif_version": ck.stliif_version,
+    }
+    return xr.Dataset({"checkpoint": ("byte", raw)}, attrs=attrs)
+
+
+def restore_checkpoint(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write the checkpoint held by a store Dataset (:func:`checkpoint_dataset`) to ``path``, atomically."""
+    if "checkpoint" not in ds:
+        raise CheckpointError("this artifact holds no checkpoint (variable 'checkpoint' missing)")
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(np.asarray(ds["checkpoint"].values, dtype=np.uint8).tobytes())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    load_checkpoint(dest)
+    return dest

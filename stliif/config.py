@@ -84,3 +84,30 @@ class ETLSpec(_Spec):
         False, description="Skip AOIs whose files are missing or corrupted, recording why."
     )
     split_seed: int = Field(0, description="Seed of the stratified split and validation carve-out.")
+
+
+class RenderSpec(_Spec):
+    """A render request (:func:`stliif.render.run_render`): one date, or a range with a step."""
+
+    aoi: str = Field(description="AOI whose LR cube raw/<aoi> is rendered.")
+    model: str = Field("models/record", description="Checkpoint file, run folder, or a baseline name.")
+    date: str | None = Field(None, description="Date to render (YYYY-MM-DD); or give start and end.")
+    start: str | None = Field(None, description="First date of a time series.")
+    end: str | None = Field(None, description="Last date of a time series (inclusive).")
+    step: str = Field("5D", description="Step of a time series (pandas offset: 5D, 1W, ...).")
+    scale: float | None = Field(None, gt=0, le=16, description="Output pixels per LR pixel side.")
+    gsd: float | None = Field(None, gt=0, description="Output pixel size in metres (instead of scale).")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="Render only this lon/lat box of the AOI (west, south, east, north)."
+    )
+    k: int = Field(5, ge=1, le=16, description="Revisits given to the model.")
+    max_gap_days: float = Field(30.0, gt=0, description="Refuse dates farther than this from any usable revisit.")
+    allow_far: bool = Field(False, description="Render beyond max_gap_days anyway (flagged).")
+    out_dir: str = Field("stliif-out/render", description="Folder of the GeoTIFF / PNG / GIF / MP4 files.")
+
+    @field_validator("aoi")
+    @classmethod
+    def _aoi_name(cls, v: str) -> str:
+        from stliif.names import validate_name
+
+        return validate_name(v, what="AOI name")

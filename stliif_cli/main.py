@@ -19,6 +19,7 @@ from stliif.errors import StliifError
 from stliif.sources.worldstrat import resolve_aois
 from stliif.store import ArtifactStore
 from stliif_cli.evaluate import evaluate
+from stliif_cli.render import render
 from stliif_cli.train import train
 
 app = typer.Typer(
@@ -155,6 +156,7 @@ def providers() -> None:
 
 app.command()(train)
 app.command()(evaluate)
+app.command()(render)
 
 def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:
     return ArtifactStore.open(_store_spec(store, endpoint_url=endpoint_url), create=False)
@@ -237,6 +239,8 @@ def main() -> None:
         # its event recorder logs tracebacks when it stops; neither concerns the user's run.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+        # Its start can take longer than Prefect's 20 s on a busy 2-core machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     try:
         app()
     except (StliifError, ValidationError) as err:

@@ -6,18 +6,23 @@ from prefect.utilities.callables import parameter_schema
 
 from deployments.definitions import all_deployments
 from flows.etl import etl
+from flows.evaluate import evaluate
+from flows.render import render
+from flows.train import train
 from stliif.config import STAGES, ETLSpec
 
 
 def test_every_deployment_loads_with_valid_defaults() -> None:
     deps = all_deployments()
     names = {d.name for d in deps}
-    assert {"etl-manual", *(f"etl-{s}-manual" for s in STAGES)} <= names
+    assert {"etl-manual", *(f"etl-{s}-manual" for s in STAGES), "train-manual", "evaluate-manual", "render-manual"} == names
+    flows = {"etl": etl, "train": train, "evaluate": evaluate, "render": render}
     for d in deps:
-        assert d.entrypoint and d.entrypoint.endswith("flows/etl.py:etl")
+        kind = d.name.split("-")[0]
+        assert d.entrypoint and d.entrypoint.endswith(f"flows/{kind}.py:{kind}")
+        validated = flows[kind].validate_parameters(d.parameters)
         spec = d.parameters.get("spec")
-        validated = etl.validate_parameters(d.parameters)
-        if spec is not None:
+        if kind == "etl" and spec is not None:
             assert isinstance(validated["spec"], ETLSpec) and validated["spec"].stages == spec["stages"]
         assert d.concurrency_limit == 1
     # The UI form: the flow's parameter schema exposes every spec field with its description.
@@ -26,3 +31,6 @@ def test_every_deployment_loads_with_valid_defaults() -> None:
     spec_fields = schema["definitions"]["ETLSpec"]["properties"]
     assert {"data", "aois", "stages", "modes", "k", "skip_bad"} <= set(spec_fields)
     assert all(f.get("description") for f in spec_fields.values())
+    train_fields = parameter_schema(train).model_dump()["definitions"]["TrainSpec"]["properties"]
+    assert {"model", "steps", "strategy", "val_aois"} <= set(train_fields)
+    assert all(f.get("description") for f in train_fields.values())

@@ -1,0 +1,462 @@
+"""Render a continuous space-time model at any date and resolution, as georeferenced products.
+
+A render asks a model (a checkpoint, a run folder or any protocol-P style predictor) for the
+image of an LR cube (``raw/<aoi>`` in the store: ``reflectance`` (time, band, y, x) with CRS) at
+one date and one scale:
+
+1. **Revisits**: the ``k`` revisits closest in time to the date among those with a clear
+   fraction of at least ``min_clear`` (all revisits when no mask is given), in date order.
+2. **Temporal support**: the distance to the nearest revisit used is recorded
+   (``nearest_revisit_days``); beyond ``max_gap_days`` the request is refused unless
+   ``allow_far=True``, in which case the result is flagged (``temporal_support="extrapolated"``).
+3. **Radiometry**: RGB reflectance (B04, B03, B02) becomes 8-bit as in protocol C: divided by
+   the maximum of the frames' temporal median (:func:`stliif.protocols.uint8_scale`), with
+   missing pixels filled from that median; the model's 8-bit output is mapped back with the same
+   scale, so renders are reflectance.
+4. **Grid**: the LR footprint divided into ``round(scale * H) x round(scale * W)`` pixels: the
+   bounds are the cube's, the CRS the cube's; ``gsd`` (metres) sets the scale from the LR pixel
+   size (10 m for Sentinel-2 unless the cube's CRS is projected).
+
+:func:`render` returns an ``xarray.DataArray`` (band, y, x) with coordinates and CRS
+(rioxarray); :func:`render_series` stacks dates along ``time``. :func:`write_cog`,
+:func:`write_quicklook` and :func:`write_animation` write what QGIS and people open.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from affine import Affine
+
+from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
+from stliif.protocols import reflectance_to_uint8, uint8_scale
+
+__all__ = [
+    "RGB_BANDS",
+    "load_predictor",
+    "render",
+    "render_series",
+    "select_revisits",
+    "series_dates",
+    "write_animation",
+    "write_cog",
+    "write_quicklook",
+]
+
+RGB_BANDS = ("B04", "B03", "B02")
+S2_GSD_M = 10.0
+Predictor = Callable[..., np.ndarray]
+
+
+def load_predictor(model: str | Path | Predictor) -> Predictor:
+    """A predictor from a checkpoint file, a run folder (``best.pt``) or a baseline name."""
+    if callable(model):
+        return model
+    from stliif.protocols import get_predictor
+
+    return get_predictor(model, protocol="paper")
+
+
+def _date(value: Any, what: str = "date") -> np.datetime64:
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"invalid {what} {value!r}: use YYYY-MM-DD") from err
+    if ts is pd.NaT:
+        raise InvalidInputError(f"invalid {what} {value!r}: use YYYY-MM-DD")
+    return np.datetime64(ts.tz_localize(None) if ts.tzinfo else ts, "s")
+
+
+def _scale(cube: xr.Dataset, scale: float | None, gsd: float | None) -> float:
+    if (scale is None) == (gsd is None):
+        raise InvalidInputError("give exactly one of scale and gsd")
+    if gsd is not None:
+        if not (isinstance(gsd, int | float) and math.isfinite(gsd) and gsd > 0):
+            raise InvalidInputError(f"gsd must be a positive number of metres, got {gsd!r}")
+        crs = cube.rio.crs
+        native = abs(cube.rio.resolution()[0]) if crs is not None and crs.is_projected else S2_GSD_M
+        scale = native / float(gsd)
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and 0 < scale <= 16):
+        raise InvalidInputError(f"scale must be a number in (0, 16], got {scale!r}")
+    return float(scale)
+
+
+def select_revisits(
+    times: np.ndarray,
+    date: Any,
+    *,
+    k: int = 5,
+    clear_fraction: np.ndarray | None = None,
+    min_clear: float = 0.5,
+) -> np.ndarray:
+    """Indices of the ``k`` usable revisits closest to ``date`` (ties: earlier first), in date order.
+
+    Raises:
+        NoDataError: No revisit has a clear fraction of at least ``min_clear``.
+    """
+    if k < 1:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
+    t = np.asarray(times, dtype="datetime64[s]")
+    usable = np.ones(t.shape[0], bool) if clear_fraction is None else np.asarray(clear_fraction) >= min_clear
+    if not usable.any():
+        raise NoDataError(f"no revisit is at least {min_clear:.0%} clear")
+    cand = np.flatnonzero(usable)
+    gap = np.abs((t[cand] - _date(date)).astype(np.int64))
+    chosen = cand[np.lexsort((t[cand].astype(np.int64), gap))[:k]]
+    return np.sort(chosen)
+
+
+def _rgb_frames(cube: xr.Dataset, idx: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) float32 RGB reflectance of the chosen revisits, gaps filled from the median."""
+    if "reflectance" not in cube:
+        raise InvalidInputError("the cube has no 'reflectance' variable (an LR cube, raw/<aoi>, is needed)")
+    missing = sorted(set(RGB_BANDS) - {str(b) for b in cube["band"].values})
+    if missing:
+        raise InvalidInputError(f"the cube lacks bands {missing}")
+    refl = cube["reflectance"].isel(time=idx).sel(band=list(RGB_BANDS))
+    f = np.asarray(refl.transpose("time", "y", "x", "band").values, dtype=np.float32)
+    bad = ~np.isfinite(f)
+    if bad.any():
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(np.where(bad, np.nan, f), axis=0)
+        med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+        f = np.where(bad, med[None], f)
+    return f
+
+
+def _grid(cube: xr.Dataset, h: int, w: int) -> tuple[Affine, np.ndarray, np.ndarray]:
+    left, bottom, right, top = cube.rio.bounds()
+    tr = Affine((right - left) / w, 0.0, left, 0.0, -(top - bottom) / h, top)
+    x = left + (np.arange(w) + 0.5) * tr.a
+    y = top + (np.arange(h) + 0.5) * tr.e
+    return tr, x, y
+
+
+def render(
+    model: str | Path | Predictor,
+    cube: xr.Dataset,
+    date: Any,
+    *,
+    scale: float | None = None,
+    gsd: float | None = None,
+    k: int = 5,
+    clear_fraction: np.ndarray | None = None,
+    min_clear: float = 0.5,
+    max_gap_days: float = 30.0,
+    allow_far: bool = False,
+) -> xr.DataArray:
+    """The model's RGB reflectance at ``date`` on a grid ``scale`` times finer than the cube's.
+
+    Args:
+        model: Checkpoint path, run folder, baseline name or predictor
+            (``f(frames (T, H, W, 3) uint8, *, size, dates, target_date) -> (h, w, 3) uint8``).
+        cube: LR cube with ``reflectance`` (time, band, y, x) and a CRS (``raw/<aoi>``).
+        date: Date to render.
+        scale: Output pixels per LR pixel side (e.g. 4), or
+        gsd: the output pixel size in metres.
+        k: Revisits given to the model.
+        clear_fraction: Per-revisit clear fraction (``mask/<aoi>``) to skip cloudy revisits.
+        min_clear: Least clear fraction of a usable revisit.
+        max_gap_days: Farthest allowed distance from the date to the nearest revisit used.
+        allow_far: Render beyond ``max_gap_days`` anyway (flagged in the attributes).
+
+    Returns:
+        DataArray (band, y, x) float32 reflectance, ``x``/``y`` pixel centres, CRS and transform
+        written; attributes: model, date, scale, revisits used, ``nearest_revisit_days``,
+        ``temporal_support`` (``"interpolated"``, ``"extrapolated"`` or ``"at revisit"``).
+
+    Raises:
+        InvalidInputError: Bad date, scale/gsd, or a date beyond the temporal support.
+        NoDataError: No usable revisit.
+    """
+    when = _date(date)
+    s = _scale(cube, scale, gsd)
+    if cube.rio.crs is None:
+        raise InvalidInputError("the cube has no CRS: a render must be georeferenced")
+    times = np.asarray(cube["time"].values, dtype="datetime64[s]")
+    idx = select_revisits(times, when, k=k, clear_fraction=clear_fraction, min_clear=min_clear)
+    used = times[idx]
+    gaps = (used - when).astype(np.int64) / 86400.0
+    nearest = float(np.min(np.abs(gaps)))
+    support = "at revisit" if nearest == 0 else ("interpolated" if gaps.min() < 0 < gaps.max() else "extrapolated")
+    if nearest > max_gap_days and not allow_far:
+        raise InvalidInputError(
+            f"{str(when)[:10]} is {nearest:.0f} days from the nearest usable revisit (limit "
+            f"{max_gap_days:g}): outside the model's temporal support; pass allow_far to render anyway"
+        )
+    frames = _rgb_frames(cube, idx)
+    top = uint8_scale(frames)
+    h, w = frames.shape[1:3]
+    out_h, out_w = max(1, round(s * h)), max(1, round(s * w))
+    predictor = load_predictor(model)
+    pred = np.asarray(
+        predictor(reflectance_to_uint8(frames, top), size=(out_h, out_w), dates=used, target_date=when)
+    )
+    if pred.ndim == 4 and pred.shape[0] == len(idx):  # a per-frame model: its nearest revisit
+        pred = pred[int(np.argmin(np.abs(gaps)))]
+    if pred.shape != (out_h, out_w, 3):
+        raise ModelError(f"the model returned {pred.shape}, expected {(out_h, out_w, 3)}")
+    values = pred.astype(np.float32).transpose(2, 0, 1) * np.float32(top / 255.0)
+    tr, x, y = _grid(cube, out_h, out_w)
+    da = xr.DataArray(values, dims=("band", "y", "x"), coords={"band": list(RGB_BANDS), "y": y, "x": x},
+                      name="reflectance")  # fmt: skip
+    da.attrs = {
+        "model": str(getattr(predictor, "__name__", model)),
+        "date": str(when)[:10],
+        "scale": s,
+        "revisits": [str(t)[:10] for t in used],
+        "nearest_revisit_days": nearest,
+        "temporal_support": support,
+        "uint8_scale": float(top),
+        "aoi": str(cube.attrs.get("aoi", "")),
+    }
+    return da.rio.write_crs(cube.rio.crs).rio.write_transform(tr)
+
+
+def series_dates(start: Any, end: Any, step: str = "5D") -> list[np.datetime64]:
+    """Dates from ``start`` to ``end`` (inclusive) every ``step`` (a pandas offset such as ``5D``)."""
+    a, b = _date(start, "start date"), _date(end, "end date")
+    if b < a:
+        raise InvalidInputError(f"end {str(b)[:10]} is before start {str(a)[:10]}")
+    try:
+        dates = pd.date_range(pd.Timestamp(a), pd.Timestamp(b), freq=step)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"invalid step {step!r}: use a pandas offset such as 5D or 1W") from err
+    if len(dates) == 0 or pd.Timedelta(pd.tseries.frequencies.to_offset(step).nanos, "ns") <= pd.Timedelta(0):
+        raise InvalidInputError(f"step {step!r} gives no dates")
+    if len(dates) > 400:
+        raise InvalidInputError(f"{len(dates)} dates: at most 400 per series (use a longer step)")
+    return [np.datetime64(d, "s") for d in dates]
+
+
+def render_series(
+    model: str | Path | Predictor,
+    cube: xr.DataArray | xr.Dataset,
+    dates: Sequence[Any],
+    *,
+    progress: bool = False,
+    **kwargs: Any,
+) -> xr.DataArray:
+    """:func:`render` at each date, stacked along ``time`` (same grid); per-date support in coords."""
+    predictor = load_predictor(model)
+    it: Any = dates
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(dates, desc="render", unit="date")
+    frames = [render(predictor, cube, d, **kwargs) for d in it]
+    if not frames:
+        raise InvalidInputError("no dates to render")
+    out = xr.concat(frames, dim=pd.Index([np.datetime64(f.attrs["date"], "s") for f in frames], name="time"))
+    out = out.assign_coords(
+        nearest_revisit_days=("time", [f.attrs["nearest_revisit_days"] for f in frames]),
+        temporal_support=("time", [f.attrs["temporal_support"] for f in frames]),
+    )
+    out.attrs = {k: v for k, v in frames[0].attrs.items() if k not in ("date", "revisits", "nearest_revisit_days", "temporal_support")}
+    return out.rio.write_crs(frames[0].rio.crs).rio.write_transform(frames[0].rio.transform())
+
+
+def _display(values: np.ndarray, top: float) -> np.ndarray:
+    """(band, y, x) reflectance -> (y, x, 3) uint8 with the render's own 8-bit scale."""
+    return reflectance_to_uint8(np.moveaxis(values, 0, -1), top)
+
+
+def write_cog(da: xr.DataArray, path: str | Path) -> Path:
+    """A Cloud-Optimised GeoTIFF (float32, deflate, overviews) that opens in QGIS."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    plain = da.copy()
+    plain.attrs = {k: (", ".join(v) if isinstance(v, list) else v) for k, v in da.attrs.items()}
+    try:
+        plain.rio.to_raster(p, driver="COG", compress="DEFLATE", dtype="float32")
+    except OSError as err:
+        raise DataAccessError(f"{p}: cannot write the GeoTIFF ({err})") from err
+    return p
+
+
+def write_quicklook(da: xr.DataArray, path: str | Path) -> Path:
+    """An 8-bit PNG of a render (its own uint8 scale)."""
+    from PIL import Image
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_display(da.values, float(da.attrs["uint8_scale"]))).save(p)
+    return p
+
+
+def write_animation(series: xr.DataArray, path: str | Path, *, fps: float = 4.0, max_side: int = 640) -> Path:
+    """An animated GIF (``.gif``) or MP4 (``.mp4``, through ffmpeg) of a series, dates captioned."""
+    from PIL import Image, ImageDraw
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    top = float(series.attrs["uint8_scale"]) if "uint8_scale" in series.attrs else float(np.nanmax(series.values))
+    images = []
+    for i in range(series.sizes["time"]):
+        img = Image.fromarray(_display(series.isel(time=i).values, top))
+        if max(img.size) > max_side:
+            f = max_side / max(img.size)
+            img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.Resampling.LANCZOS)
+        draw = ImageDraw.Draw(img)
+        label = str(series["time"].values[i])[:10]
+        flag = str(series["temporal_support"].values[i]) if "temporal_support" in series.coords else ""
+        if flag == "extrapolated":
+            label += " (extrapolated)"
+        draw.rectangle((0, 0, 8 + 7 * len(label), 16), fill=(0, 0, 0))
+        draw.text((4, 2), label, fill=(255, 255, 255))
+        images.append(img)
+    if p.suffix.lower() == ".gif":
+        images[0].save(p, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    elif p.suffix.lower() == ".mp4":
+        _write_mp4(images, p, fps)
+    else:
+        raise InvalidInputError(f"{p}: animations are .gif or .mp4")
+    return p
+
+
+def _write_mp4(images: list[Any], path: Path, fps: float) -> None:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        try:
+            import imageio_ffmpeg
+
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+        except (ImportError, RuntimeError) as err:
+            raise DataAccessError("writing MP4 needs ffmpeg (install imageio-ffmpeg)") from err
+    w, h = images[0].size
+    w2, h2 = w - w % 2, h - h % 2  # yuv420p needs even sides
+    raw = b"".join(np.asarray(im.convert("RGB"))[:h2, :w2].tobytes() for im in images)
+    cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w2}x{h2}",
+           "-r", f"{fps:g}", "-i", "-", "-pix_fmt", "yuv420p", "-vcodec", "libx264", str(path)]  # fmt: skip
+    res = subprocess.run(cmd, input=raw, capture_output=True, timeout=600)
+    if res.returncode != 0:
+        raise DataAccessError(f"ffmpeg failed writing {path}: {res.stderr.decode(errors='replace')[-300:]}")
+
+
+def model_id(model: str | Path) -> dict[str, str]:
+    """What identifies a model in a render's lineage: its name and, for checkpoints, a content hash."""
+    import hashlib
+
+    from stliif.protocols import model_name
+
+    name = model_name(model)
+    p = Path(str(model)).expanduser()
+    file = p / "best.pt" if p.is_dir() else p
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16] if file.is_file() else name
+    return {"name": name, "sha256": digest}
+
+
+def run_render(
+    store: Any,
+    aoi: str,
+    model: str | Path,
+    *,
+    date: Any | None = None,
+    start: Any | None = None,
+    end: Any | None = None,
+    step: str = "5D",
+    scale: float | None = None,
+    gsd: float | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    out_dir: str | Path = "stliif-out/render",
+    k: int = 5,
+    max_gap_days: float = 30.0,
+    allow_far: bool = False,
+    run_id: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Render ``raw/<aoi>`` from the store at one date or a date range, write the files, commit.
+
+    One date writes ``<name>.tif`` (COG) and ``<name>.png``; a range writes ``<name>.gif``,
+    ``<name>.mp4`` and ``<name>-strip.png`` (renders beside the nearest real revisits) and stores
+    the series as a Zarr cube. The render is committed as ``render/<aoi>/<model>/<name>`` with the
+    model's hash and the cube's version as inputs; an identical request commits nothing.
+
+    Returns:
+        ``{"path", "status", "snapshot_id", "files", "attrs"}``.
+    """
+    from stliif.names import validate_name
+    from stliif.preprocess.crop import crop_square
+
+    validate_name(aoi, what="AOI name")
+    if (date is None) == (start is None and end is None):
+        raise InvalidInputError("give a date, or a start and an end (with a step)")
+    dates = [_date(date)] if date is not None else series_dates(start, end, step)
+    source = f"raw/{aoi}"
+    version = store.version(source)
+    if version is None:
+        raise NoDataError(f"{source} is not in the store: run `stliif etl --aoi {aoi} --stage import` first")
+    cube = store.read(source, load=True)
+    _scale(cube, scale, gsd)
+    clear = None
+    ident = model_id(model)
+    inputs = {source: version, "model": ident["sha256"]}
+    if store.version(f"mask/{aoi}") is not None:
+        m = store.read(f"mask/{aoi}", load=True)
+        clear = np.asarray(m["clear_fraction"].values)
+        inputs[f"mask/{aoi}"] = store.version(f"mask/{aoi}")
+    if bbox is not None:
+        cube = crop_square(cube, bbox=bbox)
+    mid = ident["name"]
+    tag = f"x{scale:g}" if scale is not None else f"gsd{gsd:g}m"
+    name = (f"{str(dates[0])[:10]}-{tag}" if date is not None
+            else f"{str(dates[0])[:10]}_{str(dates[-1])[:10]}_{step}-{tag}")  # fmt: skip
+    predictor = load_predictor(model)
+    opts = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, max_gap_days=max_gap_days, allow_far=allow_far)
+    out = Path(out_dir) / aoi / mid
+    files: list[Path] = []
+    if date is not None:
+        da = render(predictor, cube, dates[0], **opts)
+        files += [write_cog(da, out / f"{name}.tif"), write_quicklook(da, out / f"{name}.png")]
+    else:
+        da = render_series(predictor, cube, dates, progress=progress, **opts)
+        files += [write_animation(da, out / f"{name}.gif"), write_animation(da, out / f"{name}.mp4"),
+                  write_strip(da, cube, out / f"{name}-strip.png")]  # fmt: skip
+        attrs = dict(da.attrs)
+        ds = da.to_dataset(name="reflectance")
+    attrs = dict(da.attrs)
+    ds = da.to_dataset(name="reflectance")
+    ds.attrs = {**attrs, "model_sha256": inputs["model"], "source": source}
+    params = {"dates": [str(d)[:10] for d in dates], "scale": scale, "gsd": gsd, "bbox": bbox, "k": k,
+              "max_gap_days": max_gap_days, "allow_far": allow_far}  # fmt: skip
+    path = f"render/{aoi}/{mid}/{name}"
+    res = store.commit({path: ds}, stage="render", params=params, inputs=inputs, run_id=run_id)
+    return {"path": path, "status": "committed" if res.created else "unchanged",
+            "snapshot_id": res.snapshot_id, "files": [str(f) for f in files], "attrs": attrs}  # fmt: skip
+
+
+def write_strip(series: xr.DataArray, cube: xr.Dataset, path: str | Path, *, max_frames: int = 8) -> Path:
+    """A side-by-side strip: up to ``max_frames`` renders of a series above the nearest real revisit of each."""
+    from PIL import Image, ImageDraw
+
+    top = float(series.attrs["uint8_scale"])
+    n = series.sizes["time"]
+    pick = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
+    times = np.asarray(cube["time"].values, dtype="datetime64[s]")
+    side = 192
+    sheet = Image.new("RGB", (side * len(pick), 2 * side + 28), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for col, i in enumerate(pick):
+        when = np.datetime64(series["time"].values[i], "s")
+        j = int(np.argmin(np.abs((times - when).astype(np.int64))))
+        real = _rgb_frames(cube, np.array([j]))[0]
+        panels = [_display(series.isel(time=i).values, top), reflectance_to_uint8(real, top)]
+        for row, img in enumerate(panels):
+            sheet.paste(Image.fromarray(img).resize((side, side), Image.Resampling.NEAREST if row else Image.Resampling.LANCZOS),
+                        (col * side, row * side))  # fmt: skip
+        draw.text((col * side + 4, 2 * side + 2), f"render {str(when)[:10]}", fill=(0, 0, 0))
+        draw.text((col * side + 4, 2 * side + 14), f"revisit {str(times[j])[:10]}", fill=(90, 90, 90))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(p)
+    return p

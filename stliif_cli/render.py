@@ -1,0 +1,74 @@
+"""``stliif render``: a model's image of an AOI at any date and resolution (COG, PNG, GIF, MP4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from stliif.config import RenderSpec, StoreSpec, default_store_uri
+from stliif.errors import InvalidInputError, StliifError
+
+__all__ = ["render"]
+
+console = Console()
+
+
+def _bbox(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise InvalidInputError(f"--bbox needs 'west,south,east,north', got {text!r}")
+    return values
+
+
+def render(
+    aoi: Annotated[str, typer.Option("--aoi", help="AOI to render (its raw/<aoi> cube in the store).")],
+    date: Annotated[str | None, typer.Option(help="Date to render, YYYY-MM-DD.")] = None,
+    start: Annotated[str | None, typer.Option(help="First date of a time series.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date of a time series (inclusive).")] = None,
+    step: Annotated[str, typer.Option(help="Time-series step (pandas offset: 5D, 1W, ...).")] = "5D",
+    scale: Annotated[float | None, typer.Option(help="Output pixels per LR pixel side (e.g. 4).")] = None,
+    gsd: Annotated[float | None, typer.Option(help="Output pixel size in metres (instead of --scale).")] = None,
+    bbox: Annotated[str | None, typer.Option(help="Only this box of the AOI: 'west,south,east,north' (lon/lat).")] = None,
+    model: Annotated[str, typer.Option(help="Checkpoint, run folder or baseline name.")] = "models/record",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("stliif-out/render"),
+    allow_far: Annotated[bool, typer.Option("--allow-far", help="Render far from any revisit anyway (flagged).")] = False,
+    max_gap_days: Annotated[float, typer.Option("--max-gap-days", help="Temporal support limit.")] = 30.0,
+    store: Annotated[str | None, typer.Option(help="Store [default: $STLIIF_STORE or ./stliif-store]")] = None,
+) -> None:
+    """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it."""
+    from stliif_cli.main import _flow_module, _store_spec
+
+    try:
+        fields: dict[str, Any] = dict(aoi=aoi, model=model, date=date, start=start, end=end, step=step,
+                                      scale=scale, gsd=gsd, bbox=_bbox(bbox), out_dir=str(out),
+                                      allow_far=allow_far, max_gap_days=max_gap_days)  # fmt: skip
+        try:
+            spec = RenderSpec(**fields)
+        except ValidationError as err:
+            raise InvalidInputError(f"invalid render request: {err}") from err
+        if (spec.scale is None) == (spec.gsd is None):
+            raise InvalidInputError("give exactly one of --scale and --gsd")
+        if (spec.date is None) == (spec.start is None and spec.end is None) or (spec.start is None) != (spec.end is None):
+            raise InvalidInputError("give --date, or --start and --end (with --step)")
+        st: StoreSpec = _store_spec(store)
+        if not st.is_s3 and not Path(st.uri).expanduser().is_dir():
+            raise InvalidInputError(f"no store at {st.uri!r}: build it with `stliif etl --store {st.uri or default_store_uri()}` first")
+        record = _flow_module("render").render(spec, st)
+    except StliifError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from err
+    a = record["attrs"]
+    console.print(f"{record['status']} [bold]{record['path']}[/] (snapshot {record['snapshot_id']})")
+    if "revisits" in a:
+        console.print(f"revisits {', '.join(a['revisits'])}; nearest {a['nearest_revisit_days']:.1f} days ({a['temporal_support']})")
+    for f in record["files"]:
+        console.print(f"  {f}")

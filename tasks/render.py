@@ -1,0 +1,44 @@
+"""Render tasks: render from the store and commit, publish the quicklook or animation."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from stliif.config import RenderSpec, StoreSpec
+from stliif.render import run_render
+from tasks.common import open_store, retry_transient
+
+_EMBED_LIMIT = 4_000_000  # bytes of an image embedded in a markdown artifact
+
+
+@task(task_run_name="render-{spec.aoi}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
+def render_task(spec: RenderSpec, store: StoreSpec, run_id: str = "") -> dict[str, Any]:
+    """Render ``spec`` (see :func:`stliif.render.run_render`) and commit it."""
+    fields = spec.model_dump(exclude={"aoi", "model"})
+    return run_render(open_store(store), spec.aoi, spec.model, run_id=run_id, **fields)
+
+
+@task
+def publish_render_task(record: dict[str, Any]) -> str:
+    """A markdown artifact: what was rendered, its lineage, and the quicklook or animation."""
+    a = record["attrs"]
+    lines = [f"# Render `{record['path']}`", "",
+             f"Model `{a.get('model')}`, scale {a.get('scale'):.3g}, {record['status']} at snapshot "
+             f"`{record['snapshot_id']}`.", ""]  # fmt: skip
+    if "revisits" in a:
+        lines += [f"Revisits used: {', '.join(a['revisits'])}; nearest {a['nearest_revisit_days']:.1f} days "
+                  f"({a['temporal_support']}).", ""]  # fmt: skip
+    lines += ["Files:", *[f"- `{f}`" for f in record["files"]], ""]
+    for f in record["files"]:
+        p = Path(f)
+        if p.suffix in (".png", ".gif") and p.stat().st_size <= _EMBED_LIMIT:
+            mime = "image/gif" if p.suffix == ".gif" else "image/png"
+            lines.append(f"![{p.name}](data:{mime};base64,{base64.b64encode(p.read_bytes()).decode()})")
+    key = "render-" + "".join(c if c.isalnum() else "-" for c in record["path"].lower())
+    create_markdown_artifact("\n".join(lines), key=key[:100], description=f"Render {record['path']}")
+    return key
