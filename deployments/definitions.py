@@ -7,24 +7,46 @@ runs the flow (``$STLIIF_DATA``, ``$STLIIF_STORE``), not where the deployment wa
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from flows.etl import etl
 from flows.evaluate import evaluate
+from flows.pipeline import pipeline
 from flows.render import render
 from flows.train import train
 from stliif.config import STAGES
+from tasks.etl import COMMITTED_EVENT
 
 # A local Icechunk store takes one committer at a time (the store's lock enforces it; this keeps
 # flow runs from queueing on the lock): runs of the same deployment wait for each other.
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+REPO = Path(__file__).resolve().parents[1]
+Flows = dict[str, Flow[..., Any]]
 
 
-def etl_deployments() -> list[RunnerDeployment]:
+def flows(source: str | Path | None = None) -> Flows:
+    """The project's flows: imported here (for ``serve``), or loaded from ``source`` (a checkout
+    path or git URL) so that a work pool's workers fetch the code from there (for ``deploy``)."""
+    local = {"etl": etl, "evaluate": evaluate, "pipeline": pipeline, "render": render, "train": train}
+    if source is None:
+        return local
+    return {name: Flow.from_source(str(source), f"flows/{name}.py:{name}") for name in local}  # type: ignore[misc]
+
+
+def etl_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     """``etl-manual`` (the whole ETL) and ``etl-<stage>-manual`` for each stage alone."""
+    f = f or flows()
     out = [
-        etl.to_deployment(
+        f["etl"].to_deployment(
             name="etl-manual",
             description="Import WorldStrat and build every preprocessing artifact.",
             tags=["stliif", "etl"],
@@ -33,7 +55,7 @@ def etl_deployments() -> list[RunnerDeployment]:
     ]
     for stage in STAGES:
         out.append(
-            etl.to_deployment(
+            f["etl"].to_deployment(
                 name=f"etl-{stage}-manual",
                 description=f"Rerun the ETL stage '{stage}' alone, reading its inputs from the store.",
                 parameters={"spec": {"stages": [stage]}},
@@ -44,22 +66,74 @@ def etl_deployments() -> list[RunnerDeployment]:
     return out
 
 
-def model_deployments() -> list[RunnerDeployment]:
+DOWNSTREAM = [s for s in STAGES if s not in ("import", "split")]
+REFRESH_FILE = Path(__file__).with_name("refresh.json")
+
+
+def refresh_config(path: Path | None = None) -> list[dict[str, Any]]:
+    """The scheduled refreshes: ``$STLIIF_REFRESH_FILE`` or ``deployments/refresh.json``."""
+    p = path or Path(os.environ.get("STLIIF_REFRESH_FILE", REFRESH_FILE))
+    return list(json.loads(p.read_text())["refreshes"])
+
+
+def refresh_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
+    """``etl-refresh-<name>`` on a cron schedule per configured AOI list (import only), and
+    ``etl-downstream``, triggered by each ``stliif.artifact.committed`` event of the import stage:
+    it runs that AOI's downstream stages (mask, pansharpen, subset, histogram); the split is left
+    to a whole-dataset run, since it depends on every AOI."""
+    f = f or flows()
+    out = []
+    for r in refresh_config():
+        spec: dict[str, Any] = {"stages": ["import"]}
+        if r.get("aois"):
+            spec["aois"] = list(r["aois"])
+        out.append(
+            f["etl"].to_deployment(
+                name=f"etl-refresh-{r['name']}",
+                description=f"Scheduled refresh ({r['cron']}): re-import; changed AOIs trigger etl-downstream.",
+                schedules=[CronSchedule(cron=r["cron"], timezone=r.get("timezone", "UTC"))],
+                parameters={"spec": spec},
+                tags=["stliif", "etl", "refresh"],
+                concurrency_limit=ONE_AT_A_TIME,
+            )
+        )
+    out.append(
+        f["etl"].to_deployment(
+            name="etl-downstream",
+            description="The downstream stages of one AOI, run when its import commits new data.",
+            parameters={"spec": {"stages": DOWNSTREAM}},
+            triggers=[
+                DeploymentEventTrigger(
+                    name="new data for an AOI",
+                    expect={COMMITTED_EVENT},
+                    match={"stliif.stage": "import"},
+                    parameters={"spec": {"stages": DOWNSTREAM, "aois": ["{{ event.resource['stliif.aoi'] }}"]}},
+                )
+            ],
+            tags=["stliif", "etl", "downstream"],
+            concurrency_limit=ONE_AT_A_TIME,
+        )
+    )
+    return out
+
+
+def model_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     """``train-manual``, ``evaluate-manual`` (protocol C by default) and ``render-manual``."""
+    f = f or flows()
     return [
-        train.to_deployment(
+        f["train"].to_deployment(
             name="train-manual",
             description="Train a (temporal) LIIF, selecting on validation AOIs; commit models/<name>.",
             tags=["stliif", "train"],
             concurrency_limit=ONE_AT_A_TIME,
         ),
-        evaluate.to_deployment(
+        f["evaluate"].to_deployment(
             name="evaluate-manual",
             description="Score a model and every baseline (protocol P or C); commit metrics/<model>/<protocol>.",
             tags=["stliif", "evaluate"],
             concurrency_limit=ONE_AT_A_TIME,
         ),
-        render.to_deployment(
+        f["render"].to_deployment(
             name="render-manual",
             description="Render an AOI at a date or over a range with the checkpoint of record; commit render/<aoi>/...",
             # An example request the UI form starts from (a WorldStrat AOI, its HR date, x4).
@@ -70,6 +144,20 @@ def model_deployments() -> list[RunnerDeployment]:
     ]
 
 
-def all_deployments() -> list[RunnerDeployment]:
-    """Every deployment of the project."""
-    return [*etl_deployments(), *model_deployments()]
+def pipeline_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
+    """``pipeline-manual``: ETL, evaluation of the checkpoint of record on C, renders."""
+    f = f or flows()
+    return [
+        f["pipeline"].to_deployment(
+            name="pipeline-manual",
+            description="The whole pipeline: ETL, protocol C evaluation of the checkpoint of record, renders.",
+            tags=["stliif", "pipeline"],
+            concurrency_limit=ONE_AT_A_TIME,
+        )
+    ]
+
+
+def all_deployments(source: str | Path | None = None) -> list[RunnerDeployment]:
+    """Every deployment of the project (``source``: see :func:`flows`)."""
+    f = flows(source)
+    return [*etl_deployments(f), *refresh_deployments(f), *model_deployments(f), *pipeline_deployments(f)]

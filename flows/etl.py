@@ -29,6 +29,9 @@ def etl(spec: ETLSpec | None = None, store: StoreSpec | None = None) -> dict[str
     store = store or StoreSpec()
     aois = resolve_aois(spec.data, spec.aois)  # validates the data root before any write
     repo = open_store(store)  # creates the store, and fails early on a bad location
+    # An import that runs without its downstream stages announces new data, so that an automation
+    # (deployment etl-downstream) runs them for the AOIs that changed.
+    announce = not set(spec.stages) & {"mask", "pansharpen", "subset", "histogram"}
     futures: list[PrefectFuture[dict[str, Any]]] = []
     for aoi in aois:
         done: dict[str, PrefectFuture[dict[str, Any]]] = {}
@@ -36,7 +39,7 @@ def etl(spec: ETLSpec | None = None, store: StoreSpec | None = None) -> dict[str
             assert stage in AOI_STAGES
             fut = stage_task.submit(
                 stage, aoi, store, spec.data, params, skip_errors=spec.skip_bad,
-                wait_for=[done[d] for d in deps if d in done],
+                announce=announce and stage == "import", wait_for=[done[d] for d in deps if d in done],
             )
             done[name] = fut
             futures.append(fut)

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stliif.errors import InvalidInputError
 
-__all__ = ["ETLSpec", "StoreSpec", "default_data_root", "default_store_uri"]
+__all__ = [
+    "ETLSpec",
+    "PipelineSpec",
+    "RenderSpec",
+    "StoreSpec",
+    "default_data_root",
+    "default_model",
+    "default_store_uri",
+]
 
 _REPO = Path(__file__).resolve().parents[1]
 STAGES = ("import", "mask", "pansharpen", "subset", "histogram", "split")
@@ -33,6 +41,15 @@ def default_data_root() -> Path:
 def default_store_uri() -> str:
     """``$STLIIF_STORE``, else ``./stliif-store`` in the working directory."""
     return os.environ.get("STLIIF_STORE", "stliif-store")
+
+
+def default_model() -> str:
+    """``$STLIIF_MODEL``, else the checkpoint of record of this checkout (``models/record``)."""
+    env = os.environ.get("STLIIF_MODEL")
+    if env:
+        return env
+    record = Path(__file__).resolve().parents[1] / "models" / "record"
+    return str(record) if record.is_dir() else "models/record"
 
 
 class _Spec(BaseModel):
@@ -90,7 +107,7 @@ class RenderSpec(_Spec):
     """A render request (:func:`stliif.render.run_render`): one date, or a range with a step."""
 
     aoi: str = Field(description="AOI whose LR cube raw/<aoi> is rendered.")
-    model: str = Field("models/record", description="Checkpoint file, run folder, or a baseline name.")
+    model: str = Field(default_factory=lambda: default_model(), description="Checkpoint file, run folder, or a baseline name.")
     date: str | None = Field(None, description="Date to render (YYYY-MM-DD); or give start and end.")
     start: str | None = Field(None, description="First date of a time series.")
     end: str | None = Field(None, description="Last date of a time series (inclusive).")
@@ -111,3 +128,18 @@ class RenderSpec(_Spec):
         from stliif.names import validate_name
 
         return validate_name(v, what="AOI name")
+
+
+class PipelineSpec(_Spec):
+    """The whole pipeline: ETL, evaluation of a model on protocol C, renders."""
+
+    etl: ETLSpec = Field(default_factory=ETLSpec, description="What the ETL builds.")
+    model: str = Field(
+        default_factory=lambda: default_model(), description="Model evaluated and rendered (checkpoint, run folder or baseline)."
+    )
+    evaluate: bool = Field(True, description="Evaluate the model and the baselines on protocol C (test AOIs).")
+    ssim: bool = Field(False, description="Compute SSIM in the evaluation (slower).")
+    render_aois: list[str] | None = Field(
+        None, description="AOIs rendered at their HR date (default: the first 3 test AOIs of the split)."
+    )
+    render_scale: float = Field(4.0, gt=0, le=16, description="Scale of the renders.")

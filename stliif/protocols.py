@@ -1205,6 +1205,8 @@ def evaluation_plan(
     if other:
         notes.append(f"AOIs {other} are not test AOIs of the split")
     path = Path(str(model)).expanduser()
+    if path.is_dir():
+        path = path / "best.pt"  # a run folder: its best checkpoint
     if name not in BASELINE_NAMES and path.is_file():
         inputs["checkpoint"] = _file_digest(path)
     return _Plan(protocol, name, evaluated, train, inputs, notes, ref)

@@ -24,7 +24,7 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +114,9 @@ class TrainSpec(BaseModel):
     scale_max: float = Field(7.0, gt=0, description="Largest scale (capped at the native HR).")
     strategy: Strategy = Field("complete", description="Temporal strategy of the crops.")
     augment: bool = Field(True, description="Random flips/transposes.")
+    init_colour: bool = Field(
+        False, description="Start the model's colour map at the 3x4 affine map fitted on the training AOIs."
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
     lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
@@ -259,6 +262,22 @@ class ModelPredictor:
             self.model.train(was_training)
         img = out[0].view(h_out, w_out, -1).float().cpu().numpy() * 255.0
         return to_uint8(img)
+
+
+def init_colour_map(model: nn.Module, samples: Iterable[Any]) -> None:
+    """Set the model's base colour map to the least-squares affine map of ``samples`` (training
+    AOIs: temporal median -> HR colours, the ``median-colour`` baseline's fit)."""
+    from stliif.models.baselines import ColourMap
+
+    colour = getattr(getattr(model, "base", None), "colour", None)
+    if colour is None:
+        raise ModelError("init_colour needs a model with a learned colour map (colour_map=True)")
+    cmap = ColourMap.fit((s.frames, s.target) for s in samples)
+    m = torch.tensor(np.array(cmap.matrix), dtype=colour.weight.dtype)
+    c = m.shape[0]
+    with torch.no_grad():
+        colour.weight.copy_(m[:, :c, None, None])
+        colour.bias.copy_(m[:, c] / 255.0)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -428,6 +447,8 @@ def train(
 
     t0 = time.perf_counter()
     samples = load_paper_samples(root, train_aois, with_dates=True)
+    if spec.init_colour and step == 0:
+        init_colour_map(model, samples.values())
     scenes = [Scene.from_sample(s, time_scale=spec.time_scale) for s in samples.values()]
     val_samples = load_paper_samples(root, val_aois, with_dates=True)
     data_info = {

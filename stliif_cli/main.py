@@ -20,6 +20,7 @@ from stliif.sources.worldstrat import resolve_aois
 from stliif.store import ArtifactStore
 from stliif_cli.evaluate import evaluate
 from stliif_cli.render import render
+from stliif_cli.server import server, worker
 from stliif_cli.train import train
 
 app = typer.Typer(
@@ -154,9 +155,41 @@ def providers() -> None:
     console.print("Any other STAC API: pass its URL where a provider name is expected.")
 
 
+@app.command()
+def pipeline(
+    data: DataOpt = None,
+    store: StoreOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model to evaluate and render [default: $STLIIF_MODEL or models/record].")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score the model and baselines on protocol C.")] = True,
+    ssim: Annotated[bool, typer.Option("--ssim", help="Include SSIM in the evaluation.")] = False,
+    render_aoi: Annotated[list[str] | None, typer.Option("--render-aoi", help="AOI to render at its HR date (repeatable).")] = None,
+    branch: BranchOpt = "main",
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """ETL, then evaluation of the checkpoint of record on protocol C, then renders (Prefect flow `pipeline`)."""
+    from stliif.config import PipelineSpec
+
+    etl_spec = ETLSpec(data=str(data or default_data_root()))
+    resolve_aois(etl_spec.data, None)  # refuse bad input before a flow run starts
+    spec = PipelineSpec(etl=etl_spec, evaluate=evaluate, ssim=ssim, render_aois=render_aoi,
+                        **({"model": model} if model else {}))  # fmt: skip
+    out = _flow_module("pipeline").pipeline(spec, _store_spec(store, branch, endpoint_url))
+    counts: dict[str, int] = {}
+    for r in out["etl"]["records"]:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    console.print("etl: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if "evaluate" in out:
+        ev = out["evaluate"]
+        console.print(f"evaluate ({ev['status']}) {ev['path']}: " + ", ".join(
+            f"{s} {m['psnr']:.2f} dB" for s, m in ev["means"].items()))
+    for r in out["renders"]:
+        console.print(f"render ({r['status']}) {r['path']}: {', '.join(r['files'])}")
+
 app.command()(train)
 app.command()(evaluate)
 app.command()(render)
+app.command()(server)
+app.command()(worker)
 
 def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:
     return ArtifactStore.open(_store_spec(store, endpoint_url=endpoint_url), create=False)

@@ -38,7 +38,7 @@ def render(
     scale: Annotated[float | None, typer.Option(help="Output pixels per LR pixel side (e.g. 4).")] = None,
     gsd: Annotated[float | None, typer.Option(help="Output pixel size in metres (instead of --scale).")] = None,
     bbox: Annotated[str | None, typer.Option(help="Only this box of the AOI: 'west,south,east,north' (lon/lat).")] = None,
-    model: Annotated[str, typer.Option(help="Checkpoint, run folder or baseline name.")] = "models/record",
+    model: Annotated[str | None, typer.Option(help="Checkpoint, run folder or baseline name [default: $STLIIF_MODEL or models/record].")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("stliif-out/render"),
     allow_far: Annotated[bool, typer.Option("--allow-far", help="Render far from any revisit anyway (flagged).")] = False,
     max_gap_days: Annotated[float, typer.Option("--max-gap-days", help="Temporal support limit.")] = 30.0,
@@ -48,9 +48,11 @@ def render(
     from stliif_cli.main import _flow_module, _store_spec
 
     try:
-        fields: dict[str, Any] = dict(aoi=aoi, model=model, date=date, start=start, end=end, step=step,
+        fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
                                       scale=scale, gsd=gsd, bbox=_bbox(bbox), out_dir=str(out),
                                       allow_far=allow_far, max_gap_days=max_gap_days)  # fmt: skip
+        if model:
+            fields["model"] = model
         try:
             spec = RenderSpec(**fields)
         except ValidationError as err:

@@ -34,15 +34,46 @@ def stage_task(
     data: str,
     params: dict[str, Any] | None = None,
     skip_errors: bool = False,
+    announce: bool = False,
 ) -> dict[str, Any]:
-    """Run ``stage`` for ``aoi`` (see :func:`stliif.stages.run_stage`); returns a small record."""
+    """Run ``stage`` for ``aoi`` (see :func:`stliif.stages.run_stage`); returns a small record.
+
+    With ``announce``, a commit of new data emits ``stliif.artifact.committed``."""
     from prefect.runtime import flow_run
 
     result = run_stage(
         open_store(store), stage, aoi, data=data, params=params,
         run_id=str(flow_run.id or ""), skip_errors=skip_errors,
     )
+    if announce and result.status == "committed":
+        announce_commit(store, result.to_dict())
     return result.to_dict()
+
+
+COMMITTED_EVENT = "stliif.artifact.committed"
+
+
+def announce_commit(store: StoreSpec, record: dict[str, Any]) -> None:
+    """Emit ``stliif.artifact.committed`` for a stage run that committed new data.
+
+    The resource is ``stliif.<stage>.<aoi>`` with labels ``stliif.stage``, ``stliif.aoi``,
+    ``stliif.store`` and ``stliif.branch``, so automations can run an AOI's downstream stages
+    (``deployments/definitions.py``: ``etl-downstream``). Nothing secret is in an event.
+    """
+    from prefect.events import emit_event
+
+    emit_event(
+        event=COMMITTED_EVENT,
+        resource={
+            "prefect.resource.id": f"stliif.{record['stage']}.{record['aoi']}",
+            "stliif.stage": str(record["stage"]),
+            "stliif.aoi": str(record["aoi"]),
+            "stliif.store": store.uri,
+            "stliif.branch": store.branch,
+        },
+        payload={"snapshot_id": record["snapshot_id"], "artifacts": list(record["artifacts"]),
+                 "run_key": record["run_key"]},  # fmt: skip
+    )
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)

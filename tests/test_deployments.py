@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prefect.utilities.callables import parameter_schema
 
-from deployments.definitions import all_deployments
+from deployments.definitions import DOWNSTREAM, all_deployments
 from flows.etl import etl
 from flows.evaluate import evaluate
+from flows.pipeline import pipeline
 from flows.render import render
 from flows.train import train
 from stliif.config import STAGES, ETLSpec
@@ -15,8 +16,8 @@ from stliif.config import STAGES, ETLSpec
 def test_every_deployment_loads_with_valid_defaults() -> None:
     deps = all_deployments()
     names = {d.name for d in deps}
-    assert {"etl-manual", *(f"etl-{s}-manual" for s in STAGES), "train-manual", "evaluate-manual", "render-manual"} == names
-    flows = {"etl": etl, "train": train, "evaluate": evaluate, "render": render}
+    assert {"etl-manual", *(f"etl-{s}-manual" for s in STAGES), "etl-refresh-daily", "etl-downstream", "train-manual", "evaluate-manual", "render-manual", "pipeline-manual"} == names
+    flows = {"etl": etl, "train": train, "evaluate": evaluate, "render": render, "pipeline": pipeline}
     for d in deps:
         kind = d.name.split("-")[0]
         assert d.entrypoint and d.entrypoint.endswith(f"flows/{kind}.py:{kind}")
@@ -25,6 +26,12 @@ def test_every_deployment_loads_with_valid_defaults() -> None:
         if kind == "etl" and spec is not None:
             assert isinstance(validated["spec"], ETLSpec) and validated["spec"].stages == spec["stages"]
         assert d.concurrency_limit == 1
+    by_name = {d.name: d for d in deps}
+    assert by_name["etl-refresh-daily"].schedules[0].schedule.cron == "0 6 * * *"
+    (trigger,) = by_name["etl-downstream"].triggers
+    assert trigger.expect == {"stliif.artifact.committed"}
+    assert trigger.parameters["spec"]["aois"] == ["{{ event.resource['stliif.aoi'] }}"]
+    assert ETLSpec(**{**trigger.parameters["spec"], "aois": ["Landcover-14956"]}).stages == DOWNSTREAM
     # The UI form: the flow's parameter schema exposes every spec field with its description.
     schema = parameter_schema(etl).model_dump()
     assert set(schema["properties"]) == {"spec", "store"}

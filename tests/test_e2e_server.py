@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -45,8 +47,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.fixture
-def server(tmp_path: Path, small_dataset: Path) -> Iterator[tuple[str, dict[str, str]]]:
+@contextmanager
+def _prefect_server(tmp_path: Path, small_dataset: Path) -> Iterator[tuple[str, dict[str, str], IO[bytes]]]:
+    """A real ``prefect server`` on a free loopback port with a temporary home; stopped after."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
@@ -55,6 +58,7 @@ def server(tmp_path: Path, small_dataset: Path) -> Iterator[tuple[str, dict[str,
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
         "STLIIF_DATA": str(small_dataset),
         "STLIIF_STORE": str(tmp_path / "store"),
     }
@@ -63,19 +67,26 @@ def server(tmp_path: Path, small_dataset: Path) -> Iterator[tuple[str, dict[str,
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    runner = None
     try:
         _wait(f"{api}/health")
+        yield api, env, log
+    finally:
+        _stop(srv)
+        log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, small_dataset: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The server, with every deployment served from this checkout (``deployments.serve``)."""
+    with _prefect_server(tmp_path, small_dataset) as (api, env, log):
         runner = subprocess.Popen(
             [sys.executable, "-m", "deployments.serve"], cwd=REPO, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        yield api, env
-    finally:
-        if runner is not None:
+        try:
+            yield api, env
+        finally:
             _stop(runner)
-        _stop(srv)
-        log.close()
 
 
 def _request(client: httpx.Client, method: str, url: str, **kw: object) -> httpx.Response:
@@ -113,6 +124,21 @@ def _run(client: httpx.Client, deployment: str, parameters: dict) -> dict:
     raise TimeoutError(f"flow run {run_id} did not finish")
 
 
+def _wait_for_run(client: httpx.Client, deployment: str, timeout: float = 300) -> dict:
+    """The first flow run of ``deployment`` (created by an automation), once it has finished."""
+    dep = _deployment_id(client, deployment)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _request(client, "POST", "/flow_runs/filter",
+                        json={"deployments": {"id": {"any_": [dep]}}, "limit": 5}).json()  # fmt: skip
+        for run in runs:
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                assert run["state"]["type"] == "COMPLETED", run["state"]
+                return dict(run)
+        time.sleep(1)
+    raise TimeoutError(f"no run of {deployment} finished within {timeout} s")
+
+
 def test_deploy_trigger_and_refresh(server: tuple[str, dict[str, str]], small_dataset: Path) -> None:
     api, env = server
     store = ArtifactStore.open(env["STLIIF_STORE"])
@@ -126,19 +152,47 @@ def test_deploy_trigger_and_refresh(server: tuple[str, dict[str, str]], small_da
         run_ids = {c.metadata.get("run_id") for c in store.log() if c.metadata.get("stage") == "import"}
         assert run_ids == {first["id"]}, "commits record the Prefect flow run id"
 
-        # Refresh one AOI: a new revisit appears; the same deployment recomputes only that AOI.
+        # Refresh one AOI: a new revisit appears. The import deployment re-imports every AOI but
+        # commits only the changed one; its commit event triggers etl-downstream for that AOI.
         folder = small_dataset / "lr_dataset/Landcover-14956/L2A"
         for f in sorted(folder.glob("Landcover-14956-1[-.]*")):
             shutil.copy(f, folder / f.name.replace("Landcover-14956-1", "Landcover-14956-9", 1))
         meta = folder / "Landcover-14956-9.metadata"
         meta.write_text(json.dumps({**json.loads(meta.read_text()), "lowres_date": "2019-10-21"}))
-        _run(client, "etl-manual", params)
-        new = [c for c in store.log() if c.snapshot_id != head]
-        new = new[: [c.snapshot_id for c in store.log()].index(head)]
+        _run(client, "etl-import-manual", {})
+        downstream = _wait_for_run(client, "etl-downstream")
+        assert downstream["parameters"]["spec"]["aois"] == ["Landcover-14956"]
+        log = store.log()
+        new = log[: [c.snapshot_id for c in log].index(head)]
         assert {c.metadata["params"]["aoi"] for c in new} == {"Landcover-14956"}
-        assert sorted(c.metadata["stage"] for c in new) == ["import", "mask", "subset"]
+        stages = sorted(c.metadata["stage"] for c in new)
+        assert stages == ["histogram", "histogram", "import", "mask", "pansharpen", "subset", "subset"], stages
+        assert store.version("pansharpened/Landcover-14956") and not store.version("pansharpened/Amnesty_POI-13-1-1")
 
         # A single-stage deployment, triggered with its defaults.
         _run(client, "etl-histogram-manual", {})
         assert store.version("matched/clean/Landcover-14956") and store.version("matched/paper/Amnesty_POI-13-1-1")
         assert store.log()[0].metadata["stage"] == "histogram"
+
+
+def test_process_work_pool_and_worker(tmp_path: Path, small_dataset: Path) -> None:
+    """The same deployments on a process work pool, run by `stliif worker` (not served)."""
+    with _prefect_server(tmp_path, small_dataset) as (api, env, log):
+        deployed = subprocess.run([sys.executable, "-m", "deployments.deploy", "--pool", "test-pool"], cwd=REPO,
+                                  env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr[-2000:]
+        assert "on work pool 'test-pool'" in deployed.stdout
+        worker = subprocess.Popen([str(Path(sys.executable).with_name("stliif")), "worker", "--pool", "test-pool"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+        try:
+            with httpx.Client(base_url=api, timeout=30) as client:
+                pool = _request(client, "GET", "/work_pools/test-pool").json()
+                assert pool["type"] == "process"
+                run = _run(client, "etl-import-manual", {"spec": {"aois": ["Landcover-14956"]}})
+                assert run["work_pool_name"] == "test-pool"
+        finally:
+            _stop(worker)
+        store = ArtifactStore.open(env["STLIIF_STORE"])
+        assert store.version("raw/Landcover-14956") and not store.version("raw/Amnesty_POI-13-1-1")
+        assert store.log(limit=1)[0].metadata["run_id"] == run["id"]

@@ -235,3 +235,17 @@ def test_predictor_plugs_into_evaluate_paper(worldstrat):
     for frame in ("middle", "median"):
         img = ModelPredictor(single.eval(), frame=frame)(sample.frames, size=32)  # type: ignore[arg-type]
         assert img.shape == (32, 32, 3)
+
+
+def test_init_colour_map_starts_at_the_fitted_baseline(worldstrat) -> None:
+    from stliif.models.baselines import ColourMap
+    from stliif.train import init_colour_map
+
+    samples = load_paper_samples(worldstrat, TRAIN_AOIS, with_dates=True)
+    model = make_model(TINY)
+    init_colour_map(model, samples.values())
+    cmap = ColourMap.fit((s.frames, s.target) for s in samples.values())
+    colour = model.base.colour
+    np.testing.assert_allclose(colour.weight[:, :, 0, 0].detach().numpy(), cmap.matrix[:, :3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(colour.bias.detach().numpy() * 255, cmap.matrix[:, 3], rtol=1e-4, atol=1e-3)
+    assert not np.allclose(cmap.matrix[:, :3], np.eye(3))  # the fit is not the identity start
