@@ -120,3 +120,24 @@ def test_products_open_as_georeferenced_files(tmp_path: Path) -> None:
     assert Image.open(gif).n_frames == 5
     mp4 = write_animation(series, tmp_path / "s.mp4")
     assert mp4.stat().st_size > 0 and mp4.read_bytes()[4:8] == b"ftyp"
+
+
+def test_record_model_renders_follow_the_date(worldstrat: Path) -> None:
+    """The checkpoint of record on real revisits: a render in early September looks like the
+    September revisits, one in mid October like the October ones (the scene changes in between)."""
+    from stliif.config import default_model
+    from stliif.preprocess.mask import compute_masks
+    from stliif.render import _rgb_frames
+    from stliif.sources.worldstrat import find_aoi_files, read_lr
+
+    cube = read_lr(find_aoi_files(worldstrat, "Landcover-14956"))
+    clear = compute_masks(cube)["clear_fraction"].values
+    frames = _rgb_frames(cube, np.arange(cube.sizes["time"]))
+    sep, octo = 1, 6  # 2019-09-03 and 2019-10-18, both fully clear
+    corr = {}
+    for i in (sep, octo):
+        da = render(default_model(), cube, cube["time"].values[i], scale=1, clear_fraction=clear)
+        assert da.attrs["temporal_support"] == "at revisit"
+        img = da.values.transpose(1, 2, 0)
+        corr[i] = [np.corrcoef(img.ravel(), frames[j].ravel())[0, 1] for j in (sep, octo)]
+    assert corr[sep][0] > corr[sep][1] + 0.2 and corr[octo][1] > corr[octo][0] + 0.2, corr
