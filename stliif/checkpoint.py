@@ -163,6 +163,11 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file missing")
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is damaged
+        raise CheckpointError(
+            f"{p}: not a readable checkpoint: refused, not a torch.save archive (truncated, another "
+            "kind of file, or a bare pickle, which is never unpickled)"
+        )
     try:
         raw = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
