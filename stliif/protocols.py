@@ -77,6 +77,7 @@ from stliif.models.baselines import (
     ColourMap,
     DateLike,
     Predictor,
+    blend_in_time,
     median_bicubic,
     per_frame_bicubic,
     resize,
@@ -590,16 +591,6 @@ def _bind_colour(colour_map: ColourMap) -> Predictor:
     return median_colour
 
 
-def _days(values: Any) -> np.ndarray:
-    try:
-        d = np.asarray(values, dtype="datetime64[s]")
-    except (TypeError, ValueError) as err:
-        raise InvalidInputError(f"not dates: {values!r} ({err})") from err
-    if np.any(np.isnat(d)):
-        raise InvalidInputError(f"dates contain NaT: {values!r}")
-    return d.astype(np.int64) / 86400.0
-
-
 def clean_temporal_linear(
     frames: np.ndarray,
     *,
@@ -615,23 +606,7 @@ def clean_temporal_linear(
     Returns:
         ``(S, S, C)`` float32.
     """
-    f = _check_float_frames(frames)
-    if dates is None or target_date is None:
-        raise InvalidInputError("linear needs dates and target_date")
-    d = _days(dates)
-    if d.shape != (f.shape[0],):
-        raise InvalidInputError(f"need {f.shape[0]} dates, got {np.shape(dates)}")
-    t = float(_days(target_date))
-    uniq, inverse = np.unique(d, return_inverse=True)
-    if t <= uniq[0] or t >= uniq[-1]:
-        k = 0 if t <= uniq[0] else len(uniq) - 1
-        image = f[inverse == k].astype(np.float64).mean(axis=0)
-    else:
-        j = int(np.searchsorted(uniq, t, side="left"))
-        w = (t - uniq[j - 1]) / (uniq[j] - uniq[j - 1])
-        image = (1.0 - w) * f[inverse == j - 1].astype(np.float64).mean(axis=0) + w * f[
-            inverse == j
-        ].astype(np.float64).mean(axis=0)
+    image = blend_in_time(_check_float_frames(frames), dates, target_date)
     return resize(image.astype(np.float32), size)
 
 

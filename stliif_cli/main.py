@@ -19,6 +19,7 @@ from stliif.errors import StliifError
 from stliif.sources.worldstrat import resolve_aois
 from stliif.store import ArtifactStore
 from stliif_cli.evaluate import evaluate
+from stliif_cli.options import parse_floats
 from stliif_cli.render import render
 from stliif_cli.server import server, worker
 from stliif_cli.train import train
@@ -122,21 +123,10 @@ def crop(
     """Crop an artifact to a square, a bbox or a polygon and commit the crop to the store."""
     from stliif.stages import run_crop
 
-    def floats(text: str | None, n: int, opt: str) -> tuple[float, ...] | None:
-        if text is None:
-            return None
-        try:
-            values = tuple(float(v) for v in text.split(","))
-        except ValueError:
-            values = ()
-        if len(values) != n:
-            raise typer.BadParameter(f"{opt} needs {n} comma-separated numbers, got {text!r}")
-        return values
-
     result = run_crop(
         ArtifactStore.open(_store_spec(store, branch, endpoint_url), create=False), source, name,
-        center=floats(center, 2, "--center"), size_m=size_m,  # type: ignore[arg-type]
-        bbox=floats(bbox, 4, "--bbox"), polygon=polygon,  # type: ignore[arg-type]
+        center=parse_floats(center, 2, "--center"), size_m=size_m,  # type: ignore[arg-type]
+        bbox=parse_floats(bbox, 4, "--bbox"), polygon=polygon,  # type: ignore[arg-type]
     )
     console.print(f"{result.status} {', '.join(result.artifacts)} {result.summary['size']} px, snapshot {result.snapshot_id}")
 

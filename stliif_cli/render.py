@@ -11,22 +11,11 @@ from rich.console import Console
 
 from stliif.config import RenderSpec, StoreSpec, default_store_uri
 from stliif.errors import InvalidInputError, StliifError
+from stliif_cli.options import parse_floats
 
 __all__ = ["render"]
 
 console = Console()
-
-
-def _bbox(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise InvalidInputError(f"--bbox needs 'west,south,east,north', got {text!r}")
-    return values
 
 
 def render(
@@ -49,7 +38,7 @@ def render(
 
     try:
         fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
-                                      scale=scale, gsd=gsd, bbox=_bbox(bbox), out_dir=str(out),
+                                      scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
                                       allow_far=allow_far, max_gap_days=max_gap_days)  # fmt: skip
         if model:
             fields["model"] = model

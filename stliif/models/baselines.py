@@ -31,6 +31,7 @@ __all__ = [
     "BASELINES",
     "ColourMap",
     "Predictor",
+    "blend_in_time",
     "median_bicubic",
     "median_colour_bicubic",
     "per_frame_bicubic",
@@ -360,9 +361,21 @@ def temporal_linear(
     Returns:
         ``(size, size, C)`` uint8.
     """
-    f = _check_frames(frames)
+    image = blend_in_time(_check_frames(frames), dates, target_date)
+    return to_uint8(resize(image, size, resample=resample))
+
+
+def blend_in_time(
+    frames: np.ndarray, dates: Sequence[DateLike] | None, target_date: DateLike | None
+) -> np.ndarray:
+    """The temporal-linear rule of :func:`temporal_linear`, before resampling: ``(H, W, C)`` float64.
+
+    Frames sharing a date are averaged; the two dates around ``target_date`` are blended
+    linearly; outside the date range the nearest end frame is used.
+    """
+    f = np.asarray(frames)
     if dates is None or target_date is None:
-        raise InvalidInputError("temporal_linear needs dates and target_date")
+        raise InvalidInputError("temporal linear interpolation needs dates and target_date")
     d = _days(dates)
     if d.shape != (f.shape[0],):
         raise InvalidInputError(f"need {f.shape[0]} dates, got {np.shape(dates)}")
@@ -370,14 +383,12 @@ def temporal_linear(
     uniq, inverse = np.unique(d, return_inverse=True)
     if t <= uniq[0] or t >= uniq[-1]:
         k = 0 if t <= uniq[0] else len(uniq) - 1
-        image = f[inverse == k].astype(np.float64).mean(axis=0)
-    else:
-        j = int(np.searchsorted(uniq, t, side="left"))  # uniq[j - 1] < t <= uniq[j]
-        w = (t - uniq[j - 1]) / (uniq[j] - uniq[j - 1])
-        before = f[inverse == j - 1].astype(np.float64).mean(axis=0)
-        after = f[inverse == j].astype(np.float64).mean(axis=0)
-        image = (1.0 - w) * before + w * after
-    return to_uint8(resize(image, size, resample=resample))
+        return f[inverse == k].astype(np.float64).mean(axis=0)
+    j = int(np.searchsorted(uniq, t, side="left"))  # uniq[j - 1] < t <= uniq[j]
+    w = (t - uniq[j - 1]) / (uniq[j] - uniq[j - 1])
+    before = f[inverse == j - 1].astype(np.float64).mean(axis=0)
+    after = f[inverse == j].astype(np.float64).mean(axis=0)
+    return (1.0 - w) * before + w * after
 
 
 BASELINES: dict[str, Predictor] = {
