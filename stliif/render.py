@@ -9,10 +9,10 @@ one date and one scale:
 2. **Temporal support**: the distance to the nearest revisit used is recorded
    (``nearest_revisit_days``); beyond ``max_gap_days`` the request is refused unless
    ``allow_far=True``, in which case the result is flagged (``temporal_support="extrapolated"``).
-3. **Radiometry**: RGB reflectance (B04, B03, B02) becomes 8-bit as in protocol C: divided by
-   the maximum of the frames' temporal median (:func:`stliif.protocols.uint8_scale`), with
-   missing pixels filled from that median; the model's 8-bit output is mapped back with the same
-   scale, so renders are reflectance.
+3. **Radiometry**: RGB reflectance (B04, B03, B02) becomes 8-bit: divided by the brightest
+   clear pixel of the revisits used (at least the maximum of their temporal median, protocol C's
+   scale), so no clear pixel is clipped, with missing pixels filled from the median; the model's
+   8-bit output is mapped back with the same scale, so renders are reflectance.
 4. **Grid**: the LR footprint divided into ``round(scale * H) x round(scale * W)`` pixels: the
    bounds are the cube's, the CRS the cube's; ``gsd`` (metres) sets the scale from the LR pixel
    size (10 m for Sentinel-2 unless the cube's CRS is projected).
@@ -131,6 +131,19 @@ def _rgb_frames(cube: xr.Dataset, idx: np.ndarray) -> np.ndarray:
     return f
 
 
+def _display_scale(cube: xr.Dataset, idx: np.ndarray, frames: np.ndarray) -> float:
+    """The 8-bit scale of a render: the brightest clear pixel of the revisits used (no clear
+    pixel is clipped), and at least protocol C's scale (max of the temporal median)."""
+    vals = frames
+    if {"data_mask", "clm"} <= set(cube.data_vars):
+        from stliif.preprocess.mask import clear_mask
+
+        clear = np.asarray(clear_mask(cube.isel(time=idx)).values, dtype=bool)
+        if clear.any():
+            vals = frames[clear]
+    return max(uint8_scale(frames), float(np.max(vals)))
+
+
 def _grid(cube: xr.Dataset, h: int, w: int) -> tuple[Affine, np.ndarray, np.ndarray]:
     left, bottom, right, top = cube.rio.bounds()
     tr = Affine((right - left) / w, 0.0, left, 0.0, -(top - bottom) / h, top)
@@ -192,7 +205,7 @@ def render(
             f"{max_gap_days:g}): outside the model's temporal support; pass allow_far to render anyway"
         )
     frames = _rgb_frames(cube, idx)
-    top = uint8_scale(frames)
+    top = _display_scale(cube, idx, frames)
     h, w = frames.shape[1:3]
     out_h, out_w = max(1, round(s * h)), max(1, round(s * w))
     predictor = load_predictor(model)

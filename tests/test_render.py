@@ -53,6 +53,16 @@ def test_render_grid_matches_the_cube_footprint() -> None:
     assert da.attrs["temporal_support"] == "at revisit" and da.attrs["nearest_revisit_days"] == 0
 
 
+def test_a_render_at_a_revisit_date_and_native_scale_reproduces_that_revisit() -> None:
+    """Through the whole product path (selection, 8-bit round trip, grid): exact up to quantisation."""
+    cube = linear_cube()
+    for i in (0, 2, 4):
+        da = render("linear", cube, DATES[i], scale=1)
+        real = cube["reflectance"].isel(time=i).sel(band=["B04", "B03", "B02"]).values
+        assert np.abs(da.values - real).max() <= da.attrs["uint8_scale"] / 255 / 2 + 1e-6
+        assert da.attrs["temporal_support"] == "at revisit"
+
+
 def test_linear_in_time_renders_between_the_two_revisits() -> None:
     cube = linear_cube()
     mid = render("linear", cube, "2020-01-16", scale=1)  # halfway between revisits 2 and 3
