@@ -222,8 +222,11 @@ class ArtifactStore:
 
     # -- reading ------------------------------------------------------------------------------
     def list(self, prefix: str = "", *, ref: str | None = None) -> list[str]:
-        """Artifact paths (groups carrying a version) under ``prefix``, sorted."""
-        root = zarr.open_group(self._session(ref).store, mode="r")
+        """Artifact paths (groups carrying a version) under ``prefix``, sorted (``[]`` when empty)."""
+        try:
+            root = zarr.open_group(self._session(ref).store, mode="r")
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+            return []  # a repository with no commit of artifacts yet has no root group
         out: list[str] = []
 
         def walk(group: zarr.Group, path: str) -> None:
@@ -233,7 +236,10 @@ class ArtifactStore:
             for name, child in group.groups():
                 walk(child, f"{path}/{name}" if path else name)
 
-        start = root[prefix] if prefix else root
+        try:
+            start = root[prefix] if prefix else root
+        except KeyError:
+            return []
         if isinstance(start, zarr.Group):
             walk(start, prefix.strip("/"))
         return sorted(out)

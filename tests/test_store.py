@@ -52,6 +52,12 @@ def test_commit_records_lineage_and_is_idempotent(tmp_path: Path) -> None:
     assert store.list() == ["meta/a", "raw/a"]
 
 
+def test_an_empty_store_lists_nothing(tmp_path: Path) -> None:
+    store = ArtifactStore.open(str(tmp_path / "s"))
+    assert store.list() == [] and store.list("raw") == []
+    assert store.version("raw/x") is None
+
+
 def test_read_at_tag_branch_and_snapshot(tmp_path: Path) -> None:
     store = ArtifactStore.open(str(tmp_path / "s"))
     old = store.commit({"raw/a": _cube(1)}, stage="s", params={"i": 1}).snapshot_id
