@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from prefect import flow
@@ -34,10 +35,8 @@ def pipeline(spec: PipelineSpec | None = None, store: StoreSpec | None = None) -
         rs = RenderSpec(aoi=aoi, model=spec.model, date=hr_date, scale=spec.render_scale)
         out["renders"].append(render(rs, store))
     lines = ["# Pipeline run", "", f"Store `{store.uri}` branch `{store.branch}`, snapshot "
-             f"`{open_store(store).snapshot_id()}`.", ""]  # fmt: skip
-    counts: dict[str, int] = {}
-    for r in out["etl"]["records"]:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+             f"`{repo.snapshot_id()}`.", ""]  # fmt: skip
+    counts = Counter(r["status"] for r in out["etl"]["records"])
     lines.append("- ETL: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if "evaluate" in out:
         means = out["evaluate"]["means"]

@@ -248,8 +248,24 @@ def score_image(pred: np.ndarray, target: np.ndarray, *, ssim: bool = True) -> d
     return {"mse": float(m[0]), "psnr": float(m[1]), "ssim": float(m[2])}
 
 
+class RecordViews:
+    """``aois`` and ``scales`` of a result made of per-(AOI, scale) ``records``."""
+
+    records: list[dict[str, Any]]
+
+    @property
+    def scales(self) -> list[str]:
+        """Scales in record order."""
+        return list(dict.fromkeys(r["scale"] for r in self.records))
+
+    @property
+    def aois(self) -> list[str]:
+        """AOIs in record order."""
+        return list(dict.fromkeys(r["aoi"] for r in self.records))
+
+
 @dataclass
-class PaperResult:
+class PaperResult(RecordViews):
     """Per-AOI, per-scale scores of one predictor on protocol P.
 
     Attributes:
@@ -262,16 +278,6 @@ class PaperResult:
     name: str
     records: list[dict[str, Any]]
     seconds: float = 0.0
-
-    @property
-    def scales(self) -> list[str]:
-        """Scales in record order."""
-        return list(dict.fromkeys(r["scale"] for r in self.records))
-
-    @property
-    def aois(self) -> list[str]:
-        """AOIs in record order."""
-        return list(dict.fromkeys(r["aoi"] for r in self.records))
 
     def values(self, metric: str, scale: str) -> dict[str, float]:
         """``{aoi: value}`` of ``metric`` (``"mse"``, ``"psnr"``, ``"ssim"``) at ``scale``."""

@@ -67,6 +67,7 @@ from stliif.evaluate import (
     PAPER_TEST_AOIS,
     PairedDelta,
     PaperResult,
+    RecordViews,
     evaluate_paper,
     load_paper_sample,
     load_paper_samples,
@@ -205,7 +206,7 @@ DEFINITIONS: dict[str, str] = {
 
 
 @dataclass
-class EvalResult:
+class EvalResult(RecordViews):
     """Per-AOI, per-scale scores of one predictor on one protocol.
 
     Attributes:
@@ -227,16 +228,6 @@ class EvalResult:
     def from_paper(cls, result: PaperResult) -> EvalResult:
         """Wrap a :class:`stliif.evaluate.PaperResult`."""
         return cls(result.name, "paper", result.records, PAPER_METRICS, result.seconds)
-
-    @property
-    def aois(self) -> list[str]:
-        """AOIs in record order."""
-        return list(dict.fromkeys(r["aoi"] for r in self.records))
-
-    @property
-    def scales(self) -> list[str]:
-        """Scales in record order."""
-        return list(dict.fromkeys(r["scale"] for r in self.records))
 
     def values(self, metric: str, scale: str) -> dict[str, float]:
         """``{aoi: value}`` of ``metric`` at ``scale``."""

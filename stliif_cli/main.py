@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 import json
 import os
 import sys
@@ -69,6 +70,12 @@ def _store_spec(store: str | None, branch: str = "main", endpoint_url: str | Non
     )
 
 
+def _status_counts(records: list[dict[str, Any]]) -> str:
+    """``"12 committed, 3 unchanged"``: stage records counted by status."""
+    counts = Counter(r["status"] for r in records)
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
 @app.command()
 def etl(
     data: DataOpt = None,
@@ -102,10 +109,7 @@ def etl(
     if dask:
         flow = flow.with_options(task_runner=_flow_module("runners").task_runner(dask))
     result = flow(spec, _store_spec(store, branch, endpoint_url))
-    counts: dict[str, int] = {}
-    for r in result["records"]:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    console.print(f"snapshot [bold]{result['snapshot_id']}[/]: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    console.print(f"snapshot [bold]{result['snapshot_id']}[/]: {_status_counts(result['records'])}")
 
 
 @app.command()
@@ -164,10 +168,7 @@ def pipeline(
     spec = PipelineSpec(etl=etl_spec, evaluate=evaluate, ssim=ssim, render_aois=render_aoi,
                         **({"model": model} if model else {}))  # fmt: skip
     out = _flow_module("pipeline").pipeline(spec, _store_spec(store, branch, endpoint_url))
-    counts: dict[str, int] = {}
-    for r in out["etl"]["records"]:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    console.print("etl: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    console.print(f"etl: {_status_counts(out['etl']['records'])}")
     if "evaluate" in out:
         ev = out["evaluate"]
         console.print(f"evaluate ({ev['status']}) {ev['path']}: " + ", ".join(
