@@ -18,6 +18,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
+from flows.acquire import acquire
 from flows.etl import etl
 from flows.evaluate import evaluate
 from flows.pipeline import pipeline
@@ -36,7 +37,7 @@ Flows = dict[str, Flow[..., Any]]
 def flows(source: str | Path | None = None) -> Flows:
     """The project's flows: imported here (for ``serve``), or loaded from ``source`` (a checkout
     path or git URL) so that a work pool's workers fetch the code from there (for ``deploy``)."""
-    local = {"etl": etl, "evaluate": evaluate, "pipeline": pipeline, "render": render, "train": train}
+    local = {"acquire": acquire, "etl": etl, "evaluate": evaluate, "pipeline": pipeline, "render": render, "train": train}
     if source is None:
         return local
     return {name: Flow.from_source(str(source), f"flows/{name}.py:{name}") for name in local}  # type: ignore[misc]
@@ -117,6 +118,39 @@ def refresh_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     return out
 
 
+def acquire_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
+    """``acquire-manual`` (one query into ``raw/<aoi>``; a rerun adds only new dates) and
+    ``acquire-downstream``: when an acquisition commits new dates, mask that AOI (the stages
+    that need SPOT imagery apply to WorldStrat AOIs only)."""
+    f = f or flows()
+    return [
+        f["acquire"].to_deployment(
+            name="acquire-manual",
+            description="Search STAC providers for an area and dates; commit the datacube raw/<aoi>.",
+            # An example request the UI form starts from (a WorldStrat AOI's area, its autumn 2019).
+            parameters={"spec": {"aoi": "kyiv-oblast-field", "bbox": [28.5745, 50.4624, 28.5968, 50.4766],
+                                 "start": "2019-08-01", "end": "2019-11-30", "max_cloud": 40}},
+            tags=["stliif", "acquire"],
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        f["etl"].to_deployment(
+            name="acquire-downstream",
+            description="Mask an acquired AOI when its acquisition commits new dates.",
+            parameters={"spec": {"stages": ["mask"]}},
+            triggers=[
+                DeploymentEventTrigger(
+                    name="new acquisition for an AOI",
+                    expect={COMMITTED_EVENT},
+                    match={"stliif.stage": "acquire"},
+                    parameters={"spec": {"stages": ["mask"], "aois": ["{{ event.resource['stliif.aoi'] }}"]}},
+                )
+            ],
+            tags=["stliif", "acquire", "downstream"],
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+    ]
+
+
 def model_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     """``train-manual``, ``evaluate-manual`` (protocol C by default) and ``render-manual``."""
     f = f or flows()
@@ -160,4 +194,4 @@ def pipeline_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
 def all_deployments(source: str | Path | None = None) -> list[RunnerDeployment]:
     """Every deployment of the project (``source``: see :func:`flows`)."""
     f = flows(source)
-    return [*etl_deployments(f), *refresh_deployments(f), *model_deployments(f), *pipeline_deployments(f)]
+    return [*acquire_deployments(f), *etl_deployments(f), *refresh_deployments(f), *model_deployments(f), *pipeline_deployments(f)]

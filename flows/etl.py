@@ -12,7 +12,7 @@ from tqdm import tqdm
 from stliif.config import ETLSpec, StoreSpec
 from stliif.report import etl_markdown
 from stliif.sources.worldstrat import resolve_aois
-from stliif.stages import AOI_STAGES, plan_stages
+from stliif.stages import AOI_STAGES, plan_stages, store_aois
 from flows.runners import task_runner
 from tasks.common import open_store
 from tasks.etl import split_task, stage_task
@@ -27,8 +27,12 @@ def etl(spec: ETLSpec | None = None, store: StoreSpec | None = None) -> dict[str
     """
     spec = spec or ETLSpec()
     store = store or StoreSpec()
-    aois = resolve_aois(spec.data, spec.aois)  # validates the data root before any write
-    repo = open_store(store)  # creates the store, and fails early on a bad location
+    if "import" in spec.stages:
+        aois = resolve_aois(spec.data, spec.aois)  # validates the data root before any write
+        repo = open_store(store)  # creates the store, and fails early on a bad location
+    else:  # stages that read only the store: its AOIs (imported or acquired) are the ones there are
+        repo = open_store(store)
+        aois = store_aois(repo, spec.aois)
     # An import that runs without its downstream stages announces new data, so that an automation
     # (deployment etl-downstream) runs them for the AOIs that changed.
     announce = not set(spec.stages) & {"mask", "pansharpen", "subset", "histogram"}

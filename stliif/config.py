@@ -12,11 +12,12 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stliif.errors import InvalidInputError
 
 __all__ = [
+    "AcquireSpec",
     "ETLSpec",
     "PipelineSpec",
     "RenderSpec",
@@ -79,6 +80,64 @@ class StoreSpec(_Spec):
     def is_s3(self) -> bool:
         """Whether the store is on S3-compatible object storage."""
         return self.uri.startswith("s3://")
+
+
+class AcquireSpec(_Spec):
+    """One acquisition query: area, dates, bands, cloud cover, providers, grid and budget."""
+
+    aoi: str = Field(description="Name of the area: the cube is committed as raw/<aoi>.")
+    providers: list[str] = Field(
+        default_factory=lambda: ["earth-search"], min_length=1,
+        description="Provider names (earth-search, planetary-computer, cdse) or STAC API URLs.",
+    )
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="Area as lon/lat (west, south, east, north); or give polygon."
+    )
+    polygon: str | None = Field(None, description="Area as a GeoJSON / shapefile / GeoPackage path or GeoJSON text.")
+    start: str = Field(description="First date (YYYY-MM-DD or ISO 8601).")
+    end: str = Field(description="Last date (inclusive).")
+    bands: list[str] = Field(
+        default_factory=lambda: ["red", "green", "blue", "nir"],
+        description="Bands by common name or Sentinel-2 id (SCL is always added for masks).",
+    )
+    max_cloud: float | None = Field(None, ge=0, le=100, description="Maximum scene cloud cover, percent.")
+    min_clear: float = Field(0.05, ge=0, le=1, description="Drop dates whose clear fraction over the area is lower.")
+    max_items: int = Field(200, ge=1, le=10_000, description="Most items taken from each provider.")
+    crs: str | None = Field(None, description="Output CRS; default the area's UTM zone.")
+    resolution: float = Field(10.0, gt=0, description="Output pixel size in CRS units (metres for UTM).")
+    resampling: Literal["nearest", "bilinear", "cubic"] = Field("bilinear", description="Resampling of the bands.")
+    dem: bool = Field(False, description="Also load the Copernicus DEM GLO-30 onto the same grid.")
+    max_mb: float = Field(4096.0, gt=0, description="Refuse requests whose loaded cube would exceed this (MiB).")
+    collection: str | None = Field(None, description="Sentinel-2 collection id of a STAC API URL provider.")
+    dem_collection: str | None = Field(None, description="DEM collection id of a STAC API URL provider.")
+    dem_asset: str | None = Field(None, description="DEM asset key of a STAC API URL provider.")
+    provider_name: str = Field("custom", description="Name recorded for a STAC API URL provider.")
+    timeout: float = Field(60.0, gt=0, description="Seconds before a STAC request times out.")
+    retries: int = Field(5, ge=0, le=10, description="Retries of transient STAC failures (429, 5xx, timeouts).")
+    quicklooks: str | None = Field(
+        "stliif-out/acquire", description="Folder of the quicklook PNGs (None: none written)."
+    )
+
+    @field_validator("aoi")
+    @classmethod
+    def _aoi_name(cls, v: str) -> str:
+        from stliif.names import validate_name
+
+        return validate_name(v, what="AOI name")
+
+    @model_validator(mode="after")
+    def _one_area(self) -> AcquireSpec:
+        if (self.bbox is None) == (self.polygon is None):
+            raise InvalidInputError("give exactly one of bbox or polygon")
+        if self.bbox is not None:
+            from stliif.types import BBox
+
+            BBox.from_like(self.bbox)
+        from stliif.types import Bands, TimeRange
+
+        TimeRange.from_like((self.start, self.end))
+        Bands.from_like(self.bands)
+        return self
 
 
 class ETLSpec(_Spec):

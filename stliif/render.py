@@ -35,6 +35,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
+from stliif.cog import write_cog
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
 from stliif.protocols import reflectance_to_uint8, uint8_scale
 
@@ -279,19 +280,6 @@ def render_series(
 def _display(values: np.ndarray, top: float) -> np.ndarray:
     """(band, y, x) reflectance -> (y, x, 3) uint8 with the render's own 8-bit scale."""
     return reflectance_to_uint8(np.moveaxis(values, 0, -1), top)
-
-
-def write_cog(da: xr.DataArray, path: str | Path) -> Path:
-    """A Cloud-Optimised GeoTIFF (float32, deflate, overviews) that opens in QGIS."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    plain = da.copy()
-    plain.attrs = {k: (", ".join(v) if isinstance(v, list) else v) for k, v in da.attrs.items()}
-    try:
-        plain.rio.to_raster(p, driver="COG", compress="DEFLATE", dtype="float32")
-    except OSError as err:
-        raise DataAccessError(f"{p}: cannot write the GeoTIFF ({err})") from err
-    return p
 
 
 def write_quicklook(da: xr.DataArray, path: str | Path) -> Path:

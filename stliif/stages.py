@@ -37,7 +37,7 @@ from stliif.preprocess.temporal import select_revisits
 from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
-__all__ = ["AOI_STAGES", "StageResult", "plan_stages", "run_crop", "run_split", "run_stage", "stage_key"]
+__all__ = ["AOI_STAGES", "StageResult", "plan_stages", "run_crop", "run_split", "run_stage", "stage_key", "store_aois"]
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,23 @@ def run_split(
         result.snapshot_id, result.artifacts,
         summary={k.split("/")[1]: {p: len(v[p]) for p in ("train", "val", "test")} for k, v in manifests.items()},  # type: ignore[index]
     )
+
+
+def store_aois(store: ArtifactStore, aois: Sequence[str] | None = None) -> list[str]:
+    """The AOIs whose LR cube ``raw/<aoi>`` is in the store (imported or acquired): ``aois``
+    checked against them, or all of them.
+
+    Raises:
+        InvalidInputError: an AOI without a cube in the store.
+    """
+    available = [p.split("/", 1)[1] for p in store.list("raw")]
+    if not aois:
+        return available
+    wanted = list(dict.fromkeys(aois))
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise InvalidInputError(f"no raw/<aoi> cube in the store for {unknown}: import or acquire them first")
+    return wanted
 
 
 def plan_stages(

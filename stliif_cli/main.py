@@ -19,6 +19,7 @@ from stliif.config import STAGES, ETLSpec, StoreSpec, default_data_root, default
 from stliif.errors import StliifError
 from stliif.sources.worldstrat import resolve_aois
 from stliif.store import ArtifactStore
+from stliif_cli.acquire import acquire
 from stliif_cli.evaluate import evaluate
 from stliif_cli.options import parse_floats
 from stliif_cli.render import render
@@ -176,6 +177,7 @@ def pipeline(
     for r in out["renders"]:
         console.print(f"render ({r['status']}) {r['path']}: {', '.join(r['files'])}")
 
+app.command()(acquire)
 app.command()(train)
 app.command()(evaluate)
 app.command()(render)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,72 @@ def s3_env(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
     boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(Bucket=bucket)
     monkeypatch.setenv("STLIIF_TEST_BUCKET", bucket)
     return moto_s3
+
+
+STAC_AOIS = ["Landcover-14956", "Amnesty_POI-13-1-1"]
+"""AOIs served by the local STAC API (one with SCL, one without)."""
+
+
+def write_dem_cog(path: Path, bounds: tuple[float, float, float, float]) -> None:
+    """A synthetic DEM (float32 metres, EPSG:4326, 1/3600 degree): a plane
+    ``dem_plane(lon, lat)``, nodata -32767."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    res = 1 / 3600
+    w, s, e, n = bounds
+    width, height = int((e - w) / res) + 1, int((n - s) / res) + 1
+    lon = w + (np.arange(width) + 0.5) * res
+    lat = n - (np.arange(height) + 0.5) * res
+    data = dem_plane(lon[None, :], lat[:, None]).astype(np.float32)
+    profile = {"driver": "COG", "width": width, "height": height, "count": 1, "dtype": "float32",
+               "crs": "EPSG:4326", "transform": from_origin(w, n, res, res), "nodata": -32767}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+
+
+def dem_plane(lon: Any, lat: Any) -> Any:
+    return 100.0 + 2000.0 * (lon - 28.5) + 1000.0 * (lat - 50.4)
+
+
+@pytest.fixture(scope="session")
+def stac_api(worldstrat: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real STAC API (stac-fastapi-pgstac on PostgreSQL/PostGIS) on 127.0.0.1, loaded with the
+    WorldStrat STAC export of :data:`STAC_AOIS` (collection ``worldstrat-lr``) and a synthetic
+    DEM collection ``cop-dem-glo-30`` (asset ``data``). Yields url, catalog path and items."""
+    import datetime as dt
+
+    import pystac
+
+    from stac_server import PgStacServer, catalog_objects
+    from stliif.sources.stac_export import export_worldstrat_stac
+
+    out = tmp_path_factory.mktemp("stac")
+    catalog = export_worldstrat_stac(worldstrat, out / "worldstrat", aois=STAC_AOIS)
+    collections, items = catalog_objects(catalog)
+    w = min(i["bbox"][0] for i in items) - 0.01
+    s = min(i["bbox"][1] for i in items) - 0.01
+    e = max(i["bbox"][2] for i in items) + 0.01
+    n = max(i["bbox"][3] for i in items) + 0.01
+    dem_path = out / "dem.tif"
+    lc = [i for i in items if i["id"].startswith("Landcover-14956")][0]["bbox"]
+    dem_bounds = (lc[0] - 0.01, lc[1] - 0.01, lc[2] + 0.01, lc[3] + 0.01)
+    write_dem_cog(dem_path, dem_bounds)
+    dem_item = pystac.Item(
+        "dem-tile-1", {"type": "Polygon", "coordinates": [[[dem_bounds[0], dem_bounds[1]], [dem_bounds[2], dem_bounds[1]],
+                       [dem_bounds[2], dem_bounds[3]], [dem_bounds[0], dem_bounds[3]], [dem_bounds[0], dem_bounds[1]]]]},
+        list(dem_bounds), dt.datetime(2021, 1, 1, tzinfo=dt.UTC), {}, collection="cop-dem-glo-30",
+    )
+    dem_item.add_asset("data", pystac.Asset(dem_path.as_uri(), media_type=pystac.MediaType.COG, roles=["data"],
+                                            extra_fields={"raster:bands": [{"nodata": -32767, "data_type": "float32"}]}))
+    dem_col = pystac.Collection("cop-dem-glo-30", "Synthetic DEM (a plane)",
+                                pystac.Extent(pystac.SpatialExtent([[w, s, e, n]]),
+                                              pystac.TemporalExtent([[dt.datetime(2021, 1, 1, tzinfo=dt.UTC), None]])))
+    server = PgStacServer().start()
+    try:
+        server.load([*collections, {**dem_col.to_dict(include_self_link=False), "links": []}],
+                    [*items, {**dem_item.to_dict(include_self_link=False, transform_hrefs=False), "links": []}])
+        yield {"url": server.url, "catalog": catalog, "items": items, "server": server}
+    finally:
+        server.stop()

@@ -39,7 +39,7 @@ def test_providers_table() -> None:
         assert name in out.stdout
 
 
-@pytest.mark.parametrize("cmd", [[], ["etl"], ["crop"], ["providers"], ["store"], ["store", "log"], ["store", "ls"], ["store", "show"], ["train"], ["evaluate"], ["render"]])
+@pytest.mark.parametrize("cmd", [[], ["etl"], ["crop"], ["providers"], ["store"], ["store", "log"], ["store", "ls"], ["store", "show"], ["train"], ["evaluate"], ["render"], ["acquire"]])
 def test_every_command_has_help(cmd: list[str]) -> None:
     out = _run(*cmd, "--help")
     assert out.returncode == 0, out.stderr

@@ -5,22 +5,25 @@ from __future__ import annotations
 from prefect.utilities.callables import parameter_schema
 
 from deployments.definitions import DOWNSTREAM, all_deployments
+from flows.acquire import acquire
 from flows.etl import etl
 from flows.evaluate import evaluate
 from flows.pipeline import pipeline
 from flows.render import render
 from flows.train import train
-from stliif.config import STAGES, ETLSpec
+from stliif.config import STAGES, AcquireSpec, ETLSpec
 
 
 def test_every_deployment_loads_with_valid_defaults() -> None:
     deps = all_deployments()
     names = {d.name for d in deps}
-    assert {"etl-manual", *(f"etl-{s}-manual" for s in STAGES), "etl-refresh-daily", "etl-downstream", "train-manual", "evaluate-manual", "render-manual", "pipeline-manual"} == names
-    flows = {"etl": etl, "train": train, "evaluate": evaluate, "render": render, "pipeline": pipeline}
+    assert {"acquire-manual", "acquire-downstream", "etl-manual", *(f"etl-{s}-manual" for s in STAGES),
+            "etl-refresh-daily", "etl-downstream", "train-manual", "evaluate-manual", "render-manual",
+            "pipeline-manual"} == names  # fmt: skip
+    flows = {"acquire": acquire, "etl": etl, "train": train, "evaluate": evaluate, "render": render, "pipeline": pipeline}
     for d in deps:
-        kind = d.name.split("-")[0]
-        assert d.entrypoint and d.entrypoint.endswith(f"flows/{kind}.py:{kind}")
+        kind = d.entrypoint.rsplit(":", 1)[1]
+        assert d.entrypoint.endswith(f"flows/{kind}.py:{kind}") and d.name.split("-")[0] in (kind, "acquire")
         validated = flows[kind].validate_parameters(d.parameters)
         spec = d.parameters.get("spec")
         if kind == "etl" and spec is not None:
@@ -32,6 +35,9 @@ def test_every_deployment_loads_with_valid_defaults() -> None:
     assert trigger.expect == {"stliif.artifact.committed"}
     assert trigger.parameters["spec"]["aois"] == ["{{ event.resource['stliif.aoi'] }}"]
     assert ETLSpec(**{**trigger.parameters["spec"], "aois": ["Landcover-14956"]}).stages == DOWNSTREAM
+    (trigger,) = by_name["acquire-downstream"].triggers
+    assert trigger.match.root == {"stliif.stage": "acquire"} and trigger.parameters["spec"]["stages"] == ["mask"]
+    assert isinstance(acquire.validate_parameters(by_name["acquire-manual"].parameters)["spec"], AcquireSpec)
     # The UI form: the flow's parameter schema exposes every spec field with its description.
     schema = parameter_schema(etl).model_dump()
     assert set(schema["properties"]) == {"spec", "store"}

@@ -35,6 +35,9 @@ def compute_masks(lr: xr.Dataset) -> xr.Dataset:
         Dataset with ``clear`` (time, y, x) uint8 {0, 1}, ``clear_fraction`` and
         ``valid_fraction`` (time) float32 in [0, 1], ``revisit`` and the cube's georeference.
     """
+    # Only the grid, dates and revisit numbers carry over (an acquired cube's per-date metadata,
+    # its own clear_fraction included, stays in raw/<aoi>).
+    lr = lr.drop_vars([c for c in lr.coords if c not in ("time", "band", "y", "x", "revisit", "spatial_ref")])
     clear = clear_mask(lr)
     valid = lr["data_mask"] == 1
     if "reflectance" in lr:

@@ -1,0 +1,55 @@
+"""Acquisition tasks: search + load + commit one area, write its quicklooks, publish them."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from stliif.acquire import run_acquire
+from stliif.config import AcquireSpec, StoreSpec
+from stliif.quicklook import write_quicklooks
+from tasks.common import open_store, retry_transient
+from tasks.etl import announce_commit
+
+_EMBED_LIMIT = 4_000_000  # bytes of an image embedded in a markdown artifact
+
+
+@task(task_run_name="acquire-{spec.aoi}", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
+def acquire_task(spec: AcquireSpec, store: StoreSpec, announce: bool = True) -> dict[str, Any]:
+    """Run :func:`stliif.acquire.run_acquire`; a commit emits ``stliif.artifact.committed``
+    (stage ``acquire``) so that the AOI's downstream stages can follow."""
+    from prefect.runtime import flow_run
+
+    s = open_store(store)
+    result = run_acquire(s, spec, run_id=str(flow_run.id or "")).to_dict()
+    if spec.quicklooks and result["status"] in ("committed", "unchanged") and result["dates"]:
+        files = write_quicklooks(s.read(f"raw/{spec.aoi}", load=True), Path(spec.quicklooks) / spec.aoi)
+        result["quicklooks"] = {k: [str(p) for p in v] for k, v in files.items()}
+    if announce and result["status"] == "committed":
+        announce_commit(store, {"stage": "acquire", "aoi": spec.aoi, "snapshot_id": result["snapshot_id"],
+                                "artifacts": [f"raw/{spec.aoi}"], "run_key": ""})
+    return result
+
+
+@task
+def publish_acquire_task(result: dict[str, Any]) -> None:
+    """The metadata table and the contact sheet / hillshade as Prefect artifacts."""
+    key = "acquire-" + "".join(c if c.isalnum() else "-" for c in result["aoi"].lower())
+    if result["table"]:
+        create_table_artifact(result["table"], key=f"{key}-dates"[:100],
+                              description=f"Dates of raw/{result['aoi']} ({result['status']})")
+    lines = [f"# Acquisition `raw/{result['aoi']}`: {result['status']}", ""]
+    if result["reason"]:
+        lines += [result["reason"], ""]
+    lines += [f"Found per provider: {result['found']}; failed providers: {result['errors'] or 'none'}.",
+              f"New dates: {', '.join(result['new_dates']) or 'none'}; dropped: {result['dropped'] or 'none'}.", ""]
+    for kind in ("sheet", "dem"):
+        for f in result.get("quicklooks", {}).get(kind, []):
+            p = Path(f)
+            if p.stat().st_size <= _EMBED_LIMIT:
+                lines.append(f"![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})")
+    create_markdown_artifact("\n".join(lines), key=key[:100], description=f"Acquisition of {result['aoi']}")
