@@ -33,9 +33,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from stliif.config import AcquireSpec
-from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError
+from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError, TransientDataAccessError
 from stliif.sources.providers import DEM, S2_L2A, Provider, custom_provider, get_provider
 from stliif.sources.stac import (
+    RETRY_STATUSES,
     build_search_params,
     check_asset_hrefs,
     deduplicate,
@@ -179,9 +180,12 @@ def _search_one(p: Provider, area: AOI, spec: AcquireSpec, role: str) -> list[py
         items = list(client.search(**params).items())
     except APIError as err:
         status = getattr(err, "status_code", None)
-        raise DataAccessError(f"{p.name}: search failed (status {status}): {str(err)[:200]}") from err
-    except OSError as err:
-        raise DataAccessError(f"{p.name}: search failed: {err}") from err
+        kind = TransientDataAccessError if status is None or status in RETRY_STATUSES else DataAccessError
+        raise kind(f"{p.name}: search failed (status {status or 'no response'}) after {spec.retries} retries") from err
+    except OSError as err:  # connection errors and timeouts (requests' errors are OSErrors)
+        raise TransientDataAccessError(f"{p.name}: search failed after {spec.retries} retries: {type(err).__name__}") from err
+    except ValueError as err:  # a body that is not JSON, or not STAC
+        raise DataAccessError(f"{p.name}: malformed search response ({type(err).__name__}: {str(err)[:120]})") from err
     return tag_provider(items, p)
 
 
@@ -200,6 +204,7 @@ def search(spec: AcquireSpec, *, role: str = S2_L2A) -> SearchResult:
     providers = _providers(spec)
     found: dict[str, list[pystac.Item]] = {}
     errors: dict[str, str] = {}
+    transient = True
     with ThreadPoolExecutor(max_workers=len(providers)) as pool:
         futures = {p.name: pool.submit(_search_one, p, area, spec, role) for p in providers}
         for name, fut in futures.items():
@@ -209,9 +214,11 @@ def search(spec: AcquireSpec, *, role: str = S2_L2A) -> SearchResult:
                 raise
             except StliifError as err:
                 errors[name] = str(err)
+                transient = transient and isinstance(err, TransientDataAccessError)
                 log.warning("provider %s failed: %s", name, err)
     if errors and not found:
-        raise DataAccessError("every provider failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        kind = TransientDataAccessError if transient else DataAccessError
+        raise kind("every provider failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
     items = [i for its in found.values() for i in its]
     counts = {k: len(v) for k, v in found.items()}
     if role == DEM or not items:
@@ -499,11 +506,15 @@ def run_acquire(
         )
     providers = {p.name: p for p in _providers(spec)}
     cube = load_cube(new_items, bands, geobox, providers=providers, area=area, resampling=spec.resampling)
-    clear = cube["clear_fraction"].values
-    keep = clear >= spec.min_clear
-    for t, c in zip(cube["time"].values[~keep], clear[~keep], strict=True):
+    times = cube["time"].values
+    try:  # pixels are read here (the cube is lazy): a bad asset fails now, before any commit
+        clear = cube["clear_fraction"].values
+        keep = clear >= spec.min_clear
+        cube = cube.isel(time=np.flatnonzero(keep)).load()
+    except Exception as err:  # noqa: BLE001 - rasterio/odc raise many types
+        raise DataAccessError(f"loading {len(new_items)} item(s) failed: {err}") from err
+    for t, c in zip(times[~keep], clear[~keep], strict=True):
         result.dropped[str(t)[:10]] = f"clear fraction {c:.3f} < {spec.min_clear:g}"
-    cube = cube.isel(time=np.flatnonzero(keep)).load()
     if cube.sizes["time"] == 0 and stored is None:
         result.reason = f"all {len(clear)} date(s) too cloudy over the AOI (min_clear {spec.min_clear:g})"
         return result

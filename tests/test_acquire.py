@@ -196,3 +196,34 @@ def test_target_grid_is_stable_and_utm() -> None:
     assert str(g.crs) == "EPSG:32719"  # southern hemisphere, zone 19
     assert g.affine.a == 10 and g.affine.c % 10 == 0 and g.affine.f % 10 == 0
     assert target_geobox(area) == g
+
+
+def test_assets_on_s3_load_through_gdal(stac_api: dict[str, Any], worldstrat: Path, s3_env: str,
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same items with their COGs in an S3 bucket (moto on 127.0.0.1), read by GDAL."""
+    import os
+
+    import boto3
+
+    from stac_server import catalog_objects
+    from stliif.sources.stac_export import export_worldstrat_stac
+
+    bucket = os.environ["STLIIF_TEST_BUCKET"]
+    out = tmp_path / "ws3"
+    catalog = export_worldstrat_stac(worldstrat, out, aois=[AOI], href_base=f"s3://{bucket}/ws/")
+    s3 = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
+    for f in out.rglob("*.tif"):
+        s3.upload_file(str(f), bucket, f"ws/{f.relative_to(out)}")
+    cols, items = catalog_objects(catalog)
+    lr = {**next(c for c in cols if c["id"] == "worldstrat-lr"), "id": "ws-s3"}
+    stac_api["server"].load([lr], [{**i, "collection": "ws-s3"} for i in items if i["collection"] == "worldstrat-lr"])
+    monkeypatch.setenv("AWS_S3_ENDPOINT", s3_env.removeprefix("http://"))
+    monkeypatch.setenv("AWS_HTTPS", "NO")
+    monkeypatch.setenv("AWS_VIRTUAL_HOSTING", "FALSE")
+    store = _store(tmp_path)
+    s3_result = run_acquire(store, _spec(stac_api, collection="ws-s3", aoi="lc-s3", end="2019-09-30"))
+    file_result = run_acquire(store, _spec(stac_api, aoi="lc-file", end="2019-09-30"))
+    assert s3_result.status == file_result.status == "committed" and s3_result.dates == file_result.dates
+    a = store.read("raw/lc-s3", load=True)["reflectance"].values
+    b = store.read("raw/lc-file", load=True)["reflectance"].values
+    np.testing.assert_array_equal(a, b)
