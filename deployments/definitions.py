@@ -71,10 +71,11 @@ DOWNSTREAM = [s for s in STAGES if s not in ("import", "split")]
 REFRESH_FILE = Path(__file__).with_name("refresh.json")
 
 
-def refresh_config(path: Path | None = None) -> list[dict[str, Any]]:
-    """The scheduled refreshes: ``$STLIIF_REFRESH_FILE`` or ``deployments/refresh.json``."""
+def refresh_config(kind: str = "refreshes", path: Path | None = None) -> list[dict[str, Any]]:
+    """The scheduled ``refreshes`` (WorldStrat re-imports) or ``acquisitions`` (STAC areas):
+    ``$STLIIF_REFRESH_FILE`` or ``deployments/refresh.json``."""
     p = path or Path(os.environ.get("STLIIF_REFRESH_FILE", REFRESH_FILE))
-    return list(json.loads(p.read_text())["refreshes"])
+    return list(json.loads(p.read_text()).get(kind, []))
 
 
 def refresh_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
@@ -132,6 +133,18 @@ def acquire_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
                                  "start": "2019-08-01", "end": "2019-11-30", "max_cloud": 40}},
             tags=["stliif", "acquire"],
             concurrency_limit=ONE_AT_A_TIME,
+        ),
+        *(
+            f["acquire"].to_deployment(
+                name=f"acquire-refresh-{r['name']}-{area['aoi']}",
+                description=f"Scheduled acquisition ({r['cron']}) of {area['aoi']}: adds the new dates; a commit triggers acquire-downstream.",
+                schedules=[CronSchedule(cron=r["cron"], timezone=r.get("timezone", "UTC"))],
+                parameters={"spec": area},
+                tags=["stliif", "acquire", "refresh"],
+                concurrency_limit=ONE_AT_A_TIME,
+            )
+            for r in refresh_config("acquisitions")
+            for area in r["areas"]
         ),
         f["etl"].to_deployment(
             name="acquire-downstream",

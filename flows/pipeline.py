@@ -27,10 +27,12 @@ def pipeline(spec: PipelineSpec | None = None, store: StoreSpec | None = None) -
     test_aois: list[str] = []
     if repo.version("splits/paper") is not None:
         test_aois = list(repo.read_json("splits/paper")["test"])
-    if spec.evaluate and test_aois:
-        out["evaluate"] = evaluate(protocol="clean", model=spec.model, store=store, ssim=spec.ssim)
+    scored = spec.evaluate_aois or test_aois
+    if spec.evaluate and scored:
+        out["evaluate"] = evaluate(protocol="clean", model=spec.model, store=store, ssim=spec.ssim,
+                                   aois=spec.evaluate_aois)
     out["renders"] = []
-    for aoi in spec.render_aois if spec.render_aois is not None else test_aois[:3]:
+    for aoi in spec.render_aois if spec.render_aois is not None else scored[:3]:
         hr_date = str(repo.read(f"raw/{aoi}").attrs.get("hr_date", ""))[:10]
         rs = RenderSpec(aoi=aoi, model=spec.model, date=hr_date, scale=spec.render_scale)
         out["renders"].append(render(rs, store))

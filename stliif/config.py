@@ -95,7 +95,7 @@ class AcquireSpec(_Spec):
     )
     polygon: str | None = Field(None, description="Area as a GeoJSON / shapefile / GeoPackage path or GeoJSON text.")
     start: str = Field(description="First date (YYYY-MM-DD or ISO 8601).")
-    end: str = Field(description="Last date (inclusive).")
+    end: str = Field(description="Last date (inclusive); '..' means now (for scheduled refreshes).")
     bands: list[str] = Field(
         default_factory=lambda: ["red", "green", "blue", "nir"],
         description="Bands by common name or Sentinel-2 id (SCL is always added for masks).",
@@ -198,7 +198,10 @@ class PipelineSpec(_Spec):
     )
     evaluate: bool = Field(True, description="Evaluate the model and the baselines on protocol C (test AOIs).")
     ssim: bool = Field(False, description="Compute SSIM in the evaluation (slower).")
+    evaluate_aois: list[str] | None = Field(
+        None, description="AOIs scored on C (default: the test AOIs of the paper split, when it exists)."
+    )
     render_aois: list[str] | None = Field(
-        None, description="AOIs rendered at their HR date (default: the first 3 test AOIs of the split)."
+        None, description="AOIs rendered at their HR date (default: the first 3 AOIs scored)."
     )
     render_scale: float = Field(4.0, gt=0, le=16, description="Scale of the renders.")

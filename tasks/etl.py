@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from typing import Any
 
 from prefect import task
@@ -16,7 +18,8 @@ def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
     """The store's own run key (inputs' versions + parameters + code version + outputs' state)."""
     store = open_store(p["store"])
     key = stage_key(store, p["stage"], p["aoi"], data=p["data"], params=p.get("params"))
-    return f"{p['stage']}-{p['aoi']}-{p['store'].uri}-{p['store'].branch}-{key}"
+    where = hashlib.sha256(f"{p['store'].uri}\n{p['store'].branch}".encode()).hexdigest()[:12]
+    return f"{p['stage']}-{p['aoi']}-{where}-{key}"  # a plain name: result storage uses it as a path
 
 
 @task(

@@ -17,7 +17,7 @@ from stliif.config import STAGES, AcquireSpec, ETLSpec
 def test_every_deployment_loads_with_valid_defaults() -> None:
     deps = all_deployments()
     names = {d.name for d in deps}
-    assert {"acquire-manual", "acquire-downstream", "etl-manual", *(f"etl-{s}-manual" for s in STAGES),
+    assert {"acquire-manual", "acquire-downstream", "acquire-refresh-weekly-kyiv-oblast-field", "etl-manual", *(f"etl-{s}-manual" for s in STAGES),
             "etl-refresh-daily", "etl-downstream", "train-manual", "evaluate-manual", "render-manual",
             "pipeline-manual"} == names  # fmt: skip
     flows = {"acquire": acquire, "etl": etl, "train": train, "evaluate": evaluate, "render": render, "pipeline": pipeline}
@@ -38,6 +38,9 @@ def test_every_deployment_loads_with_valid_defaults() -> None:
     (trigger,) = by_name["acquire-downstream"].triggers
     assert trigger.match.root == {"stliif.stage": "acquire"} and trigger.parameters["spec"]["stages"] == ["mask"]
     assert isinstance(acquire.validate_parameters(by_name["acquire-manual"].parameters)["spec"], AcquireSpec)
+    weekly = by_name["acquire-refresh-weekly-kyiv-oblast-field"]
+    assert weekly.schedules[0].schedule.cron == "0 5 * * 1"
+    assert acquire.validate_parameters(weekly.parameters)["spec"].end == ".."  # each run's own "now"
     # The UI form: the flow's parameter schema exposes every spec field with its description.
     schema = parameter_schema(etl).model_dump()
     assert set(schema["properties"]) == {"spec", "store"}
