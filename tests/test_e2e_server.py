@@ -100,13 +100,14 @@ def _request(client: httpx.Client, method: str, url: str, **kw: object) -> httpx
 
 
 def _deployment_id(client: httpx.Client, name: str) -> str:
+    flow = name.split("-")[0] if name.endswith("-manual") and not name.startswith("etl") else "etl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        r = _request(client, "GET", f"/deployments/name/etl/{name}")
+        r = _request(client, "GET", f"/deployments/name/{flow}/{name}")
         if r.status_code == 200:
             return str(r.json()["id"])
         time.sleep(1)
-    raise TimeoutError(f"deployment etl/{name} never registered")
+    raise TimeoutError(f"deployment {flow}/{name} never registered")
 
 
 def _run(client: httpx.Client, deployment: str, parameters: dict) -> dict:
@@ -124,14 +125,16 @@ def _run(client: httpx.Client, deployment: str, parameters: dict) -> dict:
     raise TimeoutError(f"flow run {run_id} did not finish")
 
 
-def _wait_for_run(client: httpx.Client, deployment: str, timeout: float = 300) -> dict:
-    """The first flow run of ``deployment`` (created by an automation), once it has finished."""
+def _wait_for_run(client: httpx.Client, deployment: str, timeout: float = 300, skip: set[str] | None = None) -> dict:
+    """The first flow run of ``deployment`` (created by an automation) not in ``skip``, once it has finished."""
     dep = _deployment_id(client, deployment)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = _request(client, "POST", "/flow_runs/filter",
                         json={"deployments": {"id": {"any_": [dep]}}, "limit": 5}).json()  # fmt: skip
         for run in runs:
+            if run["id"] in (skip or set()):
+                continue
             if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 assert run["state"]["type"] == "COMPLETED", run["state"]
                 return dict(run)
@@ -139,7 +142,9 @@ def _wait_for_run(client: httpx.Client, deployment: str, timeout: float = 300) -
     raise TimeoutError(f"no run of {deployment} finished within {timeout} s")
 
 
-def test_deploy_trigger_and_refresh(server: tuple[str, dict[str, str]], small_dataset: Path) -> None:
+def test_deploy_trigger_and_refresh(
+    server: tuple[str, dict[str, str]], small_dataset: Path, stac_api: dict, tmp_path: Path
+) -> None:
     api, env = server
     store = ArtifactStore.open(env["STLIIF_STORE"])
     with httpx.Client(base_url=api, timeout=30) as client:
@@ -173,6 +178,20 @@ def test_deploy_trigger_and_refresh(server: tuple[str, dict[str, str]], small_da
         _run(client, "etl-histogram-manual", {})
         assert store.version("matched/clean/Landcover-14956") and store.version("matched/paper/Amnesty_POI-13-1-1")
         assert store.log()[0].metadata["stage"] == "histogram"
+
+        # An acquisition from the local STAC API commits raw/<aoi>; its event masks that AOI
+        # (acquire-downstream). A later refresh adds only the new dates and masks again.
+        bbox = next(i["bbox"] for i in stac_api["items"] if i["id"].startswith("Landcover-14956-"))
+        acq = {"aoi": "field", "providers": [stac_api["url"]], "collection": "worldstrat-lr", "bbox": bbox,
+               "start": "2019-08-01", "end": "2019-09-30", "quicklooks": str(tmp_path / "ql")}  # fmt: skip
+        _run(client, "acquire-manual", {"spec": acq})
+        first_mask = _wait_for_run(client, "acquire-downstream")
+        assert first_mask["parameters"]["spec"]["aois"] == ["field"]
+        n_dates = store.read("mask/field")["clear_fraction"].size
+        _run(client, "acquire-manual", {"spec": {**acq, "end": "2019-12-31"}})
+        _wait_for_run(client, "acquire-downstream", skip={first_mask["id"]})
+        assert store.read("mask/field")["clear_fraction"].size > n_dates
+        assert [c.metadata["stage"] for c in store.log()[:4]] == ["mask", "acquire", "mask", "acquire"]
 
 
 def test_process_work_pool_and_worker(tmp_path: Path, small_dataset: Path) -> None:
