@@ -1,4 +1,5 @@
-"""A fault-injecting HTTP proxy on 127.0.0.1 in front of a real server (the local STAC API).
+"""Fault injection on 127.0.0.1: a proxy in front of a real server (the local STAC API), and a
+file server with Range support (COG reads over HTTP).
 
 Requests pass through to the upstream unchanged, and the proxy rewrites upstream URLs in the
 answers to its own address (so pagination links come back through it). Faults are queued per
@@ -118,3 +119,88 @@ class FaultProxy:
 def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
     with FaultProxy(upstream) as p:
         yield p
+
+
+class FaultyFileServer:
+    """Serves the files under ``root`` on 127.0.0.1 with HTTP Range support (as object stores
+    do), with faults queued per file name: ``faults["B04.tif"] = [("status", 503), ...]``
+    (``("status", code)`` answers ``code``; a queue of ``("status", code)`` * n is a storm)."""
+
+    def __init__(self, root: Any) -> None:
+        from pathlib import Path
+
+        self.root = Path(root)
+        self.faults: dict[str, list[Fault]] = {}
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+        srv = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, head: bool) -> None:
+                rel = self.path.split("?")[0].lstrip("/")
+                path = (srv.root / rel).resolve()
+                name = rel
+                with srv._lock:
+                    srv.calls[name] = srv.calls.get(name, 0) + 1
+                    queue = srv.faults.get(name) or []
+                    fault = queue.pop(0) if queue else None
+                if fault and fault[0] == "status":
+                    self.send_response(fault[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if not path.is_file() or srv.root.resolve() not in path.parents:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = path.read_bytes()
+                status, body = 200, data
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[6:].partition("-")
+                    start = int(a)
+                    end = min(int(b) if b else len(data) - 1, len(data) - 1)
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    status, body = 206, data[start : end + 1]
+                self.send_response(status)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", "image/tiff")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    try:
+                        self.wfile.write(body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+
+            def do_GET(self) -> None:
+                self._answer(False)
+
+            def do_HEAD(self) -> None:
+                self._answer(True)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyFileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fault_proxy import FaultProxy
@@ -121,3 +122,59 @@ def test_a_truncated_cog_fails_the_load_and_commits_nothing(stac_api: dict[str, 
     with pytest.raises(DataAccessError, match="loading"):
         run_acquire(store, _spec(stac_api["url"], stac_api, collection="ws-truncated"))
     assert store.list("raw") == []
+
+
+def test_a_500_storm_exhausts_retries_as_transient(proxy: FaultProxy, stac_api: dict[str, Any]) -> None:
+    proxy.faults = {"search": [("status", 500)] * 20}
+    with pytest.raises(TransientDataAccessError, match="status 500"):
+        search(_spec(proxy.url, stac_api, retries=3))
+    assert proxy.calls.count("search") == 4
+
+
+@pytest.fixture
+def http_assets(stac_api: dict[str, Any], worldstrat: Path, tmp_path: Path) -> Any:
+    """Landcover-14956's COGs served over HTTP (Range requests) by a faulty file server, its
+    items in the STAC API as collection ``ws-http``."""
+    from fault_proxy import FaultyFileServer
+    from stliif.sources.stac_export import export_worldstrat_stac
+
+    root = tmp_path / "served"
+    root.mkdir()
+    with FaultyFileServer(root) as files:
+        catalog = export_worldstrat_stac(worldstrat, root, aois=["Landcover-14956"], href_base=files.url)
+        cols, items = catalog_objects(catalog)
+        lr = {**next(c for c in cols if c["id"] == "worldstrat-lr"), "id": "ws-http"}
+        stac_api["server"].load([lr], [{**i, "collection": "ws-http"} for i in items if i["collection"] == "worldstrat-lr"])
+        yield files
+
+
+def test_cog_reads_over_http_survive_5xx_and_fail_cleanly_on_storms_and_empty_files(
+    http_assets: Any, stac_api: dict[str, Any], tmp_path: Path
+) -> None:
+    store = ArtifactStore.open(StoreSpec(uri=str(tmp_path / "store")))
+    spec = _spec(stac_api["url"], stac_api, collection="ws-http", end="2019-09-30", retries=1)
+    revisits = sorted((i["properties"]["datetime"], i["id"]) for i in stac_api["items"]
+                      if i["id"].startswith("Landcover-14956-") and i["properties"]["datetime"] <= "2019-09-30")  # fmt: skip
+    assert len(revisits) >= 2
+    first = f"worldstrat-lr/{revisits[0][1]}/B04.tif"
+    # Two 503s on one band: GDAL's HTTP retries (GDAL_HTTP_MAX_RETRY=5) absorb them.
+    http_assets.faults = {first: [("status", 503)] * 2}
+    ok = run_acquire(store, spec.model_copy(update={"aoi": "lc-http"}))
+    assert ok.status == "committed" and http_assets.calls[first] >= 3
+    ref = run_acquire(store, _spec(stac_api["url"], stac_api, aoi="lc-file", end="2019-09-30"))
+    np.testing.assert_array_equal(store.read("raw/lc-http", load=True)["reflectance"].values,
+                                  store.read("raw/lc-file", load=True)["reflectance"].values)
+    assert ref.dates == ok.dates
+    snapshots = len(store.log())
+    # Files not read yet (GDAL caches what it has read): a storm of 503s on one band, then a
+    # zero-byte band. Each load fails with the reason, and nothing is committed.
+    storm = f"worldstrat-lr/{revisits[1][1]}/B11.tif"
+    http_assets.faults = {storm: [("status", 503)] * 100}
+    with pytest.raises(DataAccessError, match="loading"):
+        run_acquire(store, spec.model_copy(update={"aoi": "lc-storm", "bands": ["red", "B11"]}))
+    assert http_assets.calls[storm] >= 6
+    http_assets.faults = {}
+    (http_assets.root / f"worldstrat-lr/{revisits[1][1]}/B05.tif").write_bytes(b"")
+    with pytest.raises(DataAccessError, match="loading"):
+        run_acquire(store, spec.model_copy(update={"aoi": "lc-empty", "bands": ["red", "B05"]}))
+    assert len(store.log()) == snapshots and store.list("raw") == ["raw/lc-file", "raw/lc-http"]
