@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from stliif.config import ETLSpec, StoreSpec
 from stliif.report import etl_markdown
-from stliif.sources.worldstrat import resolve_aois
+from stliif.errors import StliifError
+from stliif.sources.worldstrat import list_aois, resolve_aois
 from stliif.stages import AOI_STAGES, plan_stages, store_aois
 from flows.runners import task_runner
 from tasks.common import open_store
@@ -32,7 +33,11 @@ def etl(spec: ETLSpec | None = None, store: StoreSpec | None = None) -> dict[str
         repo = open_store(store)  # creates the store, and fails early on a bad location
     else:  # stages that read only the store: its AOIs (imported or acquired) are the ones there are
         repo = open_store(store)
-        aois = store_aois(repo, spec.aois)
+        try:
+            known = list_aois(spec.data)
+        except StliifError:  # no dataset here (an acquisition-only store)
+            known = []
+        aois = store_aois(repo, spec.aois, known=known)
     # An import that runs without its downstream stages announces new data, so that an automation
     # (deployment etl-downstream) runs them for the AOIs that changed.
     announce = not set(spec.stages) & {"mask", "pansharpen", "subset", "histogram"}

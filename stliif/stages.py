@@ -288,18 +288,19 @@ def run_split(
     )
 
 
-def store_aois(store: ArtifactStore, aois: Sequence[str] | None = None) -> list[str]:
-    """The AOIs whose LR cube ``raw/<aoi>`` is in the store (imported or acquired): ``aois``
-    checked against them, or all of them.
+def store_aois(store: ArtifactStore, aois: Sequence[str] | None = None, *, known: Sequence[str] = ()) -> list[str]:
+    """The AOIs of a run of store-only stages: ``aois`` checked against those with an LR cube
+    ``raw/<aoi>`` in the store (imported or acquired) and the ``known`` ones (a dataset's, whose
+    stages then skip with a record when their inputs are missing); default: the store's.
 
     Raises:
-        InvalidInputError: an AOI without a cube in the store.
+        InvalidInputError: an AOI neither in the store nor known.
     """
     available = [p.split("/", 1)[1] for p in store.list("raw")]
     if not aois:
         return available
     wanted = list(dict.fromkeys(aois))
-    unknown = sorted(set(wanted) - set(available))
+    unknown = sorted(set(wanted) - set(available) - set(known))
     if unknown:
         raise InvalidInputError(f"no raw/<aoi> cube in the store for {unknown}: import or acquire them first")
     return wanted
