@@ -312,7 +312,12 @@ class ArtifactStore:
             base = self.snapshot_id(branch)
             session = self.repo.writable_session(branch)
             for path, obj in artifacts.items():
-                self._write(session, path, obj, key, stage)
+                try:
+                    self._write(session, path, obj, key, stage)
+                except (icechunk.IcechunkError, OSError) as err:
+                    # Nothing is committed: the branch stays at its last good snapshot (the
+                    # chunks written so far are orphans until garbage collection).
+                    raise StoreError(f"writing {path!r} (stage {stage!r}) failed, nothing committed: {_reason(err)}") from err
             metadata = {
                 "stage": stage,
                 "run_key": key,
@@ -331,7 +336,7 @@ class ArtifactStore:
                     rebase_with=icechunk.ConflictDetector(),
                 )
             except icechunk.IcechunkError as err:
-                raise StoreError(f"commit of stage {stage!r} failed: {err}") from err
+                raise StoreError(f"commit of stage {stage!r} failed: {_reason(err)}") from err
         return CommitResult(snap, key, True, paths)
 
     @staticmethod
@@ -350,6 +355,12 @@ class ArtifactStore:
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
             group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})
+
+
+def _reason(err: BaseException) -> str:
+    """The root cause of an Icechunk error (its last ``|->`` line), or the error itself."""
+    lines = [ln.strip().lstrip("|->x ").strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _attr(value: Any) -> Any:
