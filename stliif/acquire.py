@@ -126,10 +126,17 @@ def target_geobox(area: AOI, crs: str | None = None, resolution: float = 10.0) -
     return GeoBox.from_bbox(geom.boundingbox, target, resolution=resolution)
 
 
+WORKING_FACTOR = 6
+"""Peak working memory of an acquisition over the size of its cube: DN, float32 conversion,
+band stacking, masking and the store's encoding each hold a copy for a while (measured 3.6x to
+4.6x in 4 runs for 8 dates x 12 bands at 2.5 m, bench/memory.py; 6 leaves a margin)."""
+
+
 def estimate_bytes(n_items: int, n_bands: int, geobox: Any) -> int:
-    """Memory the loaded cube needs: float32 reflectance + 3 uint8 masks per item and pixel."""
+    """Working memory of loading ``n_items`` items: :data:`WORKING_FACTOR` x the cube's size
+    (float32 reflectance + 3 uint8 masks per item and pixel)."""
     h, w = geobox.shape
-    return int(n_items) * int(h) * int(w) * (4 * int(n_bands) + 3)
+    return WORKING_FACTOR * int(n_items) * int(h) * int(w) * (4 * int(n_bands) + 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,10 +504,10 @@ def run_acquire(
             result.table = metadata_table(stored)
         return result
     bands = [b for b in Bands.from_like(spec.bands).names if b != "SCL"]
-    need = estimate_bytes(len(new_items), len(bands), geobox) + (0 if stored is None else int(stored.nbytes))
+    need = estimate_bytes(len(new_items), len(bands), geobox) + 2 * (0 if stored is None else int(stored.nbytes))
     if need > spec.max_mb * 2**20:
         raise InvalidInputError(
-            f"request needs about {need / 2**20:.0f} MiB ({len(new_items)} items x {len(bands)} bands on a "
+            f"request needs about {need / 2**20:.0f} MiB of memory ({len(new_items)} items x {len(bands)} bands on a "
             f"{geobox.shape[0]}x{geobox.shape[1]} grid), above the budget of {spec.max_mb:g} MiB: narrow the "
             "area, dates or bands, or raise max_mb"
         )

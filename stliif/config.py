@@ -179,6 +179,7 @@ class RenderSpec(_Spec):
     k: int = Field(5, ge=1, le=16, description="Revisits given to the model.")
     max_gap_days: float = Field(30.0, gt=0, description="Refuse dates farther than this from any usable revisit.")
     allow_far: bool = Field(False, description="Render beyond max_gap_days anyway (flagged).")
+    max_mb: float = Field(2048.0, gt=0, description="Refuse renders whose output would need more memory (MiB).")
     out_dir: str = Field("stliif-out/render", description="Folder of the GeoTIFF / PNG / GIF / MP4 files.")
 
     @field_validator("aoi")

@@ -47,6 +47,7 @@ __all__ = [
     "select_revisits",
     "series_dates",
     "write_animation",
+    "check_render_budget",
     "write_cog",
     "write_quicklook",
 ]
@@ -153,6 +154,29 @@ def _grid(cube: xr.Dataset, h: int, w: int) -> tuple[Affine, np.ndarray, np.ndar
     return tr, x, y
 
 
+BYTES_PER_OUTPUT_PIXEL = 128
+"""Working memory per rendered pixel: query coordinates and cells, the decoded output, the
+uint8 and float32 images and the file copy; measured 108 bytes per pixel of peak RSS over the
+imports for a x16 render (6.4 MP) with malloc arenas capped (bench/memory.py), plus margin."""
+
+
+def check_render_budget(cube: xr.Dataset, scale: float, n_dates: int, max_mb: float) -> int:
+    """Bytes a render of ``n_dates`` dates needs; refuse it before any compute if over ``max_mb``.
+
+    Raises:
+        InvalidInputError: the request exceeds the budget.
+    """
+    h, w = cube.sizes["y"], cube.sizes["x"]
+    out_h, out_w = max(1, round(scale * h)), max(1, round(scale * w))
+    need = out_h * out_w * BYTES_PER_OUTPUT_PIXEL * max(1, n_dates)
+    if need > max_mb * 2**20:
+        raise InvalidInputError(
+            f"render needs about {need / 2**20:.0f} MiB ({n_dates} date(s) of {out_h}x{out_w} px), above the "
+            f"budget of {max_mb:g} MiB: render a --bbox, a smaller scale or fewer dates, or raise max_mb"
+        )
+    return need
+
+
 def render(
     model: str | Path | Predictor,
     cube: xr.Dataset,
@@ -165,6 +189,7 @@ def render(
     min_clear: float = 0.5,
     max_gap_days: float = 30.0,
     allow_far: bool = False,
+    max_mb: float = 2048.0,
 ) -> xr.DataArray:
     """The model's RGB reflectance at ``date`` on a grid ``scale`` times finer than the cube's.
 
@@ -180,6 +205,7 @@ def render(
         min_clear: Least clear fraction of a usable revisit.
         max_gap_days: Farthest allowed distance from the date to the nearest revisit used.
         allow_far: Render beyond ``max_gap_days`` anyway (flagged in the attributes).
+        max_mb: Memory budget (MiB); a larger output is refused before any compute.
 
     Returns:
         DataArray (band, y, x) float32 reflectance, ``x``/``y`` pixel centres, CRS and transform
@@ -192,6 +218,7 @@ def render(
     """
     when = _date(date)
     s = _scale(cube, scale, gsd)
+    check_render_budget(cube, s, 1, max_mb)
     if cube.rio.crs is None:
         raise InvalidInputError("the cube has no CRS: a render must be georeferenced")
     times = np.asarray(cube["time"].values, dtype="datetime64[s]")
@@ -258,7 +285,9 @@ def render_series(
     progress: bool = False,
     **kwargs: Any,
 ) -> xr.DataArray:
-    """:func:`render` at each date, stacked along ``time`` (same grid); per-date support in coords."""
+    """:func:`render` at each date, stacked along ``time`` (same grid); per-date support in coords.
+    The whole series is checked against ``max_mb`` (default 2048 MiB) before the first date."""
+    check_render_budget(cube, _scale(cube, kwargs.get("scale"), kwargs.get("gsd")), len(dates), kwargs.get("max_mb", 2048.0))
     predictor = load_predictor(model)
     it: Any = dates
     if progress:
@@ -373,6 +402,7 @@ def run_render(
     k: int = 5,
     max_gap_days: float = 30.0,
     allow_far: bool = False,
+    max_mb: float = 2048.0,
     run_id: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -399,6 +429,8 @@ def run_render(
         raise NoDataError(f"{source} is not in the store: run `stliif etl --aoi {aoi} --stage import` first")
     cube = store.read(source, load=True)
     _scale(cube, scale, gsd)
+    if bbox is None:  # refuse an oversized request before reading the model or the masks
+        check_render_budget(cube, _scale(cube, scale, gsd), len(dates), max_mb)
     clear = None
     ident = model_id(model)
     inputs = {source: version, "model": ident["sha256"]}
@@ -413,7 +445,8 @@ def run_render(
     name = (f"{str(dates[0])[:10]}-{tag}" if date is not None
             else f"{str(dates[0])[:10]}_{str(dates[-1])[:10]}_{step}-{tag}")  # fmt: skip
     predictor = load_predictor(model)
-    opts = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, max_gap_days=max_gap_days, allow_far=allow_far)
+    opts = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, max_gap_days=max_gap_days, allow_far=allow_far,
+                max_mb=max_mb)
     out = Path(out_dir) / aoi / mid
     files: list[Path] = []
     if date is not None:

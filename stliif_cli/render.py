@@ -31,6 +31,7 @@ def render(
     out: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("stliif-out/render"),
     allow_far: Annotated[bool, typer.Option("--allow-far", help="Render far from any revisit anyway (flagged).")] = False,
     max_gap_days: Annotated[float, typer.Option("--max-gap-days", help="Temporal support limit.")] = 30.0,
+    max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse renders needing more memory (MiB).")] = 2048.0,
     store: Annotated[str | None, typer.Option(help="Store [default: $STLIIF_STORE or ./stliif-store]")] = None,
 ) -> None:
     """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it."""
@@ -39,7 +40,7 @@ def render(
     try:
         fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
                                       scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
-                                      allow_far=allow_far, max_gap_days=max_gap_days)  # fmt: skip
+                                      allow_far=allow_far, max_gap_days=max_gap_days, max_mb=max_mb)  # fmt: skip
         if model:
             fields["model"] = model
         try:

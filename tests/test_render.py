@@ -103,6 +103,17 @@ def test_bad_requests_are_clear_errors(kwargs: dict, message: str) -> None:
         render("linear", linear_cube(), date, **kwargs)
 
 
+def test_memory_budget_refuses_before_any_compute() -> None:
+    """16x12 px at x16 is 256x192 px = 1.4 MiB per date: refused under a 1 MiB budget before the
+    model is even looked up (a model name that does not exist is never reached)."""
+    with pytest.raises(InvalidInputError, match="above the budget of 1 MiB"):
+        render("no-such-model", linear_cube(), "2020-01-21", scale=16, max_mb=1)
+    dates = series_dates("2020-01-01", "2020-01-31", "1D")
+    with pytest.raises(InvalidInputError, match=r"31 date\(s\)"):
+        render_series("no-such-model", linear_cube(), dates, scale=4, max_mb=1)
+    assert render("linear", linear_cube(), "2020-01-21", scale=16, max_mb=2).shape == (3, 256, 192)
+
+
 def test_series_dates_refuse_reversed_and_empty_ranges() -> None:
     assert [str(d)[:10] for d in series_dates("2020-01-01", "2020-01-11", "5D")] == ["2020-01-01", "2020-01-06", "2020-01-11"]
     with pytest.raises(InvalidInputError, match="before start"):

@@ -157,7 +157,8 @@ class ImplicitDecoder(nn.Module):
         offset = (torch.arange(b, device=proj.device) * (h * w)).view(b, 1, 1)
         q = coord.shape[1]
         step = q if not chunk or chunk <= 0 else int(chunk)
-        outs = []
+        out: torch.Tensor | None = None  # filled in place: no small live blocks between the
+        # chunks' big temporaries, so freed memory goes back to the allocator whole
         for s in range(0, q, max(step, 1)):
             c = coord[:, s : s + step]
             n = c.shape[1]
@@ -170,8 +171,12 @@ class ImplicitDecoder(nn.Module):
             z = table.index_select(0, (corners.index + offset).reshape(-1)).view(b, k, n, hd)
             z += per_query.unsqueeze(1)
             pred = self.mlp(z)  # (B, K, n, out)
-            outs.append((pred * corners.weight.unsqueeze(-1)).sum(dim=1))
-        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+            part = (pred * corners.weight.unsqueeze(-1)).sum(dim=1)
+            if out is None:
+                out = part.new_empty(b, q, part.shape[-1])
+            out[:, s : s + n] = part
+        assert out is not None
+        return out
 
 
 class ResidualBase(nn.Module):
