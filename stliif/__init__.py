@@ -28,7 +28,26 @@ _EXPORTS = {
     "run_crop": "stliif.stages",
     "StliifError": "stliif.errors",
 }
-__all__ = [*_EXPORTS, "__version__", "errors"]
+__all__ = [*_EXPORTS, "__version__", "code_version", "errors"]
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """The package version plus a fingerprint of the library's source (every ``stliif/*.py``):
+    part of every run key, so a change of code, not only of version, recomputes what it may
+    change (a stage's cached result is never reused across code edits)."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        import hashlib
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        _CODE_VERSION = f"{__version__}+{h.hexdigest()[:12]}"
+    return _CODE_VERSION
 
 
 def __getattr__(name: str) -> Any:

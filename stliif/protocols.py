@@ -60,7 +60,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from stliif import __version__
+from stliif import code_version
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
 from stliif.evaluate import (
     PAPER_SCALES,
@@ -346,7 +346,7 @@ class Evaluation:
             "notes": self.notes,
             "inputs": self.inputs,
             "seconds": round(self.seconds, 3),
-            "code_version": __version__,
+            "code_version": code_version(),
         }
 
     @classmethod

@@ -44,8 +44,9 @@ _THREAD_LOCK = threading.Lock()
 
 
 def run_key(stage: str, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
-    """Content key of a stage run: stage, parameters, input artifact versions, code version."""
-    doc = {"stage": stage, "params": params, "inputs": dict(inputs), "code": stliif.__version__}
+    """Content key of a stage run: stage, parameters, input artifact versions, code version
+    (:func:`stliif.code_version`: the source's fingerprint, so code edits invalidate it)."""
+    doc = {"stage": stage, "params": params, "inputs": dict(inputs), "code": stliif.code_version()}
     blob = json.dumps(doc, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
@@ -325,7 +326,7 @@ class ArtifactStore:
                 "params": json.loads(json.dumps(params, default=str)),
                 "inputs": inputs,
                 "input_snapshot": base,
-                "code_version": stliif.__version__,
+                "code_version": stliif.code_version(),
                 "run_id": run_id or "",
                 "artifacts": list(paths),
             }

@@ -42,7 +42,7 @@ def test_commit_records_lineage_and_is_idempotent(tmp_path: Path) -> None:
     md = head.metadata
     assert md["stage"] == "import" and md["run_key"] == first.run_key
     assert md["inputs"] == {"source": "abc"} and md["run_id"] == "run-1"
-    assert md["code_version"] == stliif.__version__ and set(md["artifacts"]) == {"raw/a", "meta/a"}
+    assert md["code_version"] == stliif.code_version() and set(md["artifacts"]) == {"raw/a", "meta/a"}
     assert store.version("raw/a") == first.run_key == run_key("import", {"p": 1}, {"source": "abc"})
     assert store.read_json("meta/a") == {"k": [1, 2]}
     xr.testing.assert_equal(store.read("raw/a", load=True)["v"], _cube()["v"])
@@ -105,7 +105,13 @@ def test_sigkill_leaves_last_good_snapshot(tmp_path: Path) -> None:
     kills = 6
     for _ in range(kills):
         proc = subprocess.Popen([sys.executable, str(WORKER), uri, "loop"])
-        time.sleep(rng.uniform(2.0, 3.5))  # interpreter start + some commits, then kill mid-way
+        # Kill at a random moment after this worker's first commit (its start-up time varies
+        # with the machine's load; a kill before any commit would prove nothing).
+        head = ArtifactStore.open(uri).snapshot_id()
+        deadline = time.monotonic() + 120
+        while ArtifactStore.open(uri).snapshot_id() == head and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         store = ArtifactStore.open(uri)
@@ -132,3 +138,24 @@ def test_store_on_s3_moto(s3_env: str) -> None:
 def test_store_spec_refuses_inline_credentials() -> None:
     with pytest.raises(ValueError, match="credentials"):
         StoreSpec(uri="s3://key:secret@bucket/prefix")
+
+
+def test_code_version_follows_the_source(tmp_path: Path) -> None:
+    """A code edit changes the code version, hence every run key: cached stage results are not
+    reused across edits (a version bump is not needed)."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = Path(stliif.__file__).parent
+    shutil.copytree(src, tmp_path / "stliif", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import stliif; print(stliif.code_version())"
+
+    def version() -> str:
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    before = version()
+    assert before == stliif.code_version() and before.startswith(stliif.__version__ + "+")
+    (tmp_path / "stliif/preprocess/mask.py").write_text((src / "preprocess/mask.py").read_text() + "\n# edited\n")
+    assert version() != before
