@@ -53,6 +53,10 @@ def test_pipeline_on_s3_with_results_on_s3(worldstrat: Path, tmp_path: Path, s3_
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
             .list_objects_v2(Bucket=bucket, Prefix="prefect-results/").get("Contents", [])]  # fmt: skip
     assert keys, "task results persisted in the bucket"
+    s3 = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"].encode()
+    assert not [k for k in keys if secret in s3.get_object(Bucket=bucket, Key=k)["Body"].read()], "no secret in results"
+    assert not [c for c in repo.log() if secret.decode() in str(c.metadata) + c.message], "no secret in commits"
     from prefect.filesystems import RemoteFileSystem
 
     block = RemoteFileSystem.load(slug.split("/")[1])
