@@ -78,6 +78,19 @@ def refresh_config(kind: str = "refreshes", path: Path | None = None) -> list[di
     return list(json.loads(p.read_text()).get(kind, []))
 
 
+def _scheduled(flow: Flow[..., Any], name: str, r: dict[str, Any], spec: dict[str, Any], kind: str,
+               what: str) -> RunnerDeployment:
+    """A deployment of ``flow`` on refresh entry ``r``'s cron schedule, with ``spec``."""
+    return flow.to_deployment(
+        name=name,
+        description=f"Scheduled ({r['cron']}): {what}",
+        schedules=[CronSchedule(cron=r["cron"], timezone=r.get("timezone", "UTC"))],
+        parameters={"spec": spec},
+        tags=["stliif", kind, "refresh"],
+        concurrency_limit=ONE_AT_A_TIME,
+    )
+
+
 def refresh_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     """``etl-refresh-<name>`` on a cron schedule per configured AOI list (import only), and
     ``etl-downstream``, triggered by each ``stliif.artifact.committed`` event of the import stage:
@@ -89,16 +102,8 @@ def refresh_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
         spec: dict[str, Any] = {"stages": ["import"]}
         if r.get("aois"):
             spec["aois"] = list(r["aois"])
-        out.append(
-            f["etl"].to_deployment(
-                name=f"etl-refresh-{r['name']}",
-                description=f"Scheduled refresh ({r['cron']}): re-import; changed AOIs trigger etl-downstream.",
-                schedules=[CronSchedule(cron=r["cron"], timezone=r.get("timezone", "UTC"))],
-                parameters={"spec": spec},
-                tags=["stliif", "etl", "refresh"],
-                concurrency_limit=ONE_AT_A_TIME,
-            )
-        )
+        out.append(_scheduled(f["etl"], f"etl-refresh-{r['name']}", r, spec, "etl",
+                              "re-import; changed AOIs trigger etl-downstream."))
     out.append(
         f["etl"].to_deployment(
             name="etl-downstream",
@@ -135,14 +140,8 @@ def acquire_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
             concurrency_limit=ONE_AT_A_TIME,
         ),
         *(
-            f["acquire"].to_deployment(
-                name=f"acquire-refresh-{r['name']}-{area['aoi']}",
-                description=f"Scheduled acquisition ({r['cron']}) of {area['aoi']}: adds the new dates; a commit triggers acquire-downstream.",
-                schedules=[CronSchedule(cron=r["cron"], timezone=r.get("timezone", "UTC"))],
-                parameters={"spec": area},
-                tags=["stliif", "acquire", "refresh"],
-                concurrency_limit=ONE_AT_A_TIME,
-            )
+            _scheduled(f["acquire"], f"acquire-refresh-{r['name']}-{area['aoi']}", r, area, "acquire",
+                       f"acquire {area['aoi']}'s new dates; a commit triggers acquire-downstream.")
             for r in refresh_config("acquisitions")
             for area in r["areas"]
         ),

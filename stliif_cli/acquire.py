@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from stliif.config import AcquireSpec
 from stliif.errors import InvalidInputError, StliifError
-from stliif_cli.options import parse_floats
+from stliif_cli.options import build_spec, parse_floats
 
 __all__ = ["acquire"]
 
@@ -54,10 +53,7 @@ def acquire(
         )
         if provider:
             fields["providers"] = provider
-        try:
-            spec = AcquireSpec(**fields)
-        except ValidationError as err:
-            raise InvalidInputError(f"invalid acquisition request: {err}") from err
+        spec = build_spec(AcquireSpec, fields, "acquisition request")
         st = _store_spec(store, endpoint_url=endpoint_url)
         result = _flow_module("acquire").acquire(spec, st)
         cogs = []

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
 from stliif.errors import InvalidInputError
 
-__all__ = ["parse_floats"]
+__all__ = ["build_spec", "parse_floats"]
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def build_spec(cls: type[S], fields: dict[str, Any], what: str) -> S:
+    """``cls(**fields)``, a validation failure as :class:`InvalidInputError` ("invalid <what>: ...")."""
+    try:
+        return cls(**fields)
+    except ValidationError as err:
+        raise InvalidInputError(f"invalid {what}: {err}") from err
 
 
 def parse_floats(text: str | None, n: int, opt: str) -> tuple[float, ...] | None:

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from stliif.config import RenderSpec, StoreSpec, default_store_uri
 from stliif.errors import InvalidInputError, StliifError
-from stliif_cli.options import parse_floats
+from stliif_cli.options import build_spec, parse_floats
 
 __all__ = ["render"]
 
@@ -43,10 +42,7 @@ def render(
                                       allow_far=allow_far, max_gap_days=max_gap_days, max_mb=max_mb)  # fmt: skip
         if model:
             fields["model"] = model
-        try:
-            spec = RenderSpec(**fields)
-        except ValidationError as err:
-            raise InvalidInputError(f"invalid render request: {err}") from err
+        spec = build_spec(RenderSpec, fields, "render request")
         if (spec.scale is None) == (spec.gsd is None):
             raise InvalidInputError("give exactly one of --scale and --gsd")
         if (spec.date is None) == (spec.start is None and spec.end is None) or (spec.start is None) != (spec.end is None):
