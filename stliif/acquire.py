@@ -251,15 +251,13 @@ def search(spec: AcquireSpec, *, role: str = S2_L2A) -> SearchResult:
 
 
 def _patch_url(p: Provider) -> Callable[[str], str] | None:
+    """Planetary Computer: sign each asset URL when it is read (SAS tokens, cached until they
+    expire, are fetched by ``planetary_computer``; never logged)."""
     if not p.requires_signing:
         return None
-    try:
-        import planetary_computer
-    except ImportError as err:
-        raise DataAccessError(
-            f"{p.name} assets must be signed at read time: pip install planetary-computer"
-        ) from err
-    return planetary_computer.sign  # type: ignore[no-any-return]
+    import planetary_computer
+
+    return planetary_computer.sign_url  # type: ignore[no-any-return]
 
 
 def _solar_day(item: pystac.Item) -> np.datetime64:

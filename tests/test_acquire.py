@@ -16,6 +16,7 @@ from stliif.acquire import area_of, load_cube, run_acquire, search, target_geobo
 from stliif.config import AcquireSpec, StoreSpec
 from stliif.errors import DataAccessError, InvalidInputError
 from stliif.sources.worldstrat import find_aoi_files, read_lr
+from stliif.sources.providers import get_provider
 from stliif.store import ArtifactStore
 
 AOI = "Landcover-14956"
@@ -110,6 +111,19 @@ def test_acquire_commits_a_utm_cube_and_a_refresh_adds_only_new_dates(
     assert masked.status == "committed"
     fractions = store.read("mask/lc", load=True)["clear_fraction"].values
     assert len(fractions) == len(second.dates) and (fractions > 0.5).all()
+    # Square and polygon crops apply to the acquired (UTM) cube as to an imported one.
+    from stliif.stages import run_crop
+
+    cx, cy = (bb[0] + bb[2]) / 2, (bb[1] + bb[3]) / 2
+    sq = run_crop(store, "raw/lc", "sq", center=(cx, cy), size_m=500)
+    assert sq.status == "committed"
+    part = store.read("crop/raw/lc/sq", load=True)
+    assert part.sizes["y"] == part.sizes["x"] == 50 and part.sizes["time"] == len(second.dates)
+    tri = tmp_path / "tri.geojson"
+    tri.write_text(json.dumps({"type": "Polygon", "coordinates": [[[bb[0], bb[1]], [bb[2], bb[1]], [bb[0], bb[3]], [bb[0], bb[1]]]]}))
+    assert run_crop(store, "raw/lc", "tri", polygon=tri).status == "committed"
+    inside = store.read("crop/raw/lc/tri", load=True)["data_mask"].values[0] == 1
+    assert 0.3 < inside.mean() < 0.7
 
 
 def test_no_items_and_all_cloudy_are_recorded_without_a_commit(stac_api: dict[str, Any], tmp_path: Path) -> None:
@@ -227,3 +241,17 @@ def test_assets_on_s3_load_through_gdal(stac_api: dict[str, Any], worldstrat: Pa
     a = store.read("raw/lc-s3", load=True)["reflectance"].values
     b = store.read("raw/lc-file", load=True)["reflectance"].values
     np.testing.assert_array_equal(a, b)
+
+
+def test_planetary_computer_assets_are_signed_at_read_time_only() -> None:
+    """Search results keep plain hrefs; odc-stac gets the signer as ``patch_url``, called per
+    read (tokens expire inside long lazy loads). Non-Azure URLs pass through unchanged."""
+    import planetary_computer
+
+    from stliif.acquire import _patch_url
+    from stliif.sources.providers import PLANETARY_COMPUTER
+
+    signer = _patch_url(PLANETARY_COMPUTER)
+    assert signer is planetary_computer.sign_url
+    assert signer("https://example.org/a.tif") == "https://example.org/a.tif"
+    assert _patch_url(get_provider("earth-search")) is None
