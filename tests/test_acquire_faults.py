@@ -178,3 +178,15 @@ def test_cog_reads_over_http_survive_5xx_and_fail_cleanly_on_storms_and_empty_fi
     with pytest.raises(DataAccessError, match="loading"):
         run_acquire(store, spec.model_copy(update={"aoi": "lc-empty", "bands": ["red", "B05"]}))
     assert len(store.log()) == snapshots and store.list("raw") == ["raw/lc-file", "raw/lc-http"]
+
+
+def test_two_providers_with_the_same_acquisitions_are_merged(proxy: FaultProxy, stac_api: dict[str, Any]) -> None:
+    """The API directly and through the proxy: two providers serving the same items. Each
+    acquisition is kept once, from the preferred (first) provider, the other recorded."""
+    found = search(_spec(stac_api["url"], stac_api, providers=[stac_api["url"], proxy.url]))
+    n = len(_ids(stac_api))
+    assert found.found == {"local": n, "local-2": n} and len(found.items) == n
+    for item in found.items:
+        assert item.properties["stliif:provider"] == "local"
+        (dup,) = item.properties["stliif:duplicates"]
+        assert dup["provider"] == "local-2" and dup["id"] == item.id
