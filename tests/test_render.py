@@ -104,14 +104,15 @@ def test_bad_requests_are_clear_errors(kwargs: dict, message: str) -> None:
 
 
 def test_memory_budget_refuses_before_any_compute() -> None:
-    """16x12 px at x16 is 256x192 px = 1.4 MiB per date: refused under a 1 MiB budget before the
-    model is even looked up (a model name that does not exist is never reached)."""
-    with pytest.raises(InvalidInputError, match="above the budget of 1 MiB"):
-        render("no-such-model", linear_cube(), "2020-01-21", scale=16, max_mb=1)
+    """16x12 px at x16 is 256x192 px = 6 MiB per date at 128 bytes per pixel: refused under a
+    5 MiB budget before the model is even looked up (a model name that does not exist is never
+    reached), accepted under 7 MiB."""
+    with pytest.raises(InvalidInputError, match="about 6 MiB .* above the budget of 5 MiB"):
+        render("no-such-model", linear_cube(), "2020-01-21", scale=16, max_mb=5)
     dates = series_dates("2020-01-01", "2020-01-31", "1D")
     with pytest.raises(InvalidInputError, match=r"31 date\(s\)"):
         render_series("no-such-model", linear_cube(), dates, scale=4, max_mb=1)
-    assert render("linear", linear_cube(), "2020-01-21", scale=16, max_mb=2).shape == (3, 256, 192)
+    assert render("linear", linear_cube(), "2020-01-21", scale=16, max_mb=7).shape == (3, 256, 192)
 
 
 def test_series_dates_refuse_reversed_and_empty_ranges() -> None:
