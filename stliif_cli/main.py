@@ -141,12 +141,15 @@ def providers() -> None:
     """STAC providers stliif knows: collections, search dialect, band assets, signing, auth."""
     from stliif.sources.providers import describe_providers
 
-    table = Table("url", "Sentinel-2 L2A", "DEM", "search", "assets", "signing", "auth")
-    table.columns.insert(0, Column("name", no_wrap=True))
+    labels = {"url": "url", "s2_collection": "Sentinel-2 L2A", "dem_collection": "DEM", "search": "search",
+              "assets": "assets", "resolution": "resolution", "revisit": "revisit", "signing": "signing",
+              "auth": "auth", "scale_offset": "scale / offset"}  # fmt: skip
     for r in describe_providers():
-        table.add_row(r["name"], r["url"], r["s2_collection"], r["dem_collection"], r["search"],
-                      r["assets"], r["signing"], r["auth"])
-    console.print(table)
+        table = Table(Column(r["name"], style="bold", no_wrap=True), Column(""), show_header=True, box=None)
+        for key, label in labels.items():
+            table.add_row(label, r[key])
+        console.print(table)
+        console.print()
     console.print("Any other STAC API: pass its URL where a provider name is expected.")
 
 

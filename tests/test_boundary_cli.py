@@ -37,6 +37,8 @@ def test_providers_table() -> None:
     assert out.returncode == 0
     for name in ("earth-search", "planetary-computer", "cdse"):
         assert name in out.stdout
+    for fact in ("cop-dem-glo-30", "CQL2-JSON filter", "resolution", "revisit", "10 m"):
+        assert fact in out.stdout
 
 
 @pytest.mark.parametrize("cmd", [[], ["etl"], ["crop"], ["providers"], ["store"], ["store", "log"], ["store", "ls"], ["store", "show"], ["train"], ["evaluate"], ["render"], ["acquire"]])

@@ -155,7 +155,8 @@ def test_custom_providers_and_lookup() -> None:
 def test_describe_providers_and_docs_are_in_sync() -> None:
     rows = describe_providers()
     assert [r["name"] for r in rows] == list(PROVIDERS)
-    assert set(rows[0]) == {"name", "url", "s2_collection", "dem_collection", "search", "assets", "signing", "auth", "scale_offset"}
+    assert set(rows[0]) == {"name", "url", "s2_collection", "dem_collection", "search", "assets", "resolution",
+                            "revisit", "signing", "auth", "scale_offset"}
     docs = (REPO / "docs" / "providers.md").read_text()
     assert providers_markdown() in docs, "docs/providers.md is stale: paste providers_markdown()"
 

@@ -76,6 +76,10 @@ class Provider:
     """Anything else a user must know."""
     preference: int = 100
     """Tie-break rank in de-duplication (lower wins)."""
+    resolution: str = "S2: 10 m (B02-B04, B08), 20 m (B05-B07, B8A, B11, B12, SCL), 60 m (B01, B09); DEM: 30 m"
+    """Native pixel sizes of what the provider serves (the same for every provider of L2A)."""
+    revisit: str = "5 days (two satellites; 2-3 days at mid-latitudes from overlapping orbits)"
+    """Revisit of Sentinel-2 (a property of the mission, not of the provider)."""
 
     def collection(self, role: str = S2_L2A) -> str:
         """The collection id for ``role`` (``"s2-l2a"`` or ``"dem"``).
@@ -284,7 +288,8 @@ def describe_providers(providers: Mapping[str, Provider] | None = None) -> list[
 
     Returns:
         Rows with keys ``name``, ``url``, ``s2_collection``, ``dem_collection``, ``search``,
-        ``assets``, ``signing``, ``auth``, ``scale_offset``, all strings.
+        ``assets``, ``resolution``, ``revisit``, ``signing``, ``auth``, ``scale_offset``, all
+        strings.
     """
     rows = []
     for p in (providers or PROVIDERS).values():
@@ -297,6 +302,8 @@ def describe_providers(providers: Mapping[str, Provider] | None = None) -> list[
                 "search": "CQL2-JSON filter" if p.filter_support == "cql2-json" else "query extension",
                 "assets": f"{p.asset_format}; B04 -> {p.band_assets.get('B04', '-')!r}, "
                 f"SCL -> {p.band_assets.get('SCL', '-')!r}",
+                "resolution": p.resolution,
+                "revisit": p.revisit,
                 "signing": "yes" if p.requires_signing else "no",
                 "auth": p.auth,
                 "scale_offset": p.scale_offset,
@@ -312,6 +319,7 @@ def providers_markdown(providers: Mapping[str, Provider] | None = None) -> str:
     cols = ["name", "url", "s2_collection", "dem_collection", "search", "signing"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+    lines += ["", f"Resolution (every provider): {rows[0]['resolution']}. Revisit: {rows[0]['revisit']}."]
     lines += ["", "| band | common name | " + " | ".join(providers) + " |",
               "|" + "---|" * (2 + len(providers))]
     for b in S2_BANDS.values():
