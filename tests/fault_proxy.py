@@ -21,8 +21,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 Fault = tuple[Any, ...]
@@ -113,12 +111,6 @@ class FaultProxy:
     def __exit__(self, *exc: Any) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-@contextmanager
-def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
-    with FaultProxy(upstream) as p:
-        yield p
 
 
 class FaultyFileServer:
