@@ -458,14 +458,19 @@ def metadata_table(cube: xr.Dataset) -> list[dict[str, Any]]:
     return rows
 
 
+def _item_ids(cube: xr.Dataset) -> list[str]:
+    """Every item id of a cube (a mosaicked date lists its items separated by spaces)."""
+    return [i for ids in cube["item_id"].values.tolist() for i in str(ids).split()]
+
+
 def _same_grid(stored: xr.Dataset, geobox: Any) -> bool:
-    try:
-        crs = stored.rio.crs
-        return (crs is not None and crs == geobox.crs.to_wkt() or str(crs) == str(geobox.crs)) and (
-            stored.sizes["y"], stored.sizes["x"]) == tuple(geobox.shape) and np.allclose(
-            tuple(stored.rio.transform())[:6], tuple(geobox.affine)[:6])
-    except Exception:  # noqa: BLE001
-        return False
+    from rasterio.crs import CRS
+
+    return (
+        stored.rio.crs == CRS.from_user_input(str(geobox.crs))
+        and (stored.sizes["y"], stored.sizes["x"]) == tuple(geobox.shape)
+        and np.allclose(tuple(stored.rio.transform())[:6], tuple(geobox.affine)[:6])
+    )
 
 
 def run_acquire(
@@ -483,14 +488,14 @@ def run_acquire(
     geobox = target_geobox(area, spec.crs, spec.resolution)
     found = search(spec)
     result = AcquireResult(spec.aoi, "no-data", found=found.found, errors=found.errors)
-    stored = store.read(path, load=True) if path in store.list("raw") else None
+    stored = store.read(path, load=True) if store.version(path) is not None else None
     if stored is not None and not _same_grid(stored, geobox):
         raise InvalidInputError(
             f"{path} exists on another grid (CRS, resolution or extent changed): acquire under a new AOI name"
         )
     have = set()
     if stored is not None:
-        have = {i for ids in stored["item_id"].values.tolist() for i in str(ids).split()}
+        have = set(_item_ids(stored))
         result.dates = [str(t)[:10] for t in stored["time"].values]
     new_items = [i for i in found.items if i.id not in have]
     if not new_items:
@@ -544,7 +549,7 @@ def run_acquire(
         "reflectance_units": "surface reflectance (harmonised: DN x scale + offset)",
     })
     cube = cube.rio.write_crs(str(geobox.crs)).rio.write_transform(geobox.affine)
-    params = {**spec.model_dump(mode="json"), "items": sorted(i for ids in cube["item_id"].values.tolist() for i in str(ids).split())}
+    params = {**spec.model_dump(mode="json"), "items": sorted(_item_ids(cube))}
     inputs = {path: store.version(path) or ""} if stored is not None else {}
     commit = store.commit({path: cube}, stage="acquire", params=params, inputs=inputs, run_id=run_id,
                           message=f"acquire: {path} (+{len(result.new_dates)} dates)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from stliif.acquire import run_acquire
 from stliif.config import AcquireSpec, StoreSpec
 from stliif.quicklook import write_quicklooks
-from tasks.common import open_store, retry_transient
+from tasks.common import embed_image, open_store, retry_transient
 from tasks.etl import announce_commit
-
-_EMBED_LIMIT = 4_000_000  # bytes of an image embedded in a markdown artifact
 
 
 @task(task_run_name="acquire-{spec.aoi}", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
@@ -49,7 +46,7 @@ def publish_acquire_task(result: dict[str, Any]) -> None:
               f"New dates: {', '.join(result['new_dates']) or 'none'}; dropped: {result['dropped'] or 'none'}.", ""]
     for kind in ("sheet", "dem"):
         for f in result.get("quicklooks", {}).get(kind, []):
-            p = Path(f)
-            if p.stat().st_size <= _EMBED_LIMIT:
-                lines.append(f"![{p.name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})")
+            image = embed_image(Path(f))
+            if image:
+                lines.append(image)
     create_markdown_artifact("\n".join(lines), key=key[:100], description=f"Acquisition of {result['aoi']}")

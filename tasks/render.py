@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from stliif.config import RenderSpec, StoreSpec
 from stliif.render import run_render
-from tasks.common import open_store, retry_transient
-
-_EMBED_LIMIT = 4_000_000  # bytes of an image embedded in a markdown artifact
+from tasks.common import embed_image, open_store, retry_transient
 
 
 @task(task_run_name="render-{spec.aoi}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
@@ -36,9 +33,9 @@ def publish_render_task(record: dict[str, Any]) -> str:
     lines += ["Files:", *[f"- `{f}`" for f in record["files"]], ""]
     for f in record["files"]:
         p = Path(f)
-        if p.suffix in (".png", ".gif") and p.stat().st_size <= _EMBED_LIMIT:
-            mime = "image/gif" if p.suffix == ".gif" else "image/png"
-            lines.append(f"![{p.name}](data:{mime};base64,{base64.b64encode(p.read_bytes()).decode()})")
+        image = embed_image(p) if p.suffix in (".png", ".gif") else None
+        if image:
+            lines.append(image)
     key = "render-" + "".join(c if c.isalnum() else "-" for c in record["path"].lower())
     create_markdown_artifact("\n".join(lines), key=key[:100], description=f"Render {record['path']}")
     return key
