@@ -43,6 +43,7 @@ __all__ = [
     "Checkpoint",
     "checkpoint_dataset",
     "load_checkpoint",
+    "update_extra",
     "load_model",
     "restore_checkpoint",
     "save_checkpoint",
@@ -131,6 +132,25 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "extra": _plain("extra", dict(extra or {})),
     }
+    return _write_atomic(dest, payload)
+
+
+def update_extra(path: str | Path, **extra: Any) -> Path:
+    """Rewrite a checkpoint (atomically) with ``extra`` merged into its ``extra`` metadata.
+
+    Weights, optimizer state and every other field are kept as they are.
+    """
+    ck = load_checkpoint(path)
+    payload = {
+        "format": ck.format, "stliif_version": ck.stliif_version, "model": ck.model,
+        "train_spec": ck.train_spec, "data": ck.data, "state_dict": ck.state_dict, "step": ck.step,
+        "optimizer": ck.optimizer, "extra": _plain("extra", {**ck.extra, **extra}),
+    }  # fmt: skip
+    return _write_atomic(Path(path), payload)
+
+
+def _write_atomic(dest: Path, payload: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``dest``, fsync, rename over ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:

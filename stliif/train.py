@@ -35,11 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 import stliif
-from stliif.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
+from stliif.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint, update_extra
 from stliif.config import default_data_root
 from stliif.data import TIME_SCALE_DAYS, CropDataset, Scene, Strategy, frame_times
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
 from stliif.models.baselines import median_bicubic, to_uint8
+from stliif.models.calibration import Calibration, VMeanMode
 from stliif.models.coords import make_cell, make_coord
 from stliif.models.liif import DEFAULT_CHUNK, default_chunk
 from stliif.models.registry import make_model, model_spec
@@ -99,7 +100,11 @@ class TrainSpec(BaseModel):
         description="WorldStrat subset root (with reference/ for protocol P).",
     )
     split_seed: int = Field(0, description="Seed of paper_split (validation AOIs).")
-    n_val: int = Field(3, ge=1, description="Validation AOIs carved from the 21 training AOIs.")
+    n_val: int = Field(
+        3, ge=0,
+        description="Validation AOIs carved from the 21 training AOIs (0: none; the schedule was "
+        "chosen beforehand, e.g. by cross-validation, and best.pt is the last step).",
+    )
     train_aois: list[str] | None = Field(
         None, description="Training AOIs (default: the paper split's train part)."
     )
@@ -116,6 +121,9 @@ class TrainSpec(BaseModel):
     augment: bool = Field(True, description="Random flips/transposes.")
     init_colour: bool = Field(
         False, description="Start the model's colour map at the 3x4 affine map fitted on the training AOIs."
+    )
+    freeze_colour: bool = Field(
+        False, description="Keep the colour map at that fit (not learned; needs init_colour)."
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
     lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
@@ -150,6 +158,13 @@ class TrainSpec(BaseModel):
                 raise InvalidInputError("AOI lists must not be empty")
         return v
 
+    @field_validator("freeze_colour")
+    @classmethod
+    def _frozen_needs_init(cls, v: bool, info: Any) -> bool:
+        if v and not info.data.get("init_colour"):
+            raise InvalidInputError("freeze_colour keeps the fitted colour map: set init_colour too")
+        return v
+
 
 @dataclass
 class TrainResult:
@@ -162,7 +177,8 @@ class TrainResult:
         history: One dict per step: ``step``, ``loss``, ``lr``, ``samples_per_s``, ``seconds``.
         validation: One dict per validation: ``step``, ``psnr_<scale>``..., ``psnr_mean``.
         baseline: Median + bicubic PSNR per scale on the same validation AOIs.
-        best: The best validation record (highest ``psnr_mean``) or ``None``.
+        best: The best validation record (highest ``psnr_mean``), ``{"step": steps}`` for a
+            finished run without validation AOIs, or ``None``.
     """
 
     out_dir: Path
@@ -193,6 +209,8 @@ class ModelPredictor:
         device: Device to run on (default: the model's).
         frame: Input of single-image models.
         name: Label in results.
+        calibration: Output calibration from the inputs (:mod:`stliif.models.calibration`),
+            applied before rounding; ``None``: the raw model output.
     """
 
     def __init__(
@@ -204,8 +222,10 @@ class ModelPredictor:
         device: str | torch.device | None = None,
         frame: Literal["middle", "median"] = "middle",
         name: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.model = model
+        self.calibration = calibration
         self.time_scale = float(time_scale)
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.chunk = int(chunk) if chunk else default_chunk(self.device)
@@ -216,12 +236,15 @@ class ModelPredictor:
     def from_checkpoint(
         cls, path: str | Path, *, device: str | torch.device = "cpu", chunk: int | None = None
     ) -> ModelPredictor:
-        """Load a checkpoint and wrap it (time scale and eval frame from its train spec)."""
+        """Load a checkpoint and wrap it (time scale and eval frame from its train spec, the
+        output calibration from ``extra["calibration"]`` when it has one)."""
         ck = load_checkpoint(path)
         ts = (ck.train_spec or {}).get("time_scale", TIME_SCALE_DAYS)
         frame = (ck.train_spec or {}).get("eval_frame", "middle")
+        cal = ck.extra.get("calibration")
         return cls(load_model(ck, device=device), time_scale=ts, chunk=chunk, device=device,
-                   frame=frame, name=Path(path).stem)  # fmt: skip
+                   frame=frame, name=Path(path).stem,
+                   calibration=Calibration.from_dict(cal) if cal else None)  # fmt: skip
 
     @torch.no_grad()
     def __call__(
@@ -261,7 +284,42 @@ class ModelPredictor:
         finally:
             self.model.train(was_training)
         img = out[0].view(h_out, w_out, -1).float().cpu().numpy() * 255.0
+        if self.calibration is not None:
+            img = self.calibration.apply(img, f)
         return to_uint8(img)
+
+
+def calibrate(
+    path: str | Path,
+    *,
+    weight: float,
+    v_mean: VMeanMode,
+    data: str | Path | None = None,
+) -> Calibration:
+    """Store an output calibration in the checkpoint at ``path`` (atomically) and return it.
+
+    The blend's colour map is fitted on the checkpoint's own training AOIs (``data["train_aois"]``;
+    test AOIs are refused). ``weight`` and ``v_mean`` come from cross-validation on training AOIs
+    (``bench/cv.py``), never from test scores.
+    """
+    from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
+    from stliif.models.baselines import ColourMap
+
+    ck = load_checkpoint(path)
+    aois = list(ck.data.get("train_aois") or [])
+    if not aois:
+        raise CheckpointError(f"{path}: no training AOIs recorded to fit the colour map on")
+    bad = sorted(set(aois) & set(PAPER_TEST_AOIS))
+    if bad:
+        raise InvalidInputError(f"test AOIs must not be used for calibration: {bad}")
+    root = Path(data) if data is not None else Path(ck.data.get("root") or default_data_root())
+    cmap = None
+    if weight < 1.0:
+        samples = load_paper_samples(root, aois)
+        cmap = ColourMap.fit((smp.frames, smp.target) for smp in samples.values())
+    cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap)
+    update_extra(path, calibration=cal.to_dict())
+    return cal
 
 
 def init_colour_map(model: nn.Module, samples: Iterable[Any]) -> None:
@@ -359,9 +417,14 @@ def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
 
 
 def _same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """Fields that differ between two training specs, ignoring those a resume may change."""
+    """Fields that differ between two training specs, ignoring those a resume may change.
+
+    A field missing from one side counts as its default (a spec stored before the field existed).
+    """
     free = {"steps", "ckpt_every", "val_every", "threads", "workers", "chunk", "device"}
-    return sorted(k for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k))
+    dflt = {k: f.default for k, f in TrainSpec.model_fields.items() if f.default_factory is None}
+    return sorted(k for k in set(a) | set(b)
+                  if k not in free and a.get(k, dflt.get(k)) != b.get(k, dflt.get(k)))  # fmt: skip
 
 
 def validate(
@@ -449,8 +512,10 @@ def train(
     samples = load_paper_samples(root, train_aois, with_dates=True)
     if spec.init_colour and step == 0:
         init_colour_map(model, samples.values())
+    if spec.freeze_colour:
+        model.base.colour.requires_grad_(False)  # type: ignore[union-attr]  # checked by init_colour_map
     scenes = [Scene.from_sample(s, time_scale=spec.time_scale) for s in samples.values()]
-    val_samples = load_paper_samples(root, val_aois, with_dates=True)
+    val_samples = load_paper_samples(root, val_aois, with_dates=True) if val_aois else {}
     data_info = {
         "root": str(root),
         "protocol": "P",
@@ -460,10 +525,12 @@ def train(
     }
     from stliif.evaluate import evaluate_paper
 
-    base = evaluate_paper(median_bicubic, root, aois=val_aois, scales=spec.val_scales, ssim=False,
-                          samples=val_samples)  # fmt: skip
-    baseline = {f"psnr_{s}": float(v["psnr"]) for s, v in base.means.items()}
-    baseline["psnr_mean"] = float(np.mean(list(baseline.values())))
+    baseline: dict[str, float] = {}
+    if val_aois:
+        base = evaluate_paper(median_bicubic, root, aois=val_aois, scales=spec.val_scales,
+                              ssim=False, samples=val_samples)  # fmt: skip
+        baseline = {f"psnr_{s}": float(v["psnr"]) for s, v in base.means.items()}
+        baseline["psnr_mean"] = float(np.mean(list(baseline.values())))
 
     dataset = CropDataset(
         scenes, crop=spec.crop, queries=spec.queries, scale_range=(spec.scale_min, spec.scale_max),
@@ -490,6 +557,11 @@ def train(
 
     def run_validation() -> None:
         nonlocal best
+        if not val_aois:  # no validation set: the final step is the model
+            if step == spec.steps:
+                best = {"step": step}
+                save(out / "best.pt")
+            return
         rec = {"step": step, **validate(model, val_samples, root=root, scales=spec.val_scales,
                                          time_scale=spec.time_scale, chunk=spec.chunk,
                                          frame=spec.eval_frame)}  # fmt: skip
@@ -535,7 +607,7 @@ def train(
         if step % spec.ckpt_every == 0 or step == stop:
             save(last)
         if time_limit_s is not None and now - t0 > time_limit_s and step < stop:
-            if not validation or validation[-1]["step"] != step:
+            if val_aois and (not validation or validation[-1]["step"] != step):
                 run_validation()  # an interrupted run still reports where it stands
             save(last)
             stopped_early = True
@@ -593,8 +665,12 @@ def write_curves(result: TrainResult) -> None:
             axes[1].plot([v["step"] for v in result.validation], [v[key] for v in result.validation],
                          "o-", color=c, label=f"model {key[5:]}")  # fmt: skip
         axes[1].axhline(result.baseline[key], color=c, ls="--", lw=1, label=f"median+bicubic {key[5:]}")
-    axes[1].set(xlabel="step", ylabel="PSNR (dB)", title="validation (protocol P, val AOIs)")
-    axes[1].legend(fontsize=7)
+    if result.baseline:
+        axes[1].set(xlabel="step", ylabel="PSNR (dB)", title="validation (protocol P, val AOIs)")
+        axes[1].legend(fontsize=7)
+    else:
+        axes[1].set_axis_off()
+        axes[1].text(0.5, 0.5, "no validation AOIs\n(schedule chosen beforehand)", ha="center", va="center")
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
 

@@ -24,7 +24,7 @@ from stliif_cli.evaluate import evaluate
 from stliif_cli.options import parse_floats
 from stliif_cli.render import render
 from stliif_cli.server import server, worker
-from stliif_cli.train import train
+from stliif_cli.train import calibrate, train
 
 app = typer.Typer(
     help="Continuous space-time super-resolution of satellite imagery.",
@@ -182,6 +182,7 @@ def pipeline(
 
 app.command()(acquire)
 app.command()(train)
+app.command()(calibrate)
 app.command()(evaluate)
 app.command()(render)
 app.command()(server)

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from stliif.errors import InvalidInputError, StliifError
 
-__all__ = ["train"]
+__all__ = ["calibrate", "train"]
 
 console = Console()
 
@@ -46,6 +46,9 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Crops per step.")] = None,
     strategy: Annotated[str | None, typer.Option(help="complete, groups, pairs or single.")] = None,
     val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps.")] = None,
+    n_val: Annotated[
+        int | None, typer.Option("--n-val", help="Validation AOIs carved from the 21 (0: none, train on all; best.pt = last step).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of init and batches.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
@@ -61,7 +64,7 @@ def train(
         from stliif.train import TrainSpec, train as run_train
 
         overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
-                     "strategy": strategy, "val_every": val_every, "seed": seed,
+                     "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed,
                      "threads": threads, "device": device}  # fmt: skip
         try:
             spec = TrainSpec.model_validate(_spec_fields(spec_file, preset, overrides))
@@ -73,8 +76,30 @@ def train(
         raise typer.Exit(2) from err
     state = "finished" if result.finished else "stopped (rerun the same command to continue)"
     console.print(f"{result.step} steps, {state}; run folder {result.out_dir}")
-    if result.best:
+    if result.best and not result.baseline:
+        console.print(f"no validation AOIs: best.pt is the final step ({int(result.best['step'])})")
+    elif result.best:
         scores = ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.best.items() if k.startswith("psnr_"))
         base = ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.baseline.items())
         console.print(f"best validation PSNR (step {int(result.best['step'])}): {scores} dB")
         console.print(f"median+bicubic on the same AOIs: {base} dB")
+
+
+def calibrate(
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint file, or a run folder holding best.pt.")],
+    weight: Annotated[float, typer.Option("--weight", help="Model weight in the blend with median + colour map (1: no blend).")] = 1.0,
+    v_mean: Annotated[str, typer.Option("--v-mean", help="Match the mean of V = max(R,G,B) to the inputs': none, add or mul.")] = "add",
+    data: Annotated[Path | None, typer.Option("--data", help="WorldStrat root [default: the checkpoint's]")] = None,
+) -> None:
+    """Store an output calibration in a checkpoint (choose its settings with bench/cv.py, never on test)."""
+    try:
+        from stliif.train import calibrate as run_calibrate
+
+        path = model / "best.pt" if model.is_dir() else model
+        if v_mean not in ("none", "add", "mul"):
+            raise InvalidInputError(f"--v-mean must be none, add or mul, got {v_mean!r}")
+        cal = run_calibrate(path, weight=weight, v_mean=v_mean, data=data)  # type: ignore[arg-type]
+    except StliifError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"{path}: calibration stored (weight {cal.weight}, V mean {cal.v_mean})")

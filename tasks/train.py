@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from stliif.checkpoint import checkpoint_dataset
 from stliif.config import StoreSpec
 from stliif.train import TrainSpec, train
-from tasks.common import open_store
+from tasks.common import embed_image, open_store
 
 
 @task(task_run_name="train-{name}", retries=1, retry_delay_seconds=5)
@@ -54,8 +53,9 @@ def publish_training_task(record: dict[str, Any], name: str) -> str:
         base = record["baseline"]
         lines += ["| median+bicubic | " + " | ".join(f"{base.get(s, float('nan')):.2f}" for s in scales) + " |", ""]
     png = Path(record["out_dir"]) / "curves.png"
-    if png.is_file():
-        lines += ["![training curves](data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() + ")"]
+    image = embed_image(png, "training curves") if png.is_file() else None
+    if image:
+        lines.append(image)
     key = f"train-{name}".lower().replace("_", "-").replace(".", "-")
     create_markdown_artifact("\n".join(lines), key=key, description=f"Training report of {name}")
     if rows:

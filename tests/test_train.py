@@ -16,7 +16,7 @@ from stliif.errors import CheckpointError, InvalidInputError
 from stliif.evaluate import PAPER_TEST_AOIS, evaluate_paper, load_paper_samples
 from stliif.models.liif import ResidualBase
 from stliif.models.registry import make_model
-from stliif.train import ModelPredictor, TrainSpec, _forward, train
+from stliif.train import ModelPredictor, TrainSpec, _forward, _same_run, train
 
 torch.set_num_threads(1)
 
@@ -199,6 +199,28 @@ def test_resume_continues_the_step_count_and_reproduces_the_losses(worldstrat, t
         train(spec.model_copy(update={"lr": 1e-2}), tmp_path / "b", progress=False)
 
 
+def test_resume_treats_fields_added_later_as_their_defaults():
+    old = {"lr": 1e-3, "init_colour": False}  # a spec stored before freeze_colour existed
+    assert _same_run(old, {**old, "freeze_colour": False}) == []
+    assert _same_run(old, {**old, "freeze_colour": True}) == ["freeze_colour"]
+    assert _same_run(old, {**old, "lr": 2e-3, "steps": 9}) == ["lr"]
+    with pytest.raises(ValueError, match="init_colour"):
+        TrainSpec(freeze_colour=True)
+
+
+def test_run_without_validation_aois_keeps_the_final_step(worldstrat, tmp_path):
+    # n_val=0: the schedule was chosen beforehand (bench/cv.py); nothing is scored, best = last
+    spec = _spec(worldstrat, val_aois=None, n_val=0, steps=4, val_every=2)
+    res = train(spec, tmp_path / "run", progress=False)
+    assert res.finished and res.best == {"step": 4}
+    assert res.validation == [] and res.baseline == {}
+    best, last = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
+    assert best.step == last.step == 4 and best.data["val_aois"] == []
+    for k, v in last.state_dict.items():
+        torch.testing.assert_close(best.state_dict[k], v)
+    assert (tmp_path / "run" / "curves.png").is_file() and not (tmp_path / "run" / "val.csv").exists()
+
+
 def test_short_real_training_lowers_the_loss(worldstrat, tmp_path):
     spec = _spec(worldstrat, steps=40, batch_size=4, lr=5e-3, val_every=0, ckpt_every=40,
                  strategy="groups")  # fmt: skip
@@ -249,3 +271,20 @@ def test_init_colour_map_starts_at_the_fitted_baseline(worldstrat) -> None:
     np.testing.assert_allclose(colour.weight[:, :, 0, 0].detach().numpy(), cmap.matrix[:, :3], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(colour.bias.detach().numpy() * 255, cmap.matrix[:, 3], rtol=1e-4, atol=1e-3)
     assert not np.allclose(cmap.matrix[:, :3], np.eye(3))  # the fit is not the identity start
+
+
+def test_frozen_colour_map_stays_at_the_fit_while_the_rest_learns(worldstrat, tmp_path) -> None:
+    from stliif.models.baselines import ColourMap
+
+    tiny = {**TINY, "args": {**TINY["args"], "residual": "bilinear", "colour_map": True}}
+    spec = _spec(worldstrat, model=tiny, init_colour=True, freeze_colour=True, steps=4, val_every=0)
+    train(spec, tmp_path / "run", progress=False, until=2)
+    train(spec, tmp_path / "run", progress=False)  # the freeze holds across a resume too
+    model = load_model(tmp_path / "run" / "last.pt")
+    torch.manual_seed(spec.seed)
+    start = make_model(tiny)
+    cmap = ColourMap.fit((s.frames, s.target) for s in load_paper_samples(worldstrat, TRAIN_AOIS).values())
+    np.testing.assert_allclose(model.base.colour.weight[:, :, 0, 0].detach().numpy(), cmap.matrix[:, :3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.base.colour.bias.detach().numpy() * 255, cmap.matrix[:, 3], rtol=1e-4, atol=1e-3)
+    moved = [k for k, v in start.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
+    assert any(k.startswith("encoder.") for k in moved)  # the rest did train

@@ -1,0 +1,101 @@
+"""Output calibration of a model's RGB prediction, from the inputs only.
+
+Both evaluation protocols build their targets by CDF-matching the HR image's HSV value channel
+``V = max(R, G, B)`` to the low-resolution inputs (P: to one revisit the inputs are matched to as
+well; C: to the inputs' median composite). A model's brightness can still drift by a few DN on
+an area unlike its training areas (cross-validation on the 21 training AOIs of P found offsets of
+10-20 DN on some). :class:`Calibration` corrects that with the frames alone, never the target:
+
+1. ``blend``: ``w * model + (1 - w) * median_colour``, where ``median_colour`` is the closed-form
+   colour map (:class:`~stliif.models.baselines.ColourMap`, fitted on training AOIs) applied to
+   the temporal median and upsampled with Pillow bicubic (float, not rounded).
+2. ``v_mean``: make the mean of ``V`` over the prediction equal the mean of ``V`` over the input
+   frames, by adding the difference to every channel (``"add"``) or by scaling every channel
+   (``"mul"``, which keeps hue and saturation); ``"none"`` skips it.
+
+The weight and mode of the checkpoint of record were chosen by 3-fold cross-validation over the
+21 non-test AOIs (``bench/cv.py``), never on test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from stliif.errors import InvalidInputError
+from stliif.models.baselines import ColourMap, resize, temporal_median
+
+__all__ = ["Calibration", "VMeanMode", "match_v_mean"]
+
+VMeanMode = Literal["none", "add", "mul"]
+
+
+def match_v_mean(image: np.ndarray, frames: np.ndarray, mode: VMeanMode = "add") -> np.ndarray:
+    """Shift or scale ``image`` so that its mean ``V = max(R, G, B)`` equals the frames'.
+
+    Args:
+        image: ``(H, W, C)`` float RGB (0..255).
+        frames: ``(T, h, w, C)`` uint8 (or float on the same scale) input frames.
+        mode: ``"add"`` (one offset for every channel), ``"mul"`` (one gain) or ``"none"``.
+
+    Returns:
+        float64 ``(H, W, C)``, unclipped.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if mode == "none":
+        return img
+    if mode not in ("add", "mul"):
+        raise InvalidInputError(f"v_mean must be 'none', 'add' or 'mul', got {mode!r}")
+    ref = float(np.asarray(frames, dtype=np.float64).max(axis=-1).mean())
+    cur = float(img.max(axis=-1).mean())
+    if mode == "add":
+        return img + (ref - cur)
+    return img * (ref / cur) if cur > 0 else img
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Blend with the colour-mapped median, then match the mean of V to the inputs.
+
+    Attributes:
+        weight: Weight of the model in the blend, in ``[0, 1]`` (1: no blend).
+        colour_map: The map of the ``median_colour`` term (needed when ``weight < 1``).
+        v_mean: ``"none"``, ``"add"`` or ``"mul"`` (see :func:`match_v_mean`).
+    """
+
+    weight: float = 1.0
+    colour_map: ColourMap | None = None
+    v_mean: VMeanMode = "none"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.weight) <= 1.0:
+            raise InvalidInputError(f"blend weight must be in [0, 1], got {self.weight!r}")
+        if self.weight < 1.0 and self.colour_map is None:
+            raise InvalidInputError("a blend (weight < 1) needs the colour map of its median term")
+        if self.v_mean not in ("none", "add", "mul"):
+            raise InvalidInputError(f"v_mean must be 'none', 'add' or 'mul', got {self.v_mean!r}")
+
+    def apply(self, image: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """Calibrate a ``(H, W, C)`` float prediction (0..255) made from ``frames`` ``(T, h, w, C)``."""
+        out = np.asarray(image, dtype=np.float64)
+        if self.weight < 1.0 and self.colour_map is not None:
+            base = resize(self.colour_map.apply(temporal_median(frames)), out.shape[:2])
+            out = self.weight * out + (1.0 - self.weight) * base
+        return match_v_mean(out, frames, self.v_mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored in checkpoints as ``extra["calibration"]``)."""
+        return {"weight": float(self.weight), "v_mean": self.v_mean,
+                "colour_map": self.colour_map.to_dict() if self.colour_map is not None else None}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            cmap = d.get("colour_map")
+            return cls(weight=float(d.get("weight", 1.0)), v_mean=d.get("v_mean", "none"),
+                       colour_map=ColourMap.from_dict(cmap) if cmap is not None else None)  # fmt: skip
+        except (AttributeError, TypeError, ValueError) as err:
+            raise InvalidInputError(f"not a calibration: {err}") from err

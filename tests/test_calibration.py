@@ -1,0 +1,94 @@
+"""Output calibration: the V-mean match, the blend with median + colour map, and its storage in
+checkpoints (kept by the predictor, never fitted on test AOIs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stliif.checkpoint import load_checkpoint, save_checkpoint
+from stliif.errors import CheckpointError, InvalidInputError
+from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
+from stliif.models.baselines import ColourMap, resize, temporal_median
+from stliif.models.calibration import Calibration, match_v_mean
+from stliif.models.registry import make_model
+from stliif.train import ModelPredictor, calibrate
+
+TINY = {"name": "temporal-liif", "args": {
+    "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 8, "n_resblocks": 1}},
+    "hidden": [16], "fusion_blocks": 0}}  # fmt: skip
+TRAIN_AOIS = ["Landcover-14956", "UNHCR-CODs026828"]
+
+
+def _frames(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(40, 200, size=(5, 12, 10, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["add", "mul"])
+def test_v_mean_match_reaches_the_inputs_mean_of_v(mode: str) -> None:
+    frames = _frames()
+    img = np.random.default_rng(1).uniform(20, 120, size=(30, 25, 3))
+    out = match_v_mean(img, frames, mode)  # type: ignore[arg-type]
+    assert out.max(axis=-1).mean() == pytest.approx(frames.max(axis=-1).mean(), rel=1e-12)
+    if mode == "mul":  # one gain: hue and saturation kept (channel ratios unchanged)
+        np.testing.assert_allclose(out[..., 0] / out[..., 1], img[..., 0] / img[..., 1])
+    else:  # one offset for every channel
+        np.testing.assert_allclose(out - img, np.full_like(img, (out - img)[0, 0, 0]))
+    np.testing.assert_array_equal(match_v_mean(img, frames, "none"), img)
+    with pytest.raises(InvalidInputError):
+        match_v_mean(img, frames, "cdf")  # type: ignore[arg-type]
+
+
+def test_blend_weights_the_model_against_median_colour() -> None:
+    frames = _frames()
+    cmap = ColourMap(np.array([[0.9, 0.1, 0, 5], [0, 1.1, 0, -3], [0, 0, 0.8, 10]]))
+    img = np.random.default_rng(2).uniform(0, 255, size=(24, 20, 3))
+    base = resize(cmap.apply(temporal_median(frames)), (24, 20))
+    np.testing.assert_allclose(Calibration().apply(img, frames), img)
+    np.testing.assert_allclose(Calibration(weight=0.0, colour_map=cmap).apply(img, frames), base)
+    mix = Calibration(weight=0.3, colour_map=cmap).apply(img, frames)
+    np.testing.assert_allclose(mix, 0.3 * img + 0.7 * base)
+    both = Calibration(weight=0.3, colour_map=cmap, v_mean="add")
+    np.testing.assert_allclose(both.apply(img, frames), match_v_mean(mix, frames, "add"))
+    assert Calibration.from_dict(both.to_dict()) == both
+    with pytest.raises(InvalidInputError, match="colour map"):
+        Calibration(weight=0.5)
+    with pytest.raises(InvalidInputError, match="weight"):
+        Calibration(weight=1.5, colour_map=cmap)
+
+
+def test_calibration_is_stored_in_the_checkpoint_and_applied_by_the_predictor(worldstrat, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = make_model(TINY)
+    path = tmp_path / "best.pt"
+    opt = torch.optim.Adam(model.parameters())
+    data = {"root": str(worldstrat), "train_aois": TRAIN_AOIS}
+    save_checkpoint(path, model, train_spec={"lr": 1e-3}, data=data, optimizer=opt, step=3, extra={"a": 1})
+    raw = ModelPredictor.from_checkpoint(path)
+    assert raw.calibration is None
+    cal = calibrate(path, weight=0.4, v_mean="add")
+    ck = load_checkpoint(path)  # the rest of the checkpoint is kept
+    assert ck.step == 3 and ck.extra["a"] == 1 and ck.optimizer is not None and ck.data == data
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ck.state_dict[k], v)
+    samples = load_paper_samples(worldstrat, TRAIN_AOIS)
+    assert cal.colour_map == ColourMap.fit((s.frames, s.target) for s in samples.values())
+    sample = next(iter(load_paper_samples(worldstrat, ["Landcover-8732"]).values()))
+    pred = ModelPredictor.from_checkpoint(path)
+    assert pred.calibration == cal
+    got = pred(sample.frames, size=48).astype(np.float64)
+    want = cal.apply(raw(sample.frames, size=48).astype(np.float64), sample.frames)
+    assert np.abs(got - want).max() <= 1.0  # raw output rounded before its calibration here
+    assert abs(got.max(axis=-1).mean() - sample.frames.max(axis=-1).mean()) < 1.0
+
+
+def test_calibration_refuses_test_aois_and_runs_without_training_aois(worldstrat, tmp_path) -> None:
+    model = make_model(TINY)
+    for name, data in (("test.pt", {"train_aois": [PAPER_TEST_AOIS[0]]}), ("none.pt", {})):
+        save_checkpoint(tmp_path / name, model, data=data)
+    with pytest.raises(InvalidInputError, match="test AOIs"):
+        calibrate(tmp_path / "test.pt", weight=0.5, v_mean="add", data=worldstrat)
+    with pytest.raises(CheckpointError, match="training AOIs"):
+        calibrate(tmp_path / "none.pt", weight=0.5, v_mean="add", data=worldstrat)
+    assert "calibration" not in load_checkpoint(tmp_path / "test.pt").extra
