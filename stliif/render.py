@@ -24,6 +24,8 @@ one date and one scale:
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,12 +60,20 @@ Predictor = Callable[..., np.ndarray]
 
 
 def load_predictor(model: str | Path | Predictor) -> Predictor:
-    """A predictor from a checkpoint file, a run folder (``best.pt``) or a baseline name."""
+    """A predictor from a checkpoint file, a run folder (``best.pt``) or a baseline name.
+
+    A checkpoint's output calibration is kept without its blend with the time-invariant median
+    (weight 1): a render must follow the query date; the V-mean match to the frames stays.
+    """
     if callable(model):
         return model
     from stliif.protocols import get_predictor
 
-    return get_predictor(model, protocol="paper")
+    pred = get_predictor(model, protocol="paper")
+    cal = getattr(pred, "calibration", None)
+    if cal is not None and cal.weight < 1.0:
+        pred.calibration = dataclasses.replace(cal, weight=1.0)  # type: ignore[attr-defined]
+    return pred
 
 
 def _date(value: Any, what: str = "date") -> np.datetime64:

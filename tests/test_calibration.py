@@ -92,3 +92,15 @@ def test_calibration_refuses_test_aois_and_runs_without_training_aois(worldstrat
     with pytest.raises(CheckpointError, match="training AOIs"):
         calibrate(tmp_path / "none.pt", weight=0.5, v_mean="add", data=worldstrat)
     assert "calibration" not in load_checkpoint(tmp_path / "test.pt").extra
+
+
+def test_renders_keep_the_v_mean_match_but_not_the_blend(tmp_path) -> None:
+    from stliif.checkpoint import update_extra
+    from stliif.protocols import get_predictor
+    from stliif.render import load_predictor
+
+    path = save_checkpoint(tmp_path / "m.pt", make_model(TINY))
+    cal = Calibration(weight=0.4, colour_map=ColourMap.identity(), v_mean="add")
+    update_extra(path, calibration=cal.to_dict())
+    assert get_predictor(path).calibration == cal  # evaluation: the whole calibration
+    assert load_predictor(path).calibration == Calibration(weight=1.0, colour_map=cal.colour_map, v_mean="add")
