@@ -1,0 +1,58 @@
+"""Protocol P: the median + colour map baseline with the V-mean match, beside a model's scores.
+
+Usage::
+
+    .venv/bin/stliif evaluate --protocol paper --model models/record --json p.json
+    .venv/bin/python bench/calibrated_baseline.py p.json
+
+The checkpoint of record blends its output with median + colour map and matches the mean of V to
+the inputs (:mod:`stliif.models.calibration`). This scores the calibration without the model
+(weight 0: median + colour map, colour map fitted on the 21 training AOIs, then the V-mean
+match) on the study's 10 test AOIs, and prints the model's paired per-AOI PSNR deltas against it
+(95 % bootstrap CI): what the learned model adds beyond its calibration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from stliif.config import default_data_root  # noqa: E402
+from stliif.evaluate import PAPER_SCALES, PAPER_TEST_AOIS, load_paper_samples, paired_deltas, paper_train_aois, score_image  # noqa: E402
+from stliif.models.baselines import ColourMap  # noqa: E402
+from stliif.models.calibration import Calibration  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", type=Path, help="`stliif evaluate --protocol paper --json` output")
+    ap.add_argument("--v-mean", default="add", choices=["add", "mul"])
+    ap.add_argument("--data", type=Path, default=default_data_root())
+    args = ap.parse_args()
+    doc = json.loads(args.json.read_text())
+    model = doc["metrics"]
+    sizes = {sc: PAPER_SCALES[sc] for sc in doc["scales"]}
+    train = load_paper_samples(args.data, paper_train_aois(args.data))
+    cal = Calibration(weight=0.0, v_mean=args.v_mean,
+                      colour_map=ColourMap.fit((s.frames, s.target) for s in train.values()))  # fmt: skip
+    test = load_paper_samples(args.data, PAPER_TEST_AOIS)
+    base = {sc: {a: score_image(cal.apply(np.zeros((z, z, 3)), s.frames), s.target_at(z), ssim=False)["psnr"]
+                 for a, s in test.items()} for sc, z in sizes.items()}  # fmt: skip
+    print(f"{'AOI':22s} " + "  ".join(f"{sc}: model / median-colour+V" for sc in sizes))
+    for a in test:
+        print(f"{a:22s} " + "  ".join(f"{model[a][sc]['psnr']:6.2f} / {base[sc][a]:6.2f}      " for sc in sizes))
+    for sc in sizes:
+        d = paired_deltas({a: model[a][sc]["psnr"] for a in test}, base[sc])
+        print(f"{sc}: median-colour+V mean {np.mean(list(base[sc].values())):.2f}; model - it: {d}")
+
+
+if __name__ == "__main__":
+    main()
