@@ -43,10 +43,10 @@ __all__ = [
     "Checkpoint",
     "checkpoint_dataset",
     "load_checkpoint",
-    "update_extra",
     "load_model",
     "restore_checkpoint",
     "save_checkpoint",
+    "update_extra",
 ]
 
 FORMAT_VERSION = 1

@@ -25,7 +25,6 @@ one date and one scale:
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path

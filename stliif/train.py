@@ -39,7 +39,7 @@ from stliif.checkpoint import Checkpoint, load_checkpoint, load_model, save_chec
 from stliif.config import default_data_root
 from stliif.data import TIME_SCALE_DAYS, CropDataset, Scene, Strategy, frame_times
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
-from stliif.models.baselines import median_bicubic, to_uint8
+from stliif.models.baselines import ColourMap, median_bicubic, to_uint8
 from stliif.models.calibration import Calibration, VMeanMode
 from stliif.models.coords import make_cell, make_coord
 from stliif.models.liif import DEFAULT_CHUNK, default_chunk
@@ -303,7 +303,6 @@ def calibrate(
     (``bench/cv.py``), never from test scores.
     """
     from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
-    from stliif.models.baselines import ColourMap
 
     ck = load_checkpoint(path)
     aois = list(ck.data.get("train_aois") or [])
@@ -325,8 +324,6 @@ def calibrate(
 def init_colour_map(model: nn.Module, samples: Iterable[Any]) -> None:
     """Set the model's base colour map to the least-squares affine map of ``samples`` (training
     AOIs: temporal median -> HR colours, the ``median-colour`` baseline's fit)."""
-    from stliif.models.baselines import ColourMap
-
     colour = getattr(getattr(model, "base", None), "colour", None)
     if colour is None:
         raise ModelError("init_colour needs a model with a learned colour map (colour_map=True)")

@@ -4,7 +4,7 @@ Both evaluation protocols build their targets by CDF-matching the HR image's HSV
 ``V = max(R, G, B)`` to the low-resolution inputs (P: to one revisit the inputs are matched to as
 well; C: to the inputs' median composite). A model's brightness can still drift by a few DN on
 an area unlike its training areas (cross-validation on the 21 training AOIs of P found offsets of
-10-20 DN on some). :class:`Calibration` corrects that with the frames alone, never the target:
+10-25 DN on some). :class:`Calibration` corrects that with the frames alone, never the target:
 
 1. ``blend``: ``w * model + (1 - w) * median_colour``, where ``median_colour`` is the closed-form
    colour map (:class:`~stliif.models.baselines.ColourMap`, fitted on training AOIs) applied to
