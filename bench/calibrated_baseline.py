@@ -26,9 +26,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from stliif.config import default_data_root  # noqa: E402
-from stliif.evaluate import PAPER_SCALES, PAPER_TEST_AOIS, load_paper_samples, paired_deltas, paper_train_aois, score_image  # noqa: E402
-from stliif.models.baselines import ColourMap  # noqa: E402
+from stliif.evaluate import PAPER_SCALES, PAPER_TEST_AOIS, load_paper_samples, paired_deltas, score_image  # noqa: E402
 from stliif.models.calibration import Calibration  # noqa: E402
+from stliif.protocols import fit_colour_map_paper  # noqa: E402
 
 
 def main() -> None:
@@ -40,9 +40,7 @@ def main() -> None:
     doc = json.loads(args.json.read_text())
     model = doc["metrics"]
     sizes = {sc: PAPER_SCALES[sc] for sc in doc["scales"]}
-    train = load_paper_samples(args.data, paper_train_aois(args.data))
-    cal = Calibration(weight=0.0, v_mean=args.v_mean,
-                      colour_map=ColourMap.fit((s.frames, s.target) for s in train.values()))  # fmt: skip
+    cal = Calibration(weight=0.0, v_mean=args.v_mean, colour_map=fit_colour_map_paper(args.data))
     test = load_paper_samples(args.data, PAPER_TEST_AOIS)
     base = {sc: {a: score_image(cal.apply(np.zeros((z, z, 3)), s.frames), s.target_at(z), ssim=False)["psnr"]
                  for a, s in test.items()} for sc, z in sizes.items()}  # fmt: skip

@@ -302,8 +302,10 @@ def calibrate(
     test AOIs are refused). ``weight`` and ``v_mean`` come from cross-validation on training AOIs
     (``bench/cv.py``), never from test scores.
     """
-    from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
+    from stliif.evaluate import PAPER_TEST_AOIS
+    from stliif.protocols import fit_colour_map_paper
 
+    Calibration.check(weight, v_mean)
     ck = load_checkpoint(path)
     aois = list(ck.data.get("train_aois") or [])
     if not aois:
@@ -312,10 +314,7 @@ def calibrate(
     if bad:
         raise InvalidInputError(f"test AOIs must not be used for calibration: {bad}")
     root = Path(data) if data is not None else Path(ck.data.get("root") or default_data_root())
-    cmap = None
-    if weight < 1.0:
-        samples = load_paper_samples(root, aois)
-        cmap = ColourMap.fit((smp.frames, smp.target) for smp in samples.values())
+    cmap = fit_colour_map_paper(root, aois) if weight < 1.0 else None
     cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap)
     update_extra(path, calibration=cal.to_dict())
     return cal

@@ -96,8 +96,6 @@ def calibrate(
         from stliif.train import calibrate as run_calibrate
 
         path = model / "best.pt" if model.is_dir() else model
-        if v_mean not in ("none", "add", "mul"):
-            raise InvalidInputError(f"--v-mean must be none, add or mul, got {v_mean!r}")
         cal = run_calibrate(path, weight=weight, v_mean=v_mean, data=data)  # type: ignore[arg-type]
     except StliifError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}")

@@ -70,12 +70,17 @@ class Calibration:
     v_mean: VMeanMode = "none"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.weight) <= 1.0:
-            raise InvalidInputError(f"blend weight must be in [0, 1], got {self.weight!r}")
+        self.check(self.weight, self.v_mean)
         if self.weight < 1.0 and self.colour_map is None:
             raise InvalidInputError("a blend (weight < 1) needs the colour map of its median term")
-        if self.v_mean not in ("none", "add", "mul"):
-            raise InvalidInputError(f"v_mean must be 'none', 'add' or 'mul', got {self.v_mean!r}")
+
+    @staticmethod
+    def check(weight: float, v_mean: str) -> None:
+        """Refuse a weight outside ``[0, 1]`` or an unknown V-mean mode (before any data is read)."""
+        if not 0.0 <= float(weight) <= 1.0:
+            raise InvalidInputError(f"blend weight must be in [0, 1], got {weight!r}")
+        if v_mean not in ("none", "add", "mul"):
+            raise InvalidInputError(f"v_mean must be 'none', 'add' or 'mul', got {v_mean!r}")
 
     def apply(self, image: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """Calibrate a ``(H, W, C)`` float prediction (0..255) made from ``frames`` ``(T, h, w, C)``."""
