@@ -12,8 +12,10 @@ out-of-fold prediction. The same folds score the baselines: median + bicubic and
 map + bicubic with the colour map fitted on the fold's training AOIs. It prints per-candidate
 means over the 21 AOIs, paired deltas against median-colour (95 % bootstrap CI), for every output
 calibration of ``GRID`` (:class:`stliif.models.calibration.Calibration`: model weight ``w`` in a
-blend with median-colour, then the V-mean match to the inputs), and the best calibration by the
-mean over AOIs and scales. Test AOIs are never read. Runs resume under ``--out``.
+blend with median-colour, then the V-mean match to the inputs), each without and with the grid
+offset (``o=fit``: :func:`~stliif.models.calibration.fit_offset` on the fold's training AOIs,
+applied to the model's query coordinates and to the median term), and the best calibration by
+the mean over AOIs and scales. Test AOIs are never read. Runs resume under ``--out``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if str(REPO) not in sys.path:
 from stliif.config import default_data_root  # noqa: E402
 from stliif.evaluate import load_paper_samples, paired_deltas, paper_train_aois, score_image  # noqa: E402
 from stliif.models.baselines import ColourMap, median_bicubic  # noqa: E402
-from stliif.models.calibration import Calibration  # noqa: E402
+from stliif.models.calibration import Calibration, fit_offset  # noqa: E402
 from stliif.train import CPU_MODEL, ModelPredictor, TrainSpec, train  # noqa: E402
 
 SCALES = {"x2": 314, "x4": 628, "x6": 1054}
@@ -45,6 +47,7 @@ CANDIDATES: dict[str, dict] = {
     "record": {},
     "init-colour": {"init_colour": True},
     "frozen-colour": {"init_colour": True, "freeze_colour": True},
+    "offset-trained": {"fit_offset": True},
 }
 
 
@@ -73,12 +76,19 @@ def main() -> None:
         psnr.setdefault(method, {}).setdefault(aoi, {})[scale] = score_image(pred, t, ssim=False)["psnr"]
 
     cmaps = [ColourMap.fit((samples[a].frames, samples[a].target) for a in aois if a not in held) for held in parts]
-    for held, cmap in zip(parts, cmaps, strict=True):
+    offsets = [fit_offset(((samples[a].frames, samples[a].target) for a in aois if a not in held), cmap)
+               for held, cmap in zip(parts, cmaps, strict=True)]  # fmt: skip
+    print("fitted offsets (dy, dx input px) per fold:", offsets, flush=True)
+    for held, cmap, off in zip(parts, cmaps, offsets, strict=True):
         for a in held:
             s = samples[a]
             for sc, z in SCALES.items():
                 put("median", a, sc, median_bicubic(s.frames, size=z))
                 put("median-colour", a, sc, cmap.predictor()(s.frames, size=z))
+                for mode in ("add", "mul"):
+                    for o_name, o in (("0", (0.0, 0.0)), ("fit", off)):
+                        cal = Calibration(weight=0.0, v_mean=mode, colour_map=cmap, offset=o)
+                        put(f"median-colour v={mode} o={o_name}", a, sc, cal.apply(np.zeros((z, z, 3)), s.frames))
     for name, change in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
@@ -92,10 +102,12 @@ def main() -> None:
             for a in held:
                 s = samples[a]
                 for sc, z in SCALES.items():
-                    out = pred(s.frames, size=z, dates=s.dates, target_date=s.hr_date).astype(np.float64)
-                    for w, mode in GRID:  # calibrations of this out-of-fold prediction
-                        cal = Calibration(weight=w, v_mean=mode, colour_map=cmaps[k])
-                        put(f"{name} w={w} v={mode}", a, sc, cal.apply(out, s.frames))
+                    for o_name, o in (("0", (0.0, 0.0)), ("fit", offsets[k])):
+                        pred.calibration = Calibration(offset=o)  # raw output, queried at the offset
+                        out = pred(s.frames, size=z, dates=s.dates, target_date=s.hr_date).astype(np.float64)
+                        for w, mode in GRID:  # calibrations of this out-of-fold prediction
+                            cal = Calibration(weight=w, v_mean=mode, colour_map=cmaps[k], offset=o)
+                            put(f"{name} w={w} v={mode} o={o_name}", a, sc, cal.apply(out, s.frames))
             print(f"{name} fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
     ref = psnr["median-colour"]
     mean = {m: float(np.mean([per[a][sc] for a in aois for sc in SCALES])) for m, per in psnr.items()}

@@ -161,6 +161,9 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
             HR size.
         strategy: Temporal strategy (:data:`STRATEGIES`).
         augment: Random flips/transposes.
+        target_offset: ``(dy, dx)`` in LR px: where the targets' pixel centres sit on the input
+            grid (:func:`stliif.models.calibration.fit_offset`); applied before augmentation, so
+            flips and transposes keep the registration.
         length: Nominal length (items are generated from their index; any index works).
         seed: Seed of the item generator.
         time_scale: Days per time unit (for ``PaperSample`` inputs).
@@ -184,6 +187,7 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         length: int = 1_000_000,
         seed: int = 0,
         time_scale: float = TIME_SCALE_DAYS,
+        target_offset: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         if not scenes:
             raise InvalidInputError("CropDataset needs at least one scene")
@@ -204,6 +208,7 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         self.crop, self.queries, self.scale_range = int(crop), int(queries), (lo, hi)
         self.strategy: Strategy = strategy
         self.augment, self.length, self.seed = bool(augment), int(length), int(seed)
+        self.target_offset = (float(target_offset[0]), float(target_offset[1]))
         self.max_frames = max(s.frames.shape[0] for s in self.scenes)
         self._images = [Image.fromarray(s.target) for s in self.scenes]
 
@@ -228,8 +233,9 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         i0, i1 = _inside(y0, h, h_lr, size)
         j0, j1 = _inside(x0, h, w_lr, size)
         patch = self._window(k, size, i0, i1, j0, j1)  # (i1 - i0, j1 - j0, C)
-        ys = (2.0 * ((np.arange(i0, i1) + 0.5) * h_lr / size - y0) / h - 1.0).astype(np.float32)
-        xs = (2.0 * ((np.arange(j0, j1) + 0.5) * w_lr / size - x0) / h - 1.0).astype(np.float32)
+        dy, dx = self.target_offset
+        ys = (2.0 * ((np.arange(i0, i1) + 0.5) * h_lr / size + dy - y0) / h - 1.0).astype(np.float32)
+        xs = (2.0 * ((np.arange(j0, j1) + 0.5) * w_lr / size + dx - x0) / h - 1.0).astype(np.float32)
         cy, cx = 2.0 * (h_lr / size) / h, 2.0 * (w_lr / size) / h
         # frames: temporal strategy, then the crop
         idx = select_frames(t, self.strategy, rng)

@@ -52,7 +52,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -439,7 +439,11 @@ def _stliif_checkpoint(path: Path, protocol: str) -> Predictor | None:
     file = path / "best.pt" if path.is_dir() else path
     pred = ModelPredictor.from_checkpoint(file)
     pred.__name__ = model_name(path)
-    return pred if protocol == "paper" else uint8_adapter(pred)
+    if protocol == "paper":
+        return pred
+    if pred.calibration is not None:  # the grid offset is the study's targets' (P only)
+        pred.calibration = replace(pred.calibration, offset=(0.0, 0.0))
+    return uint8_adapter(pred)
 
 
 def _check_protocol(protocol: str) -> str:
@@ -648,6 +652,7 @@ def uint8_adapter(predictor: Predictor) -> Predictor:
         return to_uint8(np.asarray(out)).astype(np.float32) * np.float32(scale / _PEAK)
 
     adapted.__name__ = getattr(predictor, "__name__", "adapted")
+    adapted.__wrapped__ = predictor  # type: ignore[attr-defined]
     return adapted
 
 

@@ -62,7 +62,8 @@ def load_predictor(model: str | Path | Predictor) -> Predictor:
     """A predictor from a checkpoint file, a run folder (``best.pt``) or a baseline name.
 
     A checkpoint's output calibration is kept without its blend with the time-invariant median
-    (weight 1): a render must follow the query date; the V-mean match to the frames stays.
+    (weight 1: a render must follow the query date) and without the grid offset of the study's
+    targets (a render stays on the inputs' georeferenced grid); the V-mean match stays.
     """
     if callable(model):
         return model
@@ -70,8 +71,8 @@ def load_predictor(model: str | Path | Predictor) -> Predictor:
 
     pred = get_predictor(model, protocol="paper")
     cal = getattr(pred, "calibration", None)
-    if cal is not None and cal.weight < 1.0:
-        pred.calibration = dataclasses.replace(cal, weight=1.0)  # type: ignore[attr-defined]
+    if cal is not None:
+        pred.calibration = dataclasses.replace(cal, weight=1.0, offset=(0.0, 0.0))  # type: ignore[attr-defined]
     return pred
 
 

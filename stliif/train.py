@@ -40,7 +40,7 @@ from stliif.config import default_data_root
 from stliif.data import TIME_SCALE_DAYS, CropDataset, Scene, Strategy, frame_times
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
 from stliif.models.baselines import ColourMap, median_bicubic, to_uint8
-from stliif.models.calibration import Calibration, VMeanMode
+from stliif.models.calibration import Calibration, VMeanMode, fit_offset
 from stliif.models.coords import make_cell, make_coord
 from stliif.models.liif import DEFAULT_CHUNK, default_chunk
 from stliif.models.registry import make_model, model_spec
@@ -124,6 +124,10 @@ class TrainSpec(BaseModel):
     )
     freeze_colour: bool = Field(
         False, description="Keep the colour map at that fit (not learned; needs init_colour)."
+    )
+    fit_offset: bool = Field(
+        False, description="Register the targets to the inputs with the grid offset fitted on the "
+        "training AOIs (calibration.fit_offset); the checkpoint's calibration then queries at it.",
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
     lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
@@ -269,6 +273,9 @@ class ModelPredictor:
             x = x.to(self.device)[None]  # (1, T, C, H, W)
             coord = make_coord((h_out, w_out), device=self.device)[None]
             cell = make_cell((h_out, w_out), coord.shape[1], device=self.device)[None]
+            if self.calibration is not None and any(self.calibration.offset):
+                dy, dx = self.calibration.offset  # input pixels -> [-1, 1] units of the input
+                coord = coord + torch.tensor([2 * dy / f.shape[1], 2 * dx / f.shape[2]], device=self.device)
             if getattr(self.model, "temporal", False):
                 times = frame_times(dates, target_date, n=f.shape[0], time_scale=self.time_scale)
                 t = torch.from_numpy(times).to(self.device)[None]
@@ -294,15 +301,17 @@ def calibrate(
     *,
     weight: float,
     v_mean: VMeanMode,
+    offset: bool = False,
     data: str | Path | None = None,
 ) -> Calibration:
     """Store an output calibration in the checkpoint at ``path`` (atomically) and return it.
 
-    The blend's colour map is fitted on the checkpoint's own training AOIs (``data["train_aois"]``;
-    test AOIs are refused). ``weight`` and ``v_mean`` come from cross-validation on training AOIs
-    (``bench/cv.py``), never from test scores.
+    The blend's colour map (and with ``offset``, the grid offset of
+    :func:`~stliif.models.calibration.fit_offset`) is fitted on the checkpoint's own training AOIs
+    (``data["train_aois"]``; test AOIs are refused). ``weight``, ``v_mean`` and whether to fit an
+    offset come from cross-validation on training AOIs (``bench/cv.py``), never from test scores.
     """
-    from stliif.evaluate import PAPER_TEST_AOIS
+    from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
     from stliif.protocols import fit_colour_map_paper
 
     Calibration.check(weight, v_mean)
@@ -315,7 +324,13 @@ def calibrate(
         raise InvalidInputError(f"test AOIs must not be used for calibration: {bad}")
     root = Path(data) if data is not None else Path(ck.data.get("root") or default_data_root())
     cmap = fit_colour_map_paper(root, aois) if weight < 1.0 else None
-    cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap)
+    shift = (0.0, 0.0)
+    if "target_offset" in ck.extra:  # trained on targets registered with it: always query there
+        shift = (float(ck.extra["target_offset"][0]), float(ck.extra["target_offset"][1]))
+    elif offset:
+        samples = load_paper_samples(root, aois).values()
+        shift = fit_offset(((s.frames, s.target) for s in samples), cmap or fit_colour_map_paper(root, aois))
+    cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap, offset=shift)
     update_extra(path, calibration=cal.to_dict())
     return cal
 
@@ -432,11 +447,14 @@ def validate(
     time_scale: float = TIME_SCALE_DAYS,
     chunk: int | None = None,
     frame: Literal["middle", "median"] = "middle",
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, float]:
-    """Protocol-P PSNR of ``model`` on the given (validation) samples: ``{"psnr_<scale>", "psnr_mean"}``."""
+    """Protocol-P PSNR of ``model`` on the given (validation) samples: ``{"psnr_<scale>", "psnr_mean"}``
+    (queried at the grid ``offset`` of its training targets)."""
     from stliif.evaluate import evaluate_paper
 
-    pred = ModelPredictor(model, time_scale=time_scale, chunk=chunk, frame=frame)
+    cal = Calibration(offset=offset) if any(offset) else None
+    pred = ModelPredictor(model, time_scale=time_scale, chunk=chunk, frame=frame, calibration=cal)
     res = evaluate_paper(pred, root, aois=list(samples), scales=scales, ssim=False, samples=samples)
     out = {f"psnr_{s}": float(v["psnr"]) for s, v in res.means.items()}
     out["psnr_mean"] = float(np.mean([out[f"psnr_{s}"] for s in scales]))
@@ -486,6 +504,7 @@ def train(
     history: list[dict[str, float]] = []
     validation: list[dict[str, float]] = []
     best: dict[str, float] | None = None
+    offset: tuple[float, float] | None = None
     last = out / "last.pt"
     if resume and last.exists():
         ck = load_checkpoint(last, map_location=device)
@@ -502,6 +521,8 @@ def train(
         validation = [v for v in ck.extra.get("validation", []) if v["step"] <= step]
         best = ck.extra.get("best")
         elapsed = float(ck.extra.get("elapsed_s", 0.0))
+        if "target_offset" in ck.extra:
+            offset = (float(ck.extra["target_offset"][0]), float(ck.extra["target_offset"][1]))
         log.info("resuming %s at step %d", out, step)
 
     t0 = time.perf_counter()
@@ -510,6 +531,11 @@ def train(
         init_colour_map(model, samples.values())
     if spec.freeze_colour:
         model.base.colour.requires_grad_(False)  # type: ignore[union-attr]  # checked by init_colour_map
+    if spec.fit_offset and offset is None:
+        cmap = ColourMap.fit((s.frames, s.target) for s in samples.values())
+        offset = fit_offset(((s.frames, s.target) for s in samples.values()), cmap)
+        log.info("target grid offset fitted on the training AOIs: %s input px", offset)
+    offset = offset or (0.0, 0.0)
     scenes = [Scene.from_sample(s, time_scale=spec.time_scale) for s in samples.values()]
     val_samples = load_paper_samples(root, val_aois, with_dates=True) if val_aois else {}
     data_info = {
@@ -531,7 +557,7 @@ def train(
     dataset = CropDataset(
         scenes, crop=spec.crop, queries=spec.queries, scale_range=(spec.scale_min, spec.scale_max),
         strategy=spec.strategy, augment=spec.augment, length=spec.steps * spec.batch_size,
-        seed=spec.seed, time_scale=spec.time_scale,
+        seed=spec.seed, time_scale=spec.time_scale, target_offset=offset,
     )  # fmt: skip
     stop = spec.steps if until is None else min(spec.steps, int(until))
     loader = torch.utils.data.DataLoader(
@@ -542,7 +568,9 @@ def train(
         multiprocessing_context="spawn" if spec.workers else None,
         persistent_workers=False,
     )
-    extra_static = {"code": _code_revision(), "baseline": baseline}
+    extra_static: dict[str, Any] = {"code": _code_revision(), "baseline": baseline}
+    if spec.fit_offset:
+        extra_static |= {"target_offset": list(offset), "calibration": Calibration(offset=offset).to_dict()}
 
     def save(path: Path) -> None:
         save_checkpoint(
@@ -560,7 +588,7 @@ def train(
             return
         rec = {"step": step, **validate(model, val_samples, root=root, scales=spec.val_scales,
                                          time_scale=spec.time_scale, chunk=spec.chunk,
-                                         frame=spec.eval_frame)}  # fmt: skip
+                                         frame=spec.eval_frame, offset=offset)}  # fmt: skip
         validation.append(rec)
         if best is None or rec["psnr_mean"] > best["psnr_mean"]:
             best = rec

@@ -89,6 +89,7 @@ def calibrate(
     model: Annotated[Path, typer.Option("--model", help="Checkpoint file, or a run folder holding best.pt.")],
     weight: Annotated[float, typer.Option("--weight", help="Model weight in the blend with median + colour map (1: no blend).")] = 1.0,
     v_mean: Annotated[str, typer.Option("--v-mean", help="Match the mean of V = max(R,G,B) to the inputs': none, add or mul.")] = "add",
+    offset: Annotated[bool, typer.Option("--offset/--no-offset", help="Fit the targets' sub-pixel offset on the input grid (training AOIs).")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="WorldStrat root [default: the checkpoint's]")] = None,
 ) -> None:
     """Store an output calibration in a checkpoint (choose its settings with bench/cv.py, never on test)."""
@@ -96,8 +97,9 @@ def calibrate(
         from stliif.train import calibrate as run_calibrate
 
         path = model / "best.pt" if model.is_dir() else model
-        cal = run_calibrate(path, weight=weight, v_mean=v_mean, data=data)  # type: ignore[arg-type]
+        cal = run_calibrate(path, weight=weight, v_mean=v_mean, offset=offset, data=data)  # type: ignore[arg-type]
     except StliifError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from err
-    console.print(f"{path}: calibration stored (weight {cal.weight}, V mean {cal.v_mean})")
+    dy, dx = cal.offset
+    console.print(f"{path}: calibration stored (weight {cal.weight}, V mean {cal.v_mean}, offset dy {dy:+.2f} dx {dx:+.2f} px)")

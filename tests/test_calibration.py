@@ -3,6 +3,8 @@ checkpoints (kept by the predictor, never fitted on test AOIs)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from stliif.checkpoint import load_checkpoint, save_checkpoint
 from stliif.errors import CheckpointError, InvalidInputError
 from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
 from stliif.models.baselines import ColourMap, resize, temporal_median
-from stliif.models.calibration import Calibration, match_v_mean
+from stliif.models.calibration import Calibration, fit_offset, match_v_mean
 from stliif.models.registry import make_model
 from stliif.train import ModelPredictor, calibrate
 
@@ -104,3 +106,54 @@ def test_renders_keep_the_v_mean_match_but_not_the_blend(tmp_path) -> None:
     update_extra(path, calibration=cal.to_dict())
     assert get_predictor(path).calibration == cal  # evaluation: the whole calibration
     assert load_predictor(path).calibration == Calibration(weight=1.0, colour_map=cal.colour_map, v_mean="add")
+    update_extra(path, calibration=dataclasses.replace(cal, offset=(0.4, 0.3)).to_dict())
+    assert get_predictor(path).calibration.offset == (0.4, 0.3)  # P: the study's target grid
+    assert load_predictor(path).calibration.offset == (0.0, 0.0)  # renders: the inputs' grid
+    assert get_predictor(path, protocol="clean").__wrapped__.calibration.offset == (0.0, 0.0)
+
+
+def test_resize_offset_moves_the_sampling_grid() -> None:
+    img = np.random.default_rng(3).uniform(0, 255, size=(20, 16, 3)).astype(np.float32)
+    plain = resize(img, (60, 48))
+    np.testing.assert_array_equal(resize(img, (60, 48), offset=(0.0, 0.0)), plain)
+    moved = resize(img, (60, 48), offset=(1.0, -2.0))  # 1 input px = 3 output px
+    np.testing.assert_allclose(moved[10:50, 12:40], plain[13:53, 6:34], atol=1e-3)
+    assert resize(img.astype(np.uint8), 40, offset=(0.5, 0.5)).dtype == np.uint8
+
+
+def test_fit_offset_recovers_a_known_grid_offset() -> None:
+    rng = np.random.default_rng(4)
+    pairs = []
+    for _ in range(3):
+        lr = resize(rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8), 24)  # smooth LR scene
+        target = resize(lr.astype(np.float32), 72, offset=(0.5, -0.3))
+        pairs.append((np.repeat(lr[None], 3, axis=0), target))
+    assert fit_offset(pairs, size=72, span=1.0) == pytest.approx((0.5, -0.3), abs=1e-6)
+    with pytest.raises(InvalidInputError):
+        fit_offset([])
+
+
+def test_predictor_queries_the_model_at_the_offset(tmp_path) -> None:
+    torch.manual_seed(0)
+    frames = _frames()  # (5, 12, 10, 3)
+    model = make_model(TINY)
+    plain = ModelPredictor(model)(frames, size=(24, 20)).astype(int)
+    moved = ModelPredictor(model, calibration=Calibration(offset=(1.0, 0.0)))(frames, size=(24, 20)).astype(int)
+    assert np.abs(moved[2:20] - plain[4:22]).max() <= 1  # 1 input row = 2 output rows
+    assert np.abs(moved - plain).max() > 1
+    cal = Calibration(weight=0.4, colour_map=ColourMap.identity(), v_mean="add", offset=(0.3, -0.2))
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert Calibration.from_dict({"weight": 1.0}).offset == (0.0, 0.0)  # stored before offsets
+
+
+def test_calibrate_fits_the_offset_on_training_aois_or_keeps_the_trained_one(worldstrat, tmp_path) -> None:
+    model = make_model(TINY)
+    data = {"root": str(worldstrat), "train_aois": TRAIN_AOIS[:1]}
+    path = save_checkpoint(tmp_path / "a.pt", model, data=data)
+    cal = calibrate(path, weight=1.0, v_mean="add", offset=True)
+    sample = load_paper_samples(worldstrat, TRAIN_AOIS[:1])[TRAIN_AOIS[0]]
+    cmap = ColourMap.fit([(sample.frames, sample.target)])
+    assert cal.offset == fit_offset([(sample.frames, sample.target)], cmap) != (0.0, 0.0)
+    assert ModelPredictor.from_checkpoint(path).calibration.offset == cal.offset
+    trained = save_checkpoint(tmp_path / "b.pt", model, data=data, extra={"target_offset": [0.25, -0.1]})
+    assert calibrate(trained, weight=1.0, v_mean="add").offset == (0.25, -0.1)  # trained registration kept

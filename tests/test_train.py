@@ -35,33 +35,36 @@ VAL_AOIS = ["Landcover-8732"]
 # ---------------------------------------------------------------------------------- dataset
 
 
-def _ramp_scene(h_lr: int = 24, w_lr: int = 20, s0: int = 132) -> Scene:
-    """Frames and target sampling the same linear colour field at their own pixel centres."""
+def _ramp_scene(h_lr: int = 24, w_lr: int = 20, s0: int = 132, offset: tuple[float, float] = (0, 0)) -> Scene:
+    """Frames and target sampling the same linear colour field at their own pixel centres (the
+    target's moved by ``offset`` LR px on the LR grid)."""
 
-    def field(n_rows: int, n_cols: int) -> np.ndarray:
-        u = (np.arange(n_rows) + 0.5)[:, None] / n_rows
-        v = (np.arange(n_cols) + 0.5)[None, :] / n_cols
+    def field(n_rows: int, n_cols: int, dy: float = 0.0, dx: float = 0.0) -> np.ndarray:
+        u = ((np.arange(n_rows) + 0.5) / n_rows + dy / h_lr)[:, None]
+        v = ((np.arange(n_cols) + 0.5) / n_cols + dx / w_lr)[None, :]
         rgb = [30 + 150 * u + 60 * v, 30 + 60 * u + 150 * v, 120 + 50 * u - 40 * v]
         return np.clip(np.rint(np.stack(rgb, -1)), 0, 255).astype(np.uint8)
 
     lr = field(h_lr, w_lr)
-    return Scene(aoi="ramp", frames=np.stack([lr] * 5), target=field(s0, s0),
+    return Scene(aoi="ramp", frames=np.stack([lr] * 5), target=field(s0, s0, *offset),
                  times=np.linspace(-2, 2, 5, dtype=np.float32))  # fmt: skip
 
 
-@pytest.mark.parametrize("scales", [(7.0, 7.0), (2.0, 4.0)])
-def test_crops_targets_and_coordinates_agree_under_augmentation(scales):
+@pytest.mark.parametrize(("scales", "offset"), [((7.0, 7.0), (0, 0)), ((2.0, 4.0), (0, 0)), ((2.0, 7.0), (0.6, -0.5))])
+def test_crops_targets_and_coordinates_agree_under_augmentation(scales, offset):
     """Bilinear interpolation of the (augmented) LR crop at the query coordinates reproduces the
     HR truth of a linear colour field: coordinates, cells, flips and transposes are consistent
-    between frames and target, and the scale is the real HR grid's (capped at native)."""
-    scene = _ramp_scene()
-    ds = CropDataset([scene], crop=8, queries=300, scale_range=scales, augment=True, seed=3)
+    between frames and target, and the scale is the real HR grid's (capped at native). A target
+    sitting ``offset`` off the LR grid is registered by ``target_offset`` under every flip."""
+    scene = _ramp_scene(offset=offset)
+    ds = CropDataset([scene], crop=8, queries=300, scale_range=scales, augment=True, seed=3,
+                     target_offset=offset)  # fmt: skip
     base = ResidualBase("bilinear")
     for i in range(12):
         it = ds[i]
         lr_side = 0.5 * (24 + 20)
         size = round(float(it["scale"]) * lr_side)
-        assert (size == 132) if scales[0] == 7.0 else (44 <= size <= 88)
+        assert (size == 132) if scales[0] == 7.0 else (44 <= size <= 22 * scales[1])
         cells = sorted(it["cell"][0].tolist())
         assert cells == pytest.approx(sorted([2 * (24 / size) / 8, 2 * (20 / size) / 8]), rel=1e-5)
         pred = base(it["frames"][:1], it["coord"][None])[0]

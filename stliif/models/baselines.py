@@ -99,6 +99,7 @@ def resize(
     size: int | tuple[int, int],
     *,
     resample: Resample = "bicubic",
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Resize an ``(H, W, C)`` or ``(H, W)`` image with Pillow.
 
@@ -108,6 +109,9 @@ def resize(
         size: Output side (square) or ``(height, width)``.
         resample: ``"bicubic"`` (Pillow BICUBIC, a = -0.5), ``"bilinear"``, ``"nearest"`` or
             ``"lanczos"``.
+        offset: ``(dy, dx)`` in input pixels: the output samples the input grid moved by this
+            much (output pixel centres at input position ``centre + offset``; edges replicated).
+            ``(0, 0)`` is Pillow's plain resize, bit for bit.
 
     Returns:
         ``(height, width[, C])`` array, uint8 for uint8 input, float32 otherwise.
@@ -119,6 +123,9 @@ def resize(
     if a.ndim not in (2, 3) or a.size == 0:
         raise InvalidInputError(f"image must be (H, W) or (H, W, C), got shape {a.shape}")
     method = _RESAMPLE[resample]
+    dy, dx = (float(v) for v in offset)
+    if dy or dx:
+        return _resize_shifted(a, (h, w), method, dy, dx)
     if a.dtype == np.uint8:
         if a.ndim == 3 and a.shape[2] == 3:
             return np.asarray(Image.fromarray(a).resize((w, h), method))
@@ -139,6 +146,21 @@ def resize(
         axis=-1,
     )  # fmt: skip
     return out[..., 0] if f.ndim == 2 else out
+
+
+def _resize_shifted(a: np.ndarray, hw: tuple[int, int], method: int, dy: float, dx: float) -> np.ndarray:
+    """:func:`resize` with a sub-pixel offset: Pillow's resize of a box on an edge-padded copy."""
+    pad = int(np.ceil(max(abs(dy), abs(dx)))) + 2
+    chans = a[..., None] if a.ndim == 2 else a
+    padded = np.pad(chans, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    f = padded.astype(np.float32)
+    h_in, w_in = a.shape[:2]
+    box = (pad + dx, pad + dy, pad + dx + w_in, pad + dy + h_in)
+    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., c])).resize(
+        (hw[1], hw[0]), method, box=box)) for c in range(f.shape[2])], axis=-1)  # fmt: skip
+    if a.dtype == np.uint8:
+        out = to_uint8(out)
+    return out[..., 0] if a.ndim == 2 else out
 
 
 def per_frame_bicubic(
