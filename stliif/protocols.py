@@ -441,7 +441,7 @@ def _stliif_checkpoint(path: Path, protocol: str) -> Predictor | None:
     pred.__name__ = model_name(path)
     if protocol == "paper":
         return pred
-    if pred.calibration is not None:  # the grid offset is the study's targets' (P only)
+    if pred.calibration is not None:  # the offset was fitted on P's targets; C's are not P's files
         pred.calibration = replace(pred.calibration, offset=(0.0, 0.0))
     return uint8_adapter(pred)
 

@@ -49,6 +49,9 @@ def train(
     n_val: Annotated[
         int | None, typer.Option("--n-val", help="Validation AOIs carved from the 21 (0: none, train on all; best.pt = last step).")
     ] = None,
+    fit_offset: Annotated[
+        bool | None, typer.Option("--fit-offset/--no-fit-offset", help="Register targets to the inputs with the grid offset fitted on the training AOIs.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of init and batches.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
@@ -64,7 +67,7 @@ def train(
         from stliif.train import TrainSpec, train as run_train
 
         overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
-                     "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed,
+                     "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed, "fit_offset": fit_offset,
                      "threads": threads, "device": device}  # fmt: skip
         try:
             spec = TrainSpec.model_validate(_spec_fields(spec_file, preset, overrides))

@@ -13,11 +13,12 @@ an area unlike its training areas (cross-validation on the 21 training AOIs of P
    frames, by adding the difference to every channel (``"add"``) or by scaling every channel
    (``"mul"``, which keeps hue and saturation); ``"none"`` skips it.
 3. ``offset``: where the targets sit on the input grid, ``(dy, dx)`` in input pixels, fitted on
-   training AOIs by :func:`fit_offset`. The study's P targets sit about 0.4 px below and 0.3 px
-   right of the inputs' pixel centres on every area (the flips and rotations of training
-   augmentation average such an offset away, so the model cannot learn it). Predictors sample
-   the output grid moved by it: the model through its query coordinates, the median term
-   through :func:`~stliif.models.baselines.resize`.
+   training AOIs by :func:`fit_offset`. The study's P targets sit about 0.35 px below and 0.3 px
+   right of the inputs' pixel centres, consistently over its training areas (the flips and
+   transposes of training augmentation average such an offset away, so a model trained without
+   ``fit_offset`` cannot learn it). Predictors sample the output grid moved by it: the model
+   through its query coordinates, the median term through
+   :func:`~stliif.models.baselines.resize`. It is fitted on and applied to protocol P only.
 
 The weight and mode of the checkpoint of record were chosen by 3-fold cross-validation over the
 21 non-test AOIs (``bench/cv.py``), never on test.
