@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from stliif.checkpoint import load_checkpoint  # noqa: E402
 from stliif.config import default_data_root  # noqa: E402
 from stliif.evaluate import PAPER_SCALES, PAPER_TEST_AOIS, load_paper_samples, paired_deltas, score_image  # noqa: E402
-from stliif.checkpoint import load_checkpoint  # noqa: E402
 from stliif.models.calibration import Calibration  # noqa: E402
 
 

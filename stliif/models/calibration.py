@@ -20,8 +20,8 @@ an area unlike its training areas (cross-validation on the 21 training AOIs of P
    through its query coordinates, the median term through
    :func:`~stliif.models.baselines.resize`. It is fitted on and applied to protocol P only.
 
-The weight and mode of the checkpoint of record were chosen by 3-fold cross-validation over the
-21 non-test AOIs (``bench/cv.py``), never on test.
+The weight, mode and offset of the checkpoint of record were chosen by 3-fold cross-validation
+over the 21 non-test AOIs (``bench/cv.py``), never on test.
 """
 
 from __future__ import annotations
