@@ -312,7 +312,6 @@ def calibrate(
     offset come from cross-validation on training AOIs (``bench/cv.py``), never from test scores.
     """
     from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
-    from stliif.protocols import fit_colour_map_paper
 
     Calibration.check(weight, v_mean)
     ck = load_checkpoint(path)
@@ -323,16 +322,21 @@ def calibrate(
     if bad:
         raise InvalidInputError(f"test AOIs must not be used for calibration: {bad}")
     root = Path(data) if data is not None else Path(ck.data.get("root") or default_data_root())
-    cmap = fit_colour_map_paper(root, aois) if weight < 1.0 else None
-    shift = (0.0, 0.0)
-    if "target_offset" in ck.extra:  # trained on targets registered with it: always query there
-        shift = (float(ck.extra["target_offset"][0]), float(ck.extra["target_offset"][1]))
-    elif offset:
-        samples = load_paper_samples(root, aois).values()
-        shift = fit_offset(((s.frames, s.target) for s in samples), cmap or fit_colour_map_paper(root, aois))
+    trained = _trained_offset(ck.extra)  # trained on targets registered with it: always query there
+    fit = offset and trained is None
+    samples = load_paper_samples(root, aois).values() if weight < 1.0 or fit else []
+    pairs = [(s.frames, s.target) for s in samples]
+    cmap = ColourMap.fit(pairs) if weight < 1.0 else None
+    shift = trained or (fit_offset(pairs, cmap or ColourMap.fit(pairs)) if fit else (0.0, 0.0))
     cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap, offset=shift)
     update_extra(path, calibration=cal.to_dict())
     return cal
+
+
+def _trained_offset(extra: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The grid offset a ``fit_offset`` run registered its targets with (``None``: not such a run)."""
+    v = extra.get("target_offset")
+    return None if v is None else (float(v[0]), float(v[1]))
 
 
 def init_colour_map(model: nn.Module, samples: Iterable[Any]) -> None:
@@ -504,7 +508,7 @@ def train(
     history: list[dict[str, float]] = []
     validation: list[dict[str, float]] = []
     best: dict[str, float] | None = None
-    offset: tuple[float, float] | None = None
+    offset: tuple[float, float] | None = None  # of a fit_offset run: fitted once, then resumed
     last = out / "last.pt"
     if resume and last.exists():
         ck = load_checkpoint(last, map_location=device)
@@ -521,8 +525,7 @@ def train(
         validation = [v for v in ck.extra.get("validation", []) if v["step"] <= step]
         best = ck.extra.get("best")
         elapsed = float(ck.extra.get("elapsed_s", 0.0))
-        if "target_offset" in ck.extra:
-            offset = (float(ck.extra["target_offset"][0]), float(ck.extra["target_offset"][1]))
+        offset = _trained_offset(ck.extra)
         log.info("resuming %s at step %d", out, step)
 
     t0 = time.perf_counter()
@@ -532,8 +535,8 @@ def train(
     if spec.freeze_colour:
         model.base.colour.requires_grad_(False)  # type: ignore[union-attr]  # checked by init_colour_map
     if spec.fit_offset and offset is None:
-        cmap = ColourMap.fit((s.frames, s.target) for s in samples.values())
-        offset = fit_offset(((s.frames, s.target) for s in samples.values()), cmap)
+        pairs = [(s.frames, s.target) for s in samples.values()]
+        offset = fit_offset(pairs, ColourMap.fit(pairs))
         log.info("target grid offset fitted on the training AOIs: %s input px", offset)
     offset = offset or (0.0, 0.0)
     scenes = [Scene.from_sample(s, time_scale=spec.time_scale) for s in samples.values()]
