@@ -55,7 +55,7 @@ def etl_library(data: Path, aois: list[str], store_uri: str) -> tuple[float, dic
             run_stage(store, stage, aoi, data=data, params=params)
             per_stage[name] = per_stage.get(name, 0.0) + time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_split(store, aois)
+    run_split(store)
     per_stage["split"] = time.perf_counter() - t0
     return time.perf_counter() - t, per_stage
 

@@ -59,7 +59,9 @@ def etl_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
             f["etl"].to_deployment(
                 name=f"etl-{stage}-manual",
                 description=f"Rerun the ETL stage '{stage}' alone, reading its inputs from the store.",
-                parameters={"spec": {"stages": [stage]}},
+                # `stages`, not spec.stages: a run given its own `spec` (its AOIs, say) still runs
+                # only this stage, since Prefect replaces a parameter whole.
+                parameters={"stages": [stage]},
                 tags=["stliif", "etl", stage],
                 concurrency_limit=ONE_AT_A_TIME,
             )
@@ -67,7 +69,11 @@ def etl_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     return out
 
 
-DOWNSTREAM = [s for s in STAGES if s not in ("import", "split")]
+DOWNSTREAM = [s for s in STAGES if s != "import"]
+"""What ``etl-downstream`` runs for an AOI whose import committed: its stages, and the split
+(made of every AOI in the store: unchanged unless the store's set of AOIs changed)."""
+EVENT_STORE = "{{ event.payload.store }}"
+"""The store (a StoreSpec's fields) that the event's commit went to: downstream runs target it."""
 REFRESH_FILE = Path(__file__).with_name("refresh.json")
 
 
@@ -78,14 +84,14 @@ def refresh_config(kind: str = "refreshes", path: Path | None = None) -> list[di
     return list(json.loads(p.read_text()).get(kind, []))
 
 
-def _scheduled(flow: Flow[..., Any], name: str, r: dict[str, Any], spec: dict[str, Any], kind: str,
+def _scheduled(flow: Flow[..., Any], name: str, r: dict[str, Any], parameters: dict[str, Any], kind: str,
                what: str) -> RunnerDeployment:
-    """A deployment of ``flow`` on refresh entry ``r``'s cron schedule, with ``spec``."""
+    """A deployment of ``flow`` on refresh entry ``r``'s cron schedule, with ``parameters``."""
     return flow.to_deployment(
         name=name,
         description=f"Scheduled ({r['cron']}): {what}",
         schedules=[CronSchedule(cron=r["cron"], timezone=r.get("timezone", "UTC"))],
-        parameters={"spec": spec},
+        parameters=parameters,
         tags=["stliif", kind, "refresh"],
         concurrency_limit=ONE_AT_A_TIME,
     )
@@ -94,27 +100,28 @@ def _scheduled(flow: Flow[..., Any], name: str, r: dict[str, Any], spec: dict[st
 def refresh_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
     """``etl-refresh-<name>`` on a cron schedule per configured AOI list (import only), and
     ``etl-downstream``, triggered by each ``stliif.artifact.committed`` event of the import stage:
-    it runs that AOI's downstream stages (mask, pansharpen, subset, histogram); the split is left
-    to a whole-dataset run, since it depends on every AOI."""
+    it runs that AOI's downstream stages (mask, pansharpen, subset, histogram) and the split, in
+    the store and branch that the event names."""
     f = f or flows()
     out = []
     for r in refresh_config():
-        spec: dict[str, Any] = {"stages": ["import"]}
+        params: dict[str, Any] = {"stages": ["import"]}
         if r.get("aois"):
-            spec["aois"] = list(r["aois"])
-        out.append(_scheduled(f["etl"], f"etl-refresh-{r['name']}", r, spec, "etl",
+            params["spec"] = {"aois": list(r["aois"])}
+        out.append(_scheduled(f["etl"], f"etl-refresh-{r['name']}", r, params, "etl",
                               "re-import; changed AOIs trigger etl-downstream."))
     out.append(
         f["etl"].to_deployment(
             name="etl-downstream",
             description="The downstream stages of one AOI, run when its import commits new data.",
-            parameters={"spec": {"stages": DOWNSTREAM}},
+            parameters={"stages": DOWNSTREAM},
             triggers=[
                 DeploymentEventTrigger(
                     name="new data for an AOI",
                     expect={COMMITTED_EVENT},
                     match={"stliif.stage": "import"},
-                    parameters={"spec": {"stages": DOWNSTREAM, "aois": ["{{ event.resource['stliif.aoi'] }}"]}},
+                    parameters={"stages": DOWNSTREAM, "store": EVENT_STORE,
+                                "spec": {"aois": ["{{ event.resource['stliif.aoi'] }}"]}},
                 )
             ],
             tags=["stliif", "etl", "downstream"],
@@ -140,7 +147,7 @@ def acquire_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
             concurrency_limit=ONE_AT_A_TIME,
         ),
         *(
-            _scheduled(f["acquire"], f"acquire-refresh-{r['name']}-{area['aoi']}", r, area, "acquire",
+            _scheduled(f["acquire"], f"acquire-refresh-{r['name']}-{area['aoi']}", r, {"spec": area}, "acquire",
                        f"acquire {area['aoi']}'s new dates; a commit triggers acquire-downstream.")
             for r in refresh_config("acquisitions")
             for area in r["areas"]
@@ -148,13 +155,14 @@ def acquire_deployments(f: Flows | None = None) -> list[RunnerDeployment]:
         f["etl"].to_deployment(
             name="acquire-downstream",
             description="Mask an acquired AOI when its acquisition commits new dates.",
-            parameters={"spec": {"stages": ["mask"]}},
+            parameters={"stages": ["mask"]},
             triggers=[
                 DeploymentEventTrigger(
                     name="new acquisition for an AOI",
                     expect={COMMITTED_EVENT},
                     match={"stliif.stage": "acquire"},
-                    parameters={"spec": {"stages": ["mask"], "aois": ["{{ event.resource['stliif.aoi'] }}"]}},
+                    parameters={"stages": ["mask"], "store": EVENT_STORE,
+                                "spec": {"aois": ["{{ event.resource['stliif.aoi'] }}"]}},
                 )
             ],
             tags=["stliif", "acquire", "downstream"],

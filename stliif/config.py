@@ -7,6 +7,7 @@ credentials come from the standard ``AWS_*`` environment variables.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from urllib.parse import urlsplit
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
 
 _REPO = Path(__file__).resolve().parents[1]
 STAGES = ("import", "mask", "pansharpen", "subset", "histogram", "split")
+Stage = Literal["import", "mask", "pansharpen", "subset", "histogram", "split"]
 
 
 def default_data_root() -> Path:
@@ -51,6 +53,15 @@ def default_model() -> str:
         return env
     record = Path(__file__).resolve().parents[1] / "models" / "record"
     return str(record) if record.is_dir() else "models/record"
+
+
+def _iso_date(value: str | None, what: str) -> dt.datetime:
+    """An ISO 8601 date or date-time (naive times are UTC)."""
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError as err:
+        raise InvalidInputError(f"invalid {what} {value!r}: use YYYY-MM-DD") from err
+    return parsed.replace(tzinfo=parsed.tzinfo or dt.UTC)
 
 
 class _Spec(BaseModel):
@@ -148,7 +159,7 @@ class ETLSpec(_Spec):
         description="WorldStrat dataset root (folder holding lr_dataset/ and hr_dataset/).",
     )
     aois: list[str] | None = Field(None, description="AOIs to process; all when empty.")
-    stages: list[Literal["import", "mask", "pansharpen", "subset", "histogram", "split"]] = Field(
+    stages: list[Stage] = Field(
         default_factory=lambda: list(STAGES), description="Stages to run, in pipeline order."
     )
     modes: list[Literal["paper", "clean"]] = Field(
@@ -188,6 +199,22 @@ class RenderSpec(_Spec):
         from stliif.names import validate_name
 
         return validate_name(v, what="AOI name")
+
+    @model_validator(mode="after")
+    def _one_date_one_scale(self) -> RenderSpec:
+        """Checked here once: one of scale/gsd, a date or a range, dates in order, a valid bbox."""
+        from stliif.types import BBox
+
+        if (self.scale is None) == (self.gsd is None):
+            raise InvalidInputError("give exactly one of scale and gsd")
+        if (self.date is None) == (self.start is None and self.end is None) or (self.start is None) != (self.end is None):
+            raise InvalidInputError("give a date, or a start and an end (with a step)")
+        first, last = (_iso_date(v, what) for v, what in ((self.date or self.start, "date"), (self.date or self.end, "end")))
+        if last < first:
+            raise InvalidInputError(f"end {self.end} is before start {self.start}")
+        if self.bbox is not None:
+            BBox.from_like(self.bbox)
+        return self
 
 
 class PipelineSpec(_Spec):

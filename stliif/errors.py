@@ -12,6 +12,7 @@ __all__ = [
     "InvalidInputError",
     "ModelError",
     "NoDataError",
+    "RunFailures",
     "StliifError",
     "StoreError",
     "StoreLockTimeout",
@@ -37,6 +38,11 @@ class TransientDataAccessError(DataAccessError):
 
 class NoDataError(StliifError, LookupError):
     """Nothing usable to process (no items, all cloudy, AOI outside the raster): skip with a record."""
+
+
+class RunFailures(StliifError):
+    """Some units of a run (AOIs, stages) failed; the message lists every one with its reason.
+    What the others committed stays committed."""
 
 
 class StoreError(StliifError):

@@ -17,7 +17,7 @@ def etl_markdown(
     records: Iterable[Mapping[str, Any]], *, store_uri: str, branch: str, snapshot: str
 ) -> str:
     """Markdown summary of an ETL run: per AOI the revisits, HR date, clear fractions,
-    selected dates per mode, and what each stage did (committed / unchanged / skipped)."""
+    selected dates per mode, and what each stage did (committed / unchanged / skipped / failed / not run)."""
     per_aoi: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     split_lines = []
     for r in records:
@@ -51,12 +51,11 @@ def etl_markdown(
             f"| {aoi} | {imp.get('revisits', '')} | {imp.get('hr_date', '')} | "
             f"{_fmt_fractions(mask.get('clear_fraction', []))} | {selected} | {stages} |"
         )
-    skipped = [
-        f"- `{r['aoi']}` {r['stage']}: {r['reason']}" for recs in per_aoi.values() for r in recs
-        if r["status"] == "skipped"
-    ]
     lines += ["", "Stage runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), ""]
     lines += split_lines
-    if skipped:
-        lines += ["", "## Skipped", *skipped]
+    for status in ("failed", "not run", "skipped"):
+        listed = [f"- `{r['aoi']}` {r['stage']}: {r['reason']}" for aoi in sorted(per_aoi)
+                  for r in per_aoi[aoi] if r["status"] == status]  # fmt: skip
+        if listed:
+            lines += ["", f"## {status.capitalize()}", *listed]
     return "\n".join(lines) + "\n"

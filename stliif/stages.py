@@ -2,7 +2,8 @@
 
 A stage run for one AOI: read its inputs' versions, derive the run key, and (unless every output
 already carries that key) compute the outputs and commit them once. Stages never import Prefect;
-``tasks/`` wraps :func:`run_stage`, and uses :func:`stage_key` as the Prefect cache key.
+``tasks/`` wraps :func:`run_stage`, and uses :func:`stage_key` as the Prefect cache key (given
+only when the open store already holds the outputs, so a cache hit is never stale).
 
 Artifacts (``<mode>`` is ``paper`` or ``clean``)::
 
@@ -37,7 +38,7 @@ from stliif.preprocess.temporal import select_revisits
 from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
-__all__ = ["AOI_STAGES", "StageResult", "plan_stages", "run_crop", "run_split", "run_stage", "stage_key", "store_aois"]
+__all__ = ["AOI_STAGES", "StageResult", "plan_stages", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois"]
 
 log = logging.getLogger(__name__)
 
@@ -201,17 +202,22 @@ def _params(stage: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def stage_key(
     store: ArtifactStore, stage: str, aoi: str, *, data: str | Path, params: Mapping[str, Any] | None = None
-) -> str:
-    """Run key the stage would commit under now, plus the state of its outputs.
+) -> str | None:
+    """A key naming this stage run's result in *this* store, or ``None`` when it has work to do.
 
-    Two calls give the same key exactly when the stage would find nothing to do, so it also
-    serves as the Prefect cache key.
+    The key is the store's identity (:attr:`ArtifactStore.store_id`), the branch, and the run key
+    the stage would commit under now; it is given only when every output already carries that run
+    key, i.e. exactly when :func:`run_stage` would answer ``unchanged``. A cache keyed on it can
+    therefore never hold a "committed" that the open store does not contain: a store deleted and
+    rebuilt at the same path, or another store at the same path, has another identity, and
+    missing or older outputs give no key at all.
     """
     p = _params(stage, params)
     spec = AOI_STAGES[stage]
     key = run_key(stage, {"aoi": aoi, **p}, spec.inputs(store, Path(data), validate_name(aoi, what="AOI"), p))
-    current = [store.version(o) or "missing" for o in spec.outputs(aoi, p)]
-    return f"{key}-{run_key('outputs', {'v': current}, {})[:8]}"
+    if any(store.version(o) != key for o in spec.outputs(aoi, p)):
+        return None
+    return f"{store.store_id}-{store.spec.branch}-{key}"
 
 
 def run_stage(
@@ -256,20 +262,30 @@ def run_stage(
     )
 
 
+def split_aois(store: ArtifactStore) -> list[str]:
+    """The AOIs a split is made of: every AOI of the store with an LR cube and HR targets
+    (``raw/<aoi>`` and ``hr/<aoi>/rgbn``), whichever run imported them."""
+    with_targets = {p.split("/")[1] for p in store.list("hr") if p.endswith("/rgbn")}
+    return [a for a in (p.split("/", 1)[1] for p in store.list("raw")) if a in with_targets]
+
+
 def run_split(
     store: ArtifactStore,
-    aois: Sequence[str],
     *,
     seed: int = 0,
     n_val: int = 3,
     run_id: str | None = None,
 ) -> StageResult:
-    """Write the ``paper`` and ``stratified`` split manifests for ``aois``.
+    """Write the ``paper`` and ``stratified`` split manifests of every AOI in the store
+    (:func:`split_aois`), never of one run's selection: a single-AOI run leaves the split as it
+    is unless the store's set of AOIs changed. ``skipped`` when the store has no such AOI.
 
     Strata are the AOIs' IPCC land-cover label where known, else their source family
     (the name before the first '-' or '_').
     """
-    aois = sorted(aois)
+    aois = sorted(split_aois(store))
+    if not aois:
+        return StageResult("split", None, "skipped", reason="no AOI with HR targets (raw/<aoi> and hr/<aoi>/rgbn) in the store")
     strata = {}
     for aoi in aois:
         attrs = store.read(f"raw/{aoi}").attrs

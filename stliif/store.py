@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +36,14 @@ from icechunk.xarray import to_icechunk
 import stliif
 from stliif.config import StoreSpec
 from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
+from stliif.location import check_location
 from stliif.names import validate_artifact_path, validate_ref_name
 
 __all__ = ["ArtifactStore", "CommitInfo", "CommitResult", "run_key"]
 
 VERSION_ATTR = "stliif:version"
 JSON_ATTR = "stliif:json"
+STORE_ID_ATTR = "stliif:store_id"
 _THREAD_LOCK = threading.Lock()
 
 
@@ -80,7 +84,11 @@ class _FileLock:
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         deadline = time.monotonic() + self.timeout
-        with _THREAD_LOCK, open(self.path, "a+") as fh:
+        try:
+            fh = open(self.path, "a+")  # closed by the with below
+        except OSError as err:
+            raise StoreError(f"cannot take the commit lock {str(self.path)!r}: {err.strerror}") from err
+        with _THREAD_LOCK, fh:
             while True:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,10 +107,11 @@ class _FileLock:
 
 
 def _storage(spec: StoreSpec) -> icechunk.Storage:
+    """The Icechunk storage of a location that :func:`check_location` accepted."""
     if spec.is_s3:
         parts = urlsplit(spec.uri)
-        if not parts.netloc:
-            raise InvalidInputError(f"store uri {spec.uri!r} lacks a bucket: use s3://bucket/prefix")
+        # Icechunk's AWS client logs its credential-chain warnings to stdout: errors only.
+        icechunk.set_logs_filter("error")
         return icechunk.s3_storage(
             bucket=parts.netloc,
             prefix=parts.path.strip("/") or None,
@@ -112,8 +121,6 @@ def _storage(spec: StoreSpec) -> icechunk.Storage:
             force_path_style=spec.endpoint_url is not None,
             from_env=True,
         )
-    if "://" in spec.uri:
-        raise InvalidInputError(f"unsupported store uri {spec.uri!r}: use a folder or s3://")
     # One committer at a time is enforced by our lock, so Icechunk's warning about concurrent
     # commits on local storage does not apply.
     icechunk.set_logs_filter("icechunk::storage::object_store=error,icechunk=warn")
@@ -144,21 +151,41 @@ class ArtifactStore:
         elif isinstance(spec, str):
             spec = StoreSpec(uri=spec)
         validate_ref_name(spec.branch)
+        check_location(spec, create=create)
         try:
             storage = _storage(spec)
-            repo = (
-                icechunk.Repository.open_or_create(storage)
-                if create
-                else icechunk.Repository.open(storage)
-            )
+            created = False
+            if icechunk.Repository.exists(storage):
+                repo = icechunk.Repository.open(storage)
+            elif not create:
+                raise StoreError(f"no store at {spec.uri!r}: check the path, or run a stage that creates it")
+            else:
+                repo, created = icechunk.Repository.open_or_create(storage), True
         except icechunk.IcechunkError as err:
             # The message can name the bucket and endpoint, never the credentials.
-            raise StoreError(f"cannot open store {spec.uri!r}: {err}") from err
+            raise StoreError(f"cannot open store {spec.uri!r}: {_reason(err)}") from err
+        if created:
+            _write_identity(repo)
         store = cls(repo, spec)
         if spec.branch not in repo.list_branches():
             main = repo.lookup_branch("main")
             repo.create_branch(spec.branch, main)
         return store
+
+    @functools.cached_property
+    def store_id(self) -> str:
+        """The repository's own identity: an id written into it when it was created (stores made
+        before that have their first snapshot's id). A store deleted and rebuilt at the same
+        path has a new one, so nothing keyed on it can outlive the repository it describes."""
+        try:
+            root = zarr.open_group(self._session("main").store, mode="r")
+            value = root.attrs.get(STORE_ID_ATTR)
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+            value = None
+        if value:
+            return str(value)
+        *_, first = self.repo.ancestry(branch="main")
+        return str(first.id)
 
     # -- refs ---------------------------------------------------------------------------------
     def _session(self, ref: str | None) -> icechunk.Session:
@@ -356,6 +383,16 @@ class ArtifactStore:
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
             group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})
+
+
+def _write_identity(repo: icechunk.Repository) -> None:
+    """Commit a new random id in the root group of a repository just created."""
+    session = repo.writable_session("main")
+    root = zarr.open_group(session.store, mode="a")
+    if STORE_ID_ATTR not in root.attrs:
+        root.attrs[STORE_ID_ATTR] = uuid.uuid4().hex
+        with contextlib.suppress(icechunk.ConflictError):  # another process created it first
+            session.commit("store created", metadata={"stage": "create"})
 
 
 def _reason(err: BaseException) -> str:

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 
 from stliif.config import StoreSpec
+from stliif.errors import StliifError
 from stliif.stages import run_split, run_stage, stage_key
 from tasks.common import open_store, retry_transient
 
 
-def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
-    """The store's own run key (inputs' versions + parameters + code version + outputs' state)."""
-    store = open_store(p["store"])
-    key = stage_key(store, p["stage"], p["aoi"], data=p["data"], params=p.get("params"))
-    where = hashlib.sha256(f"{p['store'].uri}\n{p['store'].branch}".encode()).hexdigest()[:12]
-    return f"{p['stage']}-{p['aoi']}-{where}-{key}"  # a plain name: result storage uses it as a path
+def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
+    """The stage's key in the open store (:func:`stliif.stages.stage_key`): ``None``, so no cache
+    lookup, unless the store already holds the outputs; a bad input is left to the run to report."""
+    try:
+        key = stage_key(open_store(p["store"]), p["stage"], p["aoi"], data=p["data"], params=p.get("params"))
+    except StliifError:
+        return None
+    return None if key is None else f"{p['stage']}-{p['aoi']}-{key}"  # a plain name: result storage uses it as a path
 
 
 @task(
@@ -56,12 +58,20 @@ def stage_task(
 COMMITTED_EVENT = "stliif.artifact.committed"
 
 
+def _absolute(store: StoreSpec) -> StoreSpec:
+    """``store`` with a local folder made absolute (the runs it triggers start elsewhere)."""
+    if store.is_s3:
+        return store
+    return store.model_copy(update={"uri": str(Path(store.uri).expanduser().resolve())})
+
+
 def announce_commit(store: StoreSpec, record: dict[str, Any]) -> None:
     """Emit ``stliif.artifact.committed`` for a stage run that committed new data.
 
     The resource is ``stliif.<stage>.<aoi>`` with labels ``stliif.stage``, ``stliif.aoi``,
     ``stliif.store`` and ``stliif.branch``, so automations can run an AOI's downstream stages
-    (``deployments/definitions.py``: ``etl-downstream``). Nothing secret is in an event.
+    (``deployments/definitions.py``: ``etl-downstream``) in the store named by the payload's
+    ``store`` (the StoreSpec's fields: no secret is one of them).
     """
     from prefect.events import emit_event
 
@@ -71,17 +81,17 @@ def announce_commit(store: StoreSpec, record: dict[str, Any]) -> None:
             "prefect.resource.id": f"stliif.{record['stage']}.{record['aoi']}",
             "stliif.stage": str(record["stage"]),
             "stliif.aoi": str(record["aoi"]),
-            "stliif.store": store.uri,
+            "stliif.store": _absolute(store).uri,
             "stliif.branch": store.branch,
         },
         payload={"snapshot_id": record["snapshot_id"], "artifacts": list(record["artifacts"]),
-                 "run_key": record["run_key"]},  # fmt: skip
+                 "run_key": record["run_key"], "store": _absolute(store).model_dump(mode="json")},  # fmt: skip
     )
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
-def split_task(store: StoreSpec, aois: list[str], seed: int = 0, n_val: int = 3) -> dict[str, Any]:
-    """Write the split manifests (see :func:`stliif.stages.run_split`)."""
+def split_task(store: StoreSpec, seed: int = 0, n_val: int = 3) -> dict[str, Any]:
+    """Write the split manifests of every AOI in the store (see :func:`stliif.stages.run_split`)."""
     from prefect.runtime import flow_run
 
-    return run_split(open_store(store), aois, seed=seed, n_val=n_val, run_id=str(flow_run.id or "")).to_dict()
+    return run_split(open_store(store), seed=seed, n_val=n_val, run_id=str(flow_run.id or "")).to_dict()

@@ -10,7 +10,7 @@ from prefect.context import TaskRunContext
 
 from stliif.config import StoreSpec
 from stliif.evaluate import PAPER_SCALES
-from stliif.errors import InvalidInputError
+from stliif.errors import InvalidInputError, StliifError
 from stliif.protocols import Evaluation, evaluation_key, run_evaluation
 from stliif.report_eval import table_rows
 from tasks.common import open_store, retry_transient
@@ -23,15 +23,20 @@ def _scales(names: list[str] | None) -> dict[str, int]:
     return {s: n for s, n in PAPER_SCALES.items() if not names or s in names}
 
 
-def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str:
-    """The store's own run key (inputs' versions + parameters + code version) + output state."""
-    store = open_store(p["store"])
-    key, _, _, plan = evaluation_key(
-        store, p["protocol"], p["model"], data=p.get("data"), aois=p.get("aois"),
-        scales=_scales(p.get("scales")), ssim=p.get("ssim", True),
-    )  # fmt: skip
-    current = store.version(f"metrics/{plan.model}/{p['protocol']}") or "missing"
-    return f"evaluate-{plan.model}-{p['protocol']}-{p['store'].uri}-{p['store'].branch}-{key}-{current}"
+def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
+    """Like the ETL stages' key: given only when the open store (by its identity) already holds
+    ``metrics/<model>/<protocol>`` at the run key the evaluation would commit under now."""
+    try:
+        store = open_store(p["store"])
+        key, _, _, plan = evaluation_key(
+            store, p["protocol"], p["model"], data=p.get("data"), aois=p.get("aois"),
+            scales=_scales(p.get("scales")), ssim=p.get("ssim", True),
+        )  # fmt: skip
+    except StliifError:
+        return None
+    if store.version(f"metrics/{plan.model}/{p['protocol']}") != key:
+        return None
+    return f"evaluate-{p['protocol']}-{store.store_id}-{store.spec.branch}-{key}"
 
 
 @task(

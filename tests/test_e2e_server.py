@@ -169,15 +169,36 @@ def test_deploy_trigger_and_refresh(
         assert downstream["parameters"]["spec"]["aois"] == ["Landcover-14956"]
         log = store.log()
         new = log[: [c.snapshot_id for c in log].index(head)]
-        assert {c.metadata["params"]["aoi"] for c in new} == {"Landcover-14956"}
+        assert {c.metadata["params"].get("aoi") for c in new if c.metadata["stage"] != "split"} == {"Landcover-14956"}
         stages = sorted(c.metadata["stage"] for c in new)
-        assert stages == ["histogram", "histogram", "import", "mask", "pansharpen", "subset", "subset"], stages
+        assert stages == ["histogram", "histogram", "import", "mask", "pansharpen", "split", "subset", "subset"], stages
         assert store.version("pansharpened/Landcover-14956") and not store.version("pansharpened/Amnesty_POI-13-1-1")
+        # the split is made of every AOI in the store, not of the one AOI the event named
+        split = store.read_json("splits/stratified")
+        assert sorted(split["train"] + split["val"] + split["test"]) == sorted(["Amnesty_POI-13-1-1", "Landcover-14956"])
 
-        # A single-stage deployment, triggered with its defaults.
+        # A single-stage deployment given a partial spec (its AOIs) runs its stage only.
+        head = store.snapshot_id()
+        _run(client, "etl-histogram-manual", {"spec": {"aois": ["Amnesty_POI-13-1-1"]}})
+        log = store.log()
+        new = log[: [c.snapshot_id for c in log].index(head)]
+        assert {c.metadata["stage"] for c in new} == {"histogram"} and new
+        assert {c.metadata["params"]["aoi"] for c in new} == {"Amnesty_POI-13-1-1"}
+        # ... and with its defaults, every AOI of the store.
         _run(client, "etl-histogram-manual", {})
         assert store.version("matched/clean/Landcover-14956") and store.version("matched/paper/Amnesty_POI-13-1-1")
         assert store.log()[0].metadata["stage"] == "histogram"
+
+        # An import into a second store: its event triggers etl-downstream in that store, not
+        # in the default store the deployments serve.
+        other = tmp_path / "store2"
+        _run(client, "etl-import-manual", {"spec": {"aois": ["Landcover-14956"]}, "store": {"uri": str(other)}})
+        second = _wait_for_run(client, "etl-downstream", skip={downstream["id"]})
+        assert second["parameters"]["store"]["uri"] == str(other)
+        store2 = ArtifactStore.open(str(other), create=False)
+        assert store2.version("mask/Landcover-14956") and store2.version("matched/clean/Landcover-14956")
+        assert store2.read_json("splits/stratified")["train"] + store2.read_json("splits/stratified")["val"] + \
+            store2.read_json("splits/stratified")["test"] == ["Landcover-14956"]
 
         # An acquisition from the local STAC API commits raw/<aoi>; its event masks that AOI
         # (acquire-downstream). A later refresh adds only the new dates and masks again.

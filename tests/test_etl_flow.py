@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stliif.config import ETLSpec, StoreSpec
+from stliif.errors import RunFailures
 from stliif.store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -117,7 +118,7 @@ def test_corrupted_file_fails_the_flow_by_default(small_dataset: Path, tmp_path:
     state = etl(ETLSpec(data=str(small_dataset), aois=AOIS[1:], stages=["import"]),
                 StoreSpec(uri=str(tmp_path / "store")), return_state=True)
     assert state.is_failed()
-    with pytest.raises(OSError, match="Landcover-14956-2.metadata"):
+    with pytest.raises(RunFailures, match="Landcover-14956-2.metadata"):
         state.result()
 
 
@@ -133,7 +134,7 @@ def test_etl_on_s3_moto(small_dataset: Path, s3_env: str) -> None:
     committed = [r for r in result["records"] if r["status"] == "committed"]
     assert len(committed) == 2 * 5 + 1  # 5 stages per AOI + split
     # every committed stage is in the history, and every artifact is readable at the head
-    assert len(store.log()) == len(committed) + 1
+    assert len(store.log()) == len(committed) + 2  # + the repository's first commit and its identity
     for aoi in AOIS:
         assert store.read(f"pansharpened/{aoi}")["rgbn"].shape == (4, 1054, 1054)
         assert store.read_json(f"subset/clean/{aoi}")["mode"] == "clean"
@@ -151,4 +152,4 @@ def test_etl_on_a_local_dask_cluster(small_dataset: Path, tmp_path: Path) -> Non
     result = on_dask(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask"]), spec)
     assert sorted(r["status"] for r in result["records"]) == ["committed"] * 4
     store = ArtifactStore.open(spec)
-    assert len(store.log()) == 5 and store.list("mask") == [f"mask/{a}" for a in sorted(AOIS)]
+    assert len(store.log()) == 6 and store.list("mask") == [f"mask/{a}" for a in sorted(AOIS)]

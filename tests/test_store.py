@@ -95,7 +95,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert all(p.wait(timeout=120) == 0 for p in procs)
     store = ArtifactStore.open(uri)
     assert len(store.list()) == n_writers * n_commits
-    assert len(store.log()) == n_writers * n_commits + 1  # + the initial snapshot
+    assert len(store.log()) == n_writers * n_commits + 2  # + the initial snapshot and the identity
 
 
 def test_sigkill_leaves_last_good_snapshot(tmp_path: Path) -> None:

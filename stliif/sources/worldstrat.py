@@ -148,14 +148,17 @@ def find_aoi_files(root: str | Path, aoi: str) -> AOIFiles:
     revisits = []
     for n in numbers:
         stem = f"{key}-{n}"
+        data = files.get(f"{stem}-L2A_data.tiff") or files[f"{stem}-L2A_data.tif"]
+        # The stem as the revisit's other files spell it on disk (WorldStrat mixes spaces and '_').
+        siblings = [p.name[: len(stem)] for n, p in files.items() if n.startswith(f"{stem}-") and p != data]
+        real = siblings[0] if siblings else data.name[: len(stem)]
         meta = files.get(f"{stem}.metadata")
         if meta is None:
-            raise DataAccessError(f"{lr_dir / (stem + '.metadata')}: metadata file missing")
+            raise DataAccessError(f"{lr_dir / (real + '.metadata')}: metadata file missing")
         masks = {m: files.get(f"{stem}-{m}.tiff") for m in MASKS}
         for required in ("CLM", "dataMask"):
             if masks[required] is None:
-                raise DataAccessError(f"{lr_dir / f'{stem}-{required}.tiff'}: mask file missing")
-        data = files.get(f"{stem}-L2A_data.tiff") or files[f"{stem}-L2A_data.tif"]
+                raise DataAccessError(f"{lr_dir / f'{real}-{required}.tiff'}: mask file missing")
         revisits.append(RevisitFiles(n=n, data=data, metadata=meta, masks=masks))
     hr_files = _index(root / "hr_dataset" / "12bit" / aoi)
     hr = {}
