@@ -156,6 +156,14 @@ class SearchResult:
     """Providers that failed, with the reason (the others' items are still used)."""
 
 
+def check_acquire(spec: AcquireSpec) -> Any:
+    """Check a request before any search: the area (bbox, or polygon file or GeoJSON), the grid
+    (CRS, resolution) and the providers. Returns the target grid."""
+    geobox = target_geobox(area_of(spec), spec.crs, spec.resolution)
+    _providers(spec)
+    return geobox
+
+
 def _providers(spec: AcquireSpec) -> list[Provider]:
     out: list[Provider] = []
     for name in dict.fromkeys(spec.providers):

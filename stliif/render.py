@@ -170,6 +170,37 @@ uint8 and float32 images and the file copy; measured 108 bytes per pixel of peak
 imports for a x16 render (6.4 MP) with malloc arenas capped (bench/memory.py), plus margin."""
 
 
+def temporal_support(
+    times: np.ndarray,
+    when: Any,
+    *,
+    k: int = 5,
+    clear_fraction: np.ndarray | None = None,
+    min_clear: float = 0.5,
+    max_gap_days: float = 30.0,
+    allow_far: bool = False,
+) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """The revisits a render at ``when`` uses: ``(indices, gaps in days, nearest gap, support)``.
+
+    Raises:
+        InvalidInputError: ``when`` is farther than ``max_gap_days`` from every usable revisit
+            (unless ``allow_far``).
+        NoDataError: No usable revisit.
+    """
+    when = _date(when)
+    t = np.asarray(times, dtype="datetime64[s]")
+    idx = select_revisits(t, when, k=k, clear_fraction=clear_fraction, min_clear=min_clear)
+    gaps = (t[idx] - when).astype(np.int64) / 86400.0
+    nearest = float(np.min(np.abs(gaps)))
+    support = "at revisit" if nearest == 0 else ("interpolated" if gaps.min() < 0 < gaps.max() else "extrapolated")
+    if nearest > max_gap_days and not allow_far:
+        raise InvalidInputError(
+            f"{str(when)[:10]} is {nearest:.0f} days from the nearest usable revisit (limit "
+            f"{max_gap_days:g}): outside the model's temporal support; pass allow_far to render anyway"
+        )
+    return idx, gaps, nearest, support
+
+
 def check_render_budget(cube: xr.Dataset, scale: float, n_dates: int, max_mb: float) -> int:
     """Bytes a render of ``n_dates`` dates needs; refuse it before any compute if over ``max_mb``.
 
@@ -232,16 +263,11 @@ def render(
     if cube.rio.crs is None:
         raise InvalidInputError("the cube has no CRS: a render must be georeferenced")
     times = np.asarray(cube["time"].values, dtype="datetime64[s]")
-    idx = select_revisits(times, when, k=k, clear_fraction=clear_fraction, min_clear=min_clear)
+    idx, gaps, nearest, support = temporal_support(
+        times, when, k=k, clear_fraction=clear_fraction, min_clear=min_clear, max_gap_days=max_gap_days,
+        allow_far=allow_far,
+    )  # fmt: skip
     used = times[idx]
-    gaps = (used - when).astype(np.int64) / 86400.0
-    nearest = float(np.min(np.abs(gaps)))
-    support = "at revisit" if nearest == 0 else ("interpolated" if gaps.min() < 0 < gaps.max() else "extrapolated")
-    if nearest > max_gap_days and not allow_far:
-        raise InvalidInputError(
-            f"{str(when)[:10]} is {nearest:.0f} days from the nearest usable revisit (limit "
-            f"{max_gap_days:g}): outside the model's temporal support; pass allow_far to render anyway"
-        )
     frames = _rgb_frames(cube, idx)
     top = _display_scale(cube, idx, frames)
     h, w = frames.shape[1:3]
@@ -396,6 +422,64 @@ def model_id(model: str | Path) -> dict[str, str]:
     return {"name": name, "sha256": digest}
 
 
+def check_render(
+    store: Any,
+    aoi: str,
+    model: str | Path,
+    *,
+    date: Any | None = None,
+    start: Any | None = None,
+    end: Any | None = None,
+    step: str = "5D",
+    scale: float | None = None,
+    gsd: float | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    k: int = 5,
+    max_gap_days: float = 30.0,
+    allow_far: bool = False,
+    max_mb: float = 2048.0,
+    load: bool = False,
+) -> tuple[list[np.datetime64], xr.Dataset, np.ndarray | None, dict[str, str]]:
+    """Check a render request against the store before any pixel is computed: the AOI's cube,
+    the dates (each within the temporal support), scale or gsd, the memory budget, the bbox and
+    the model. Reads only metadata unless ``load``.
+
+    Returns:
+        ``(dates, cube, clear fractions or None, input versions)``.
+
+    Raises:
+        InvalidInputError: a bad argument, a date beyond the support, or over the budget.
+        NoDataError: the cube is not in the store, or no revisit is usable.
+    """
+    from stliif.names import validate_name
+    from stliif.preprocess.crop import crop_square
+
+    validate_name(aoi, what="AOI name")
+    if (date is None) == (start is None and end is None) or (start is None) != (end is None):
+        raise InvalidInputError("give a date, or a start and an end (with a step)")
+    dates = [_date(date)] if date is not None else series_dates(start, end, step)
+    source = f"raw/{aoi}"
+    version = store.version(source)
+    if version is None:
+        raise NoDataError(f"{source} is not in the store: run `stliif etl --aoi {aoi} --stage import` first")
+    cube = store.read(source, load=load)
+    s = _scale(cube, scale, gsd)
+    if bbox is None:  # refuse an oversized request before reading the model or the masks
+        check_render_budget(cube, s, len(dates), max_mb)
+    else:
+        check_render_budget(crop_square(cube, bbox=bbox), s, len(dates), max_mb)
+    ident = model_id(model)
+    inputs = {source: version, "model": ident["sha256"]}
+    clear = None
+    if store.version(f"mask/{aoi}") is not None:
+        clear = np.asarray(store.read(f"mask/{aoi}", load=True)["clear_fraction"].values)
+        inputs[f"mask/{aoi}"] = str(store.version(f"mask/{aoi}"))
+    for d in dates if date is not None else []:  # a series flags far dates, one render refuses them
+        temporal_support(cube["time"].values, d, k=k, clear_fraction=clear, max_gap_days=max_gap_days,
+                         allow_far=allow_far)  # fmt: skip
+    return dates, cube, clear, inputs
+
+
 def run_render(
     store: Any,
     aoi: str,
@@ -426,31 +510,18 @@ def run_render(
     Returns:
         ``{"path", "status", "snapshot_id", "files", "attrs"}``.
     """
-    from stliif.names import validate_name
     from stliif.preprocess.crop import crop_square
 
-    validate_name(aoi, what="AOI name")
-    if (date is None) == (start is None and end is None):
-        raise InvalidInputError("give a date, or a start and an end (with a step)")
-    dates = [_date(date)] if date is not None else series_dates(start, end, step)
+    dates, cube, clear, inputs = check_render(
+        store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
+        k=k, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, load=True,
+    )  # fmt: skip
+    from stliif.protocols import model_name
+
     source = f"raw/{aoi}"
-    version = store.version(source)
-    if version is None:
-        raise NoDataError(f"{source} is not in the store: run `stliif etl --aoi {aoi} --stage import` first")
-    cube = store.read(source, load=True)
-    _scale(cube, scale, gsd)
-    if bbox is None:  # refuse an oversized request before reading the model or the masks
-        check_render_budget(cube, _scale(cube, scale, gsd), len(dates), max_mb)
-    clear = None
-    ident = model_id(model)
-    inputs = {source: version, "model": ident["sha256"]}
-    if store.version(f"mask/{aoi}") is not None:
-        m = store.read(f"mask/{aoi}", load=True)
-        clear = np.asarray(m["clear_fraction"].values)
-        inputs[f"mask/{aoi}"] = store.version(f"mask/{aoi}")
     if bbox is not None:
         cube = crop_square(cube, bbox=bbox)
-    mid = ident["name"]
+    mid = model_name(model)
     tag = f"x{scale:g}" if scale is not None else f"gsd{gsd:g}m"
     name = (f"{str(dates[0])[:10]}-{tag}" if date is not None
             else f"{str(dates[0])[:10]}_{str(dates[-1])[:10]}_{step}-{tag}")  # fmt: skip
@@ -466,15 +537,18 @@ def run_render(
         da = render_series(predictor, cube, dates, progress=progress, **opts)
         files += [write_animation(da, out / f"{name}.gif"), write_animation(da, out / f"{name}.mp4"),
                   write_strip(da, cube, out / f"{name}-strip.png")]  # fmt: skip
-        attrs = dict(da.attrs)
-        ds = da.to_dataset(name="reflectance")
     attrs = dict(da.attrs)
     ds = da.to_dataset(name="reflectance")
     ds.attrs = {**attrs, "model_sha256": inputs["model"], "source": source}
     params = {"dates": [str(d)[:10] for d in dates], "scale": scale, "gsd": gsd, "bbox": bbox, "k": k,
               "max_gap_days": max_gap_days, "allow_far": allow_far}  # fmt: skip
     path = f"render/{aoi}/{mid}/{name}"
-    res = store.commit({path: ds}, stage="render", params=params, inputs=inputs, run_id=run_id)
+    try:
+        res = store.commit({path: ds}, stage="render", params=params, inputs=inputs, run_id=run_id)
+    except BaseException:  # files stand only for what the store holds
+        for f in files:
+            f.unlink(missing_ok=True)
+        raise
     return {"path": path, "status": "committed" if res.created else "unchanged",
             "snapshot_id": res.snapshot_id, "files": [str(f) for f in files], "attrs": attrs}  # fmt: skip
 

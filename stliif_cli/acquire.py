@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from stliif.config import AcquireSpec
-from stliif.errors import InvalidInputError, StliifError
-from stliif_cli.options import build_spec, parse_floats
+from stliif.types import TimeRange
+from stliif_cli.options import build_spec, parse_floats, store_spec
+from stliif_cli.runtime import flow_module, run_flow
 
 __all__ = ["acquire"]
 
@@ -42,30 +43,29 @@ def acquire(
     endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint of the store.")] = None,
 ) -> None:
     """Search STAC providers, load the area onto one grid, commit raw/<aoi>; a rerun adds only new dates."""
-    from stliif_cli.main import _flow_module, _store_spec
+    fields: dict[str, Any] = dict(
+        aoi=aoi, start=start, end=end, bbox=parse_floats(bbox, 4, "--bbox"), polygon=polygon,
+        bands=[b.strip() for b in bands.split(",") if b.strip()], max_cloud=max_cloud, min_clear=min_clear,
+        max_items=max_items, crs=crs, resolution=resolution, dem=dem, max_mb=max_mb, collection=collection,
+        dem_collection=dem_collection, dem_asset=dem_asset, quicklooks=str(quicklooks),
+    )
+    if provider:
+        fields["providers"] = provider
+    spec = build_spec(AcquireSpec, fields, "acquisition request")
+    for d in export_cog or []:
+        TimeRange.from_like((d, d))
+    st = store_spec(store, endpoint_url=endpoint_url, write=True)
+    from stliif.acquire import check_acquire
 
-    try:
-        fields: dict[str, Any] = dict(
-            aoi=aoi, start=start, end=end, bbox=parse_floats(bbox, 4, "--bbox"), polygon=polygon,
-            bands=[b.strip() for b in bands.split(",") if b.strip()], max_cloud=max_cloud, min_clear=min_clear,
-            max_items=max_items, crs=crs, resolution=resolution, dem=dem, max_mb=max_mb, collection=collection,
-            dem_collection=dem_collection, dem_asset=dem_asset, quicklooks=str(quicklooks),
-        )
-        if provider:
-            fields["providers"] = provider
-        spec = build_spec(AcquireSpec, fields, "acquisition request")
-        st = _store_spec(store, endpoint_url=endpoint_url)
-        result = _flow_module("acquire").acquire(spec, st)
-        cogs = []
-        if export_cog and result["dates"]:
-            from stliif.quicklook import export_date_cog
-            from stliif.store import ArtifactStore
+    check_acquire(spec)
+    result = run_flow(flow_module("acquire").acquire, spec, st)
+    cogs = []
+    if export_cog and result["dates"]:
+        from stliif.quicklook import export_date_cog
+        from stliif.store import ArtifactStore
 
-            cube = ArtifactStore.open(st).read(f"raw/{aoi}", load=True)
-            cogs = [export_date_cog(cube, d, quicklooks / aoi / f"{d}.tif") for d in export_cog]
-    except StliifError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from err
+        cube = ArtifactStore.open(st).read(f"raw/{aoi}", load=True)
+        cogs = [export_date_cog(cube, d, quicklooks / aoi / f"{d}.tif") for d in export_cog]
     console.print(f"{result['status']} [bold]raw/{aoi}[/] {('(' + result['reason'] + ')') if result['reason'] else ''}")
     console.print(f"found per provider: {result['found']}" + (f"; failed: {result['errors']}" if result["errors"] else ""))
     if result["table"]:

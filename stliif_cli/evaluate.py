@@ -8,25 +8,18 @@ import shlex
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from stliif.config import StoreSpec, default_data_root, default_store_uri
-from stliif.errors import DataAccessError, InvalidInputError, StliifError, StoreError
-from stliif.evaluate import PAPER_SCALES
-from stliif.protocols import (
-    CLEAN_METRICS,
-    PAPER_METRICS,
-    Evaluation,
-    PredictionEvent,
-    evaluate_protocol,
-    model_name,
-    save_prediction,
-)
-from stliif.store import ArtifactStore
+from stliif.config import default_data_root
+from stliif.errors import DataAccessError, InvalidInputError
+from stliif_cli.options import open_store
+
+if TYPE_CHECKING:  # the evaluation modules load torch: imported when a command runs
+    from stliif.protocols import Evaluation, PredictionEvent
 
 __all__ = ["ProtocolChoice", "evaluate"]
 
@@ -166,14 +159,10 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score a model and every baseline per AOI, with paired deltas (protocol P or C)."""
-    try:
-        _evaluate(
-            protocol.value, model, data, store, ref, aoi, scale, save_predictions, json_file,
-            report, no_ssim, endpoint_url,
-        )  # fmt: skip
-    except StliifError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from err
+    _evaluate(
+        protocol.value, model, data, store, ref, aoi, scale, save_predictions, json_file,
+        report, no_ssim, endpoint_url,
+    )  # fmt: skip
 
 
 def _evaluate(
@@ -181,6 +170,9 @@ def _evaluate(
     aois: list[str] | None, scales: list[str] | None, save: Path | None, json_file: Path | None,
     report: Path | None, no_ssim: bool, endpoint_url: str | None,
 ) -> None:  # fmt: skip
+    from stliif.evaluate import PAPER_SCALES
+    from stliif.protocols import CLEAN_METRICS, PAPER_METRICS, evaluate_protocol, model_name, save_prediction
+
     name = model_name(model)  # an unknown model fails before any data is read
     unknown = sorted(set(scales or []) - set(PAPER_SCALES))
     if unknown:
@@ -189,17 +181,7 @@ def _evaluate(
     root = data or default_data_root()
     st = None
     if protocol == "clean":
-        uri = store or default_store_uri()
-        spec = StoreSpec(
-            uri=uri, endpoint_url=endpoint_url,
-            allow_http=bool(endpoint_url and endpoint_url.startswith("http://")),
-        )  # fmt: skip
-        if not spec.is_s3 and not Path(uri).expanduser().is_dir():
-            raise InvalidInputError(f"no store at {uri!r}: build it with `stliif etl --store {uri}` first")
-        try:
-            st = ArtifactStore.open(spec, create=False)
-        except StoreError as err:
-            raise StoreError(f"{err}; build the store with `stliif etl --store {uri}` first") from err
+        st = open_store(store, endpoint_url=endpoint_url)
 
     hooks: list[Callable[[PredictionEvent], None]] = []
     crops = None

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Column, Table
 
-from stliif.config import STAGES, ETLSpec, StoreSpec, default_data_root, default_store_uri
-from stliif.errors import StliifError
-from stliif.sources.worldstrat import resolve_aois
-from stliif.store import ArtifactStore
+from stliif.config import STAGES, ETLSpec, default_data_root
+from stliif.errors import InvalidInputError, StliifError
 from stliif_cli.acquire import acquire
 from stliif_cli.evaluate import evaluate
-from stliif_cli.options import parse_floats
+from stliif_cli.options import build_spec, one_line_errors, open_store, parse_floats, store_spec
 from stliif_cli.render import render
+from stliif_cli.runtime import flow_module, install_interrupts, run_flow
 from stliif_cli.server import server, worker
 from stliif_cli.train import calibrate, train
 
@@ -35,8 +31,6 @@ app = typer.Typer(
 store_app = typer.Typer(help="Inspect the versioned artifact store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 console = Console()
-
-_CHECKOUT = Path(__file__).resolve().parents[1]
 
 DataOpt = Annotated[
     Path | None,
@@ -52,25 +46,6 @@ EndpointOpt = Annotated[
 ]
 
 
-def _flow_module(name: str) -> Any:
-    """Import ``flows.<name>`` from the checkout (the flows are not part of the wheel)."""
-    if not (_CHECKOUT / "flows" / "__init__.py").is_file():
-        raise typer.BadParameter(
-            "the orchestration commands need the stliif checkout: install it with `pip install -e .`"
-        )
-    if str(_CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(_CHECKOUT))
-    return importlib.import_module(f"flows.{name}")
-
-
-def _store_spec(store: str | None, branch: str = "main", endpoint_url: str | None = None) -> StoreSpec:
-    uri = store or default_store_uri()
-    return StoreSpec(
-        uri=uri, branch=branch, endpoint_url=endpoint_url,
-        allow_http=bool(endpoint_url and endpoint_url.startswith("http://")),
-    )
-
-
 def _status_counts(records: list[dict[str, Any]]) -> str:
     """``"12 committed, 3 unchanged"``: stage records counted by status."""
     counts = Counter(r["status"] for r in records)
@@ -78,6 +53,7 @@ def _status_counts(records: list[dict[str, Any]]) -> str:
 
 
 @app.command()
+@one_line_errors
 def etl(
     data: DataOpt = None,
     store: StoreOpt = None,
@@ -104,16 +80,26 @@ def etl(
         fields["stages"] = stage
     if mode:
         fields["modes"] = mode
-    spec = ETLSpec(**fields)
-    resolve_aois(spec.data, spec.aois)  # refuse bad input before a flow run starts
-    flow = _flow_module("etl").etl
+    spec = build_spec(ETLSpec, fields, "ETL request")
+    st = store_spec(store, branch, endpoint_url, write=True)
+    from stliif.sources.worldstrat import list_aois, resolve_aois
+    from stliif.stages import store_aois
+    from stliif.store import ArtifactStore
+
+    if "import" in spec.stages:  # refuse bad input before a flow run starts
+        resolve_aois(spec.data, spec.aois)
+    if "import" not in spec.stages:  # store-only stages: their AOIs must be in the store
+        known = list_aois(spec.data) if Path(spec.data, "lr_dataset").is_dir() else []
+        store_aois(ArtifactStore.open(st, create=False), spec.aois, known=known)
+    flow = flow_module("etl").etl
     if dask:
-        flow = flow.with_options(task_runner=_flow_module("runners").task_runner(dask))
-    result = flow(spec, _store_spec(store, branch, endpoint_url))
+        flow = flow.with_options(task_runner=flow_module("runners").task_runner(dask))
+    result = run_flow(flow, spec, st)
     console.print(f"snapshot [bold]{result['snapshot_id']}[/]: {_status_counts(result['records'])}")
 
 
 @app.command()
+@one_line_errors
 def crop(
     source: Annotated[str, typer.Argument(help="Artifact to crop, e.g. raw/Landcover-14956.")],
     name: Annotated[str, typer.Argument(help="Name of the crop (stored as crop/<source>/<name>).")],
@@ -126,17 +112,20 @@ def crop(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Crop an artifact to a square, a bbox or a polygon and commit the crop to the store."""
+    centre, box = parse_floats(center, 2, "--center"), parse_floats(bbox, 4, "--bbox")
     from stliif.stages import run_crop
+    from stliif.store import ArtifactStore
 
+    st = store_spec(store, branch, endpoint_url, write=True)
     result = run_crop(
-        ArtifactStore.open(_store_spec(store, branch, endpoint_url), create=False), source, name,
-        center=parse_floats(center, 2, "--center"), size_m=size_m,  # type: ignore[arg-type]
-        bbox=parse_floats(bbox, 4, "--bbox"), polygon=polygon,  # type: ignore[arg-type]
+        ArtifactStore.open(st, create=False), source, name, center=centre, size_m=size_m,  # type: ignore[arg-type]
+        bbox=box, polygon=polygon,  # type: ignore[arg-type]
     )
     console.print(f"{result.status} {', '.join(result.artifacts)} {result.summary['size']} px, snapshot {result.snapshot_id}")
 
 
 @app.command()
+@one_line_errors
 def providers() -> None:
     """STAC providers stliif knows: collections, search dialect, band assets, signing, auth."""
     from stliif.sources.providers import describe_providers
@@ -154,6 +143,7 @@ def providers() -> None:
 
 
 @app.command()
+@one_line_errors
 def pipeline(
     data: DataOpt = None,
     store: StoreOpt = None,
@@ -166,12 +156,19 @@ def pipeline(
 ) -> None:
     """ETL, then evaluation of the checkpoint of record on protocol C, then renders (Prefect flow `pipeline`)."""
     from stliif.config import PipelineSpec
+    from stliif.sources.worldstrat import resolve_aois
 
-    etl_spec = ETLSpec(data=str(data or default_data_root()))
-    resolve_aois(etl_spec.data, None)  # refuse bad input before a flow run starts
-    spec = PipelineSpec(etl=etl_spec, evaluate=evaluate, ssim=ssim, render_aois=render_aoi,
-                        **({"model": model} if model else {}))  # fmt: skip
-    out = _flow_module("pipeline").pipeline(spec, _store_spec(store, branch, endpoint_url))
+    etl_spec = build_spec(ETLSpec, {"data": str(data or default_data_root())}, "ETL request")
+    aois = resolve_aois(etl_spec.data, None)  # refuse bad input before a flow run starts
+    spec = build_spec(PipelineSpec, {"etl": etl_spec, "evaluate": evaluate, "ssim": ssim, "render_aois": render_aoi,
+                                     **({"model": model} if model else {})}, "pipeline request")  # fmt: skip
+    from stliif.protocols import model_name
+
+    model_name(spec.model)
+    unknown = sorted(set(render_aoi or []) - set(aois))
+    if unknown:
+        raise InvalidInputError(f"--render-aoi {', '.join(unknown)}: not an AOI of {etl_spec.data}")
+    out = run_flow(flow_module("pipeline").pipeline, spec, store_spec(store, branch, endpoint_url, write=True))
     console.print(f"etl: {_status_counts(out['etl']['records'])}")
     if "evaluate" in out:
         ev = out["evaluate"]
@@ -180,19 +177,11 @@ def pipeline(
     for r in out["renders"]:
         console.print(f"render ({r['status']}) {r['path']}: {', '.join(r['files'])}")
 
-app.command()(acquire)
-app.command()(train)
-app.command()(calibrate)
-app.command()(evaluate)
-app.command()(render)
-app.command()(server)
-app.command()(worker)
-
-def _open(store: str | None, endpoint_url: str | None = None) -> ArtifactStore:
-    return ArtifactStore.open(_store_spec(store, endpoint_url=endpoint_url), create=False)
-
+for _command in (acquire, train, calibrate, evaluate, render, server, worker):
+    app.command()(one_line_errors(_command))
 
 @store_app.command("log")
+@one_line_errors
 def store_log(
     store: StoreOpt = None,
     ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or snapshot id.")] = None,
@@ -201,7 +190,7 @@ def store_log(
 ) -> None:
     """Commits of a branch, newest first, with the stage and artifacts each holds."""
     table = Table("snapshot", "written", "stage", "artifacts", "inputs")
-    for c in _open(store, endpoint_url).log(ref, limit=limit):
+    for c in open_store(store, endpoint_url=endpoint_url).log(ref, limit=limit):
         md = c.metadata
         table.add_row(
             c.snapshot_id, c.written_at[:19], md.get("stage", c.message),
@@ -211,9 +200,10 @@ def store_log(
 
 
 @store_app.command("refs")
+@one_line_errors
 def store_refs(store: StoreOpt = None, endpoint_url: EndpointOpt = None) -> None:
     """Branches and tags with the snapshot each points at."""
-    st = _open(store, endpoint_url)
+    st = open_store(store, endpoint_url=endpoint_url)
     table = Table("kind", "name", "snapshot")
     for b in st.branches():
         table.add_row("branch", b, st.snapshot_id(b))
@@ -223,6 +213,7 @@ def store_refs(store: StoreOpt = None, endpoint_url: EndpointOpt = None) -> None
 
 
 @store_app.command("ls")
+@one_line_errors
 def store_ls(
     prefix: Annotated[str, typer.Argument(help="Path prefix, e.g. raw or subset/clean.")] = "",
     store: StoreOpt = None,
@@ -230,12 +221,13 @@ def store_ls(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Artifacts under a prefix, with their versions."""
-    st = _open(store, endpoint_url)
+    st = open_store(store, endpoint_url=endpoint_url)
     for path in st.list(prefix, ref=ref):
         console.print(f"{path}  [dim]{st.version(path, ref=ref)}[/]")
 
 
 @store_app.command("show")
+@one_line_errors
 def store_show(
     path: Annotated[str, typer.Argument(help="Artifact path, e.g. raw/Landcover-14956.")],
     store: StoreOpt = None,
@@ -243,7 +235,7 @@ def store_show(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Print one artifact: a dataset's structure or a JSON document."""
-    st = _open(store, endpoint_url)
+    st = open_store(store, endpoint_url=endpoint_url)
     try:
         console.print_json(json.dumps(st.read_json(path, ref=ref)))
     except StliifError:
@@ -251,6 +243,7 @@ def store_show(
 
 
 @store_app.command("tag")
+@one_line_errors
 def store_tag(
     name: Annotated[str, typer.Argument(help="Tag name (lowercase, digits, . _ -).")],
     store: StoreOpt = None,
@@ -258,11 +251,12 @@ def store_tag(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Tag a snapshot (default: the branch head) so it can be read later by name."""
-    console.print(f"tagged {_open(store, endpoint_url).tag(name, ref)} as {name}")
+    console.print(f"tagged {open_store(store, endpoint_url=endpoint_url).tag(name, ref)} as {name}")
 
 
 def main() -> None:
-    """Entry point: errors of bad input become one clear line and exit code 2."""
+    """Entry point: SIGINT and SIGTERM stop a run cleanly (:mod:`stliif_cli.runtime`); every
+    command turns its errors into one line and exit code 2 (:func:`one_line_errors`)."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stliif")
     if "PREFECT_API_URL" not in os.environ:
         # The temporary local server: its telemetry heartbeat can hit "database is locked", and
@@ -271,11 +265,8 @@ def main() -> None:
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
         # Its start can take longer than Prefect's 20 s on a busy 2-core machine.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    try:
-        app()
-    except (StliifError, ValidationError) as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        raise SystemExit(2) from err
+    install_interrupts()
+    app()
 
 
 if __name__ == "__main__":

@@ -1,16 +1,45 @@
-"""Option parsing shared by the commands."""
+"""What every command shares: one-line errors, option parsing, the store options."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import typer
 from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.markup import escape
 
-from stliif.errors import InvalidInputError
+from stliif.config import StoreSpec, default_store_uri
+from stliif.errors import InvalidInputError, StliifError
 
-__all__ = ["build_spec", "parse_floats"]
+if TYPE_CHECKING:
+    from stliif.store import ArtifactStore
+
+__all__ = ["build_spec", "check_out_dir", "one_line_errors", "one_sentence", "open_store", "parse_floats", "store_spec"]
 
 S = TypeVar("S", bound=BaseModel)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """``command`` with every error it raises on purpose (:class:`StliifError`, a pydantic
+    ``ValidationError``) printed as one ``error:`` line on stderr, and exit status 2."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (StliifError, ValidationError) as err:
+            text = one_sentence(err) if isinstance(err, ValidationError) else str(err)
+            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(' '.join(text.split()))}", highlight=False)
+            raise typer.Exit(2) from err
+
+    return run
 
 
 def build_spec(cls: type[S], fields: dict[str, Any], what: str) -> S:
@@ -18,7 +47,17 @@ def build_spec(cls: type[S], fields: dict[str, Any], what: str) -> S:
     try:
         return cls(**fields)
     except ValidationError as err:
-        raise InvalidInputError(f"invalid {what}: {err}") from err
+        raise InvalidInputError(f"invalid {what}: {one_sentence(err)}") from err
+
+
+def one_sentence(err: ValidationError) -> str:
+    """A pydantic error as one sentence: each problem as ``field: message`` (no URL, no input dump)."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(x) for x in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
 
 
 def parse_floats(text: str | None, n: int, opt: str) -> tuple[float, ...] | None:
@@ -32,3 +71,37 @@ def parse_floats(text: str | None, n: int, opt: str) -> tuple[float, ...] | None
     if len(values) != n:
         raise InvalidInputError(f"{opt} needs {n} comma-separated numbers, got {text!r}")
     return values
+
+
+def store_spec(
+    store: str | None, branch: str = "main", endpoint_url: str | None = None, *, write: bool = False,
+) -> StoreSpec:
+    """The store of ``--store`` (default ``$STLIIF_STORE`` or ``./stliif-store``), a local folder
+    made absolute (runs and events started from it may run elsewhere), its location checked
+    (:func:`stliif.store.check_location`; ``write``: a command that commits, and may create it)."""
+    uri = store or default_store_uri()
+    if "://" not in uri:
+        uri = str(Path(uri).expanduser().resolve())
+    spec = build_spec(StoreSpec, {"uri": uri, "branch": branch, "endpoint_url": endpoint_url,
+                                  "allow_http": bool(endpoint_url and endpoint_url.startswith("http://"))}, "store")  # fmt: skip
+    from stliif.location import check_location
+
+    check_location(spec, create=write, write=write)
+    return spec
+
+
+def open_store(store: str | None, branch: str = "main", endpoint_url: str | None = None) -> ArtifactStore:
+    """An existing store, for commands that only read it (nothing is created)."""
+    from stliif.store import ArtifactStore
+
+    return ArtifactStore.open(store_spec(store, branch, endpoint_url), create=False)
+
+
+def check_out_dir(path: Path) -> None:
+    """An output folder that exists as a folder, or can be made in a writable parent."""
+    p = path.expanduser().resolve()
+    if p.exists() and not p.is_dir():
+        raise InvalidInputError(f"--out {str(path)!r} is a file, not a folder")
+    target = p if p.exists() else next(q for q in p.parents if q.exists())
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {str(path)!r}: {str(target)!r} is not a writable folder")

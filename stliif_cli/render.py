@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from stliif.config import RenderSpec, StoreSpec, default_store_uri
-from stliif.errors import InvalidInputError, StliifError
-from stliif_cli.options import build_spec, parse_floats
+from stliif.config import RenderSpec
+from stliif_cli.options import build_spec, check_out_dir, parse_floats, store_spec
+from stliif_cli.runtime import flow_module, run_flow
 
 __all__ = ["render"]
 
@@ -34,26 +34,20 @@ def render(
     store: Annotated[str | None, typer.Option(help="Store [default: $STLIIF_STORE or ./stliif-store]")] = None,
 ) -> None:
     """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it."""
-    from stliif_cli.main import _flow_module, _store_spec
+    fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
+                                  scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
+                                  allow_far=allow_far, max_gap_days=max_gap_days, max_mb=max_mb)  # fmt: skip
+    if model:
+        fields["model"] = model
+    spec = build_spec(RenderSpec, fields, "render request")
+    st = store_spec(store, write=True)
+    check_out_dir(out)
+    from stliif.render import check_render
+    from stliif.store import ArtifactStore
 
-    try:
-        fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
-                                      scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
-                                      allow_far=allow_far, max_gap_days=max_gap_days, max_mb=max_mb)  # fmt: skip
-        if model:
-            fields["model"] = model
-        spec = build_spec(RenderSpec, fields, "render request")
-        if (spec.scale is None) == (spec.gsd is None):
-            raise InvalidInputError("give exactly one of --scale and --gsd")
-        if (spec.date is None) == (spec.start is None and spec.end is None) or (spec.start is None) != (spec.end is None):
-            raise InvalidInputError("give --date, or --start and --end (with --step)")
-        st: StoreSpec = _store_spec(store)
-        if not st.is_s3 and not Path(st.uri).expanduser().is_dir():
-            raise InvalidInputError(f"no store at {st.uri!r}: build it with `stliif etl --store {st.uri or default_store_uri()}` first")
-        record = _flow_module("render").render(spec, st)
-    except StliifError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from err
+    # Every check a render makes before computing, here, before a Prefect server starts.
+    check_render(ArtifactStore.open(st, create=False), **spec.model_dump(exclude={"out_dir"}))
+    record = run_flow(flow_module("render").render, spec, st)
     a = record["attrs"]
     console.print(f"{record['status']} [bold]{record['path']}[/] (snapshot {record['snapshot_id']})")
     if "revisits" in a:

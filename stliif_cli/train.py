@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from stliif.errors import InvalidInputError, StliifError
+from stliif.errors import InvalidInputError
+from stliif_cli.options import build_spec
 
 __all__ = ["calibrate", "train"]
 
@@ -61,22 +62,13 @@ def train(
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over even if the folder holds last.pt.")] = False,
 ) -> None:
     """Train a model on the training AOIs, selecting on the validation AOIs (never on test)."""
-    try:
-        from pydantic import ValidationError
+    from stliif.train import TrainSpec, train as run_train
 
-        from stliif.train import TrainSpec, train as run_train
-
-        overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
-                     "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed, "fit_offset": fit_offset,
-                     "threads": threads, "device": device}  # fmt: skip
-        try:
-            spec = TrainSpec.model_validate(_spec_fields(spec_file, preset, overrides))
-        except ValidationError as err:
-            raise InvalidInputError(f"invalid train spec: {err}") from err
-        result = run_train(spec, out, resume=not fresh, time_limit_s=time_limit)
-    except StliifError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from err
+    overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
+                 "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed, "fit_offset": fit_offset,
+                 "threads": threads, "device": device}  # fmt: skip
+    spec = build_spec(TrainSpec, _spec_fields(spec_file, preset, overrides), "train spec")
+    result = run_train(spec, out, resume=not fresh, time_limit_s=time_limit)
     state = "finished" if result.finished else "stopped (rerun the same command to continue)"
     console.print(f"{result.step} steps, {state}; run folder {result.out_dir}")
     if result.best and not result.baseline:
@@ -96,13 +88,9 @@ def calibrate(
     data: Annotated[Path | None, typer.Option("--data", help="WorldStrat root [default: the checkpoint's]")] = None,
 ) -> None:
     """Store an output calibration in a checkpoint (choose its settings with bench/cv.py, never on test)."""
-    try:
-        from stliif.train import calibrate as run_calibrate
+    from stliif.train import calibrate as run_calibrate
 
-        path = model / "best.pt" if model.is_dir() else model
-        cal = run_calibrate(path, weight=weight, v_mean=v_mean, offset=offset, data=data)  # type: ignore[arg-type]
-    except StliifError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}")
-        raise typer.Exit(2) from err
+    path = model / "best.pt" if model.is_dir() else model
+    cal = run_calibrate(path, weight=weight, v_mean=v_mean, offset=offset, data=data)  # type: ignore[arg-type]
     dy, dx = cal.offset
     console.print(f"{path}: calibration stored (weight {cal.weight}, V mean {cal.v_mean}, offset dy {dy:+.2f} dx {dx:+.2f} px)")

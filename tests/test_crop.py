@@ -326,7 +326,7 @@ def test_other_bad_sources(tmp_path, polygons):
         read_polygon(tmp_path / "nope.geojson")
     garbage = tmp_path / "bad.geojson"
     garbage.write_text("this is not json")
-    with pytest.raises(InvalidInputError, match="not a readable vector file"):
+    with pytest.raises(InvalidInputError, match="not a readable polygon file"):
         read_polygon(garbage)
     with pytest.raises(InvalidInputError, match="no features"):
         read_polygon({"type": "FeatureCollection", "features": []})

@@ -126,7 +126,7 @@ def test_clean_geotiffs_rescore(store_path: Path, tmp_path: Path) -> None:
         (["--model", "edsr"], "no such model 'edsr'"),
         (["--protocol", "nope"], "Invalid value for '--protocol'"),
         (["--scale", "x3"], "unknown scales ['x3']"),
-        (["--protocol", "clean", "--store", "/nonexistent/store"], "stliif etl --store"),
+        (["--protocol", "clean", "--store", "/nonexistent/store"], "no store at '/nonexistent/store'"),
     ],
 )
 def test_bad_input_is_one_clear_error(args: list[str], message: str, worldstrat: Path) -> None:

@@ -72,7 +72,7 @@ def test_render_series_writes_animations_and_a_cube(store_dir: Path, tmp_path: P
         (["--aoi", "Nowhere-1", "--date", "2019-10-20", "--scale", "2"], "raw/Nowhere-1 is not in the store"),
         (["--start", "2019-11-01", "--end", "2019-10-01", "--scale", "2"], "before start"),
         (["--date", "2019-10-20", "--scale", "0"], "greater than 0"),
-        (["--date", "2019-10-20"], "exactly one of --scale and --gsd"),
+        (["--date", "2019-10-20"], "exactly one of scale and gsd"),
         (["--date", "2021-01-01", "--scale", "2"], "outside the model's temporal support"),
     ],
 )

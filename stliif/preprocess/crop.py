@@ -304,7 +304,8 @@ def _read_file(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
     except InvalidInputError:
         raise
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
-        raise InvalidInputError(f"{path}: not a readable vector file ({err})") from err
+        detail = str(err).split(" It might help")[0].replace(f"'{path}' ", "").rstrip(".; ")  # GDAL's advice on drivers is noise here
+        raise InvalidInputError(f"{path}: not a readable polygon file (GeoJSON, shapefile, GeoPackage): {detail}") from err
     except (pyogrio.errors.GeometryError, pyogrio.errors.FieldError, pyogrio.errors.CRSError) as err:
         raise InvalidInputError(f"{path}: malformed vector data ({err})") from err
     except OSError as err:

@@ -1,0 +1,92 @@
+"""Interrupts: SIGINT and SIGTERM stop `stliif etl` within 5 s with one line; SIGINT, SIGTERM
+and SIGKILL leave no process behind and the store at a whole snapshot (issue: runs that never
+lie, item 4)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stliif.store import ArtifactStore
+from stliif_cli.runtime import child_pids
+
+pytestmark = pytest.mark.integration
+
+STLIIF = Path(sys.executable).with_name("stliif")
+
+
+def _snapshots(store: Path) -> int:
+    return len(list((store / "snapshots").iterdir())) if (store / "snapshots").is_dir() else 0
+
+
+def _wait(cond, timeout: float = 180.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the run never reached the point to interrupt")
+        time.sleep(0.05)
+
+
+def _whole(store: Path) -> int:
+    """Open the store and read every artifact at its head: a torn snapshot would fail here."""
+    st = ArtifactStore.open(str(store), create=False)
+    paths = st.list()
+    for p in paths:
+        st.read(p)
+    return len(paths)
+
+
+@pytest.mark.parametrize("point", ["server-start", "after-first-commit"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.Signals, point: str) -> None:
+    store = tmp_path / "store"
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
+    proc = subprocess.Popen([str(STLIIF), "etl", "--data", str(worldstrat), "--store", str(store), "--stage", "import"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)  # fmt: skip
+    try:
+        if point == "server-start":  # the temporary Prefect server is starting, no flow yet
+            _wait(lambda: any("uvicorn" in _cmdline(p) for p in child_pids(proc.pid)) or proc.poll() is not None)
+        else:  # the first AOI is committed (repository creation, identity, first import)
+            _wait(lambda: _snapshots(store) >= 3 or proc.poll() is not None)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        children = child_pids(proc.pid)
+        assert children, "the run has its temporary server as a child"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(1.0)  # a parent-death signal is delivered at once; give the kernel a moment
+    left = [p for p in children if Path(f"/proc/{p}").exists() and "zombie" not in _status(p)]
+    assert not left, f"processes left behind: {[_cmdline(p) for p in left]}"
+    assert proc.returncode == 128 + sig if sig != signal.SIGKILL else proc.returncode == -signal.SIGKILL
+    if sig != signal.SIGKILL:
+        errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert errors == [f"error: interrupted by {sig.name}: stopped; the store keeps its last whole snapshot"], err[-2000:]
+        assert "Traceback" not in err and took < 5.0, f"{took:.1f} s"
+    if store.is_dir():
+        n = _whole(store)
+        assert point != "after-first-commit" or n >= 3  # raw, hr/pan, hr/rgbn of the first AOI
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
