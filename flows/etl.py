@@ -61,7 +61,7 @@ def etl(
         for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
             assert stage in AOI_STAGES
             fut = stage_task.submit(
-                stage, aoi, store, spec.data, params, skip_errors=spec.skip_bad,
+                stage, aoi, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
                 announce=announce and stage == "import", wait_for=[done[d] for d in deps if d in done],
             )
             done[name] = fut
@@ -77,7 +77,7 @@ def etl(
     snapshot = repo.snapshot_id()
     create_markdown_artifact(
         etl_markdown(records, store_uri=store.uri, branch=store.branch, snapshot=snapshot),
-        key="etl-report",
+        key=f"etl-report-{repo.store_id[:12]}",  # one report per store
         description="ETL run: AOIs, revisits, cloud fractions, selected dates",
     )
     _raise_failures(records, skip_bad=spec.skip_bad)

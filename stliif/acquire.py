@@ -22,8 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,17 +221,35 @@ def search(spec: AcquireSpec, *, role: str = S2_L2A) -> SearchResult:
     found: dict[str, list[pystac.Item]] = {}
     errors: dict[str, str] = {}
     transient = True
-    with ThreadPoolExecutor(max_workers=len(providers)) as pool:
-        futures = {p.name: pool.submit(_search_one, p, area, spec, role) for p in providers}
-        for name, fut in futures.items():
-            try:
-                found[name] = fut.result()
-            except InvalidInputError:
-                raise
-            except StliifError as err:
-                errors[name] = str(err)
-                transient = transient and isinstance(err, TransientDataAccessError)
-                log.warning("provider %s failed: %s", name, err)
+    # One daemon thread per provider, waited for until the request's deadline: a provider that
+    # has not answered by then (a dead host retried with backoff, a stall) is recorded as
+    # failed, and its thread cannot hold the process up once the run ends.
+    outcomes: dict[str, list[pystac.Item] | BaseException] = {}
+
+    def ask(p: Provider) -> None:
+        try:
+            outcomes[p.name] = _search_one(p, area, spec, role)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller below
+            outcomes[p.name] = err
+
+    threads = {p.name: threading.Thread(target=ask, args=(p,), daemon=True, name=f"search-{p.name}") for p in providers}
+    for t in threads.values():
+        t.start()
+    end = time.monotonic() + spec.deadline
+    for name, t in threads.items():
+        t.join(max(0.0, end - time.monotonic()))
+        late = TransientDataAccessError(f"{name}: no answer within the deadline of {spec.deadline:g} s")
+        outcome = late if t.is_alive() else outcomes[name]
+        if isinstance(outcome, InvalidInputError):
+            raise outcome
+        if isinstance(outcome, StliifError):
+            errors[name] = str(outcome)
+            transient = transient and isinstance(outcome, TransientDataAccessError)
+            log.warning("provider %s failed: %s", name, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            found[name] = outcome
     if errors and not found:
         kind = TransientDataAccessError if transient else DataAccessError
         raise kind("every provider failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))

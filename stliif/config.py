@@ -124,6 +124,7 @@ class AcquireSpec(_Spec):
     dem_asset: str | None = Field(None, description="DEM asset key of a STAC API URL provider.")
     provider_name: str = Field("custom", description="Name recorded for a STAC API URL provider.")
     timeout: float = Field(60.0, gt=0, description="Seconds before a STAC request times out.")
+    deadline: float = Field(20.0, gt=0, description="Seconds a provider has to answer a search, retries included.")
     retries: int = Field(5, ge=0, le=10, description="Retries of transient STAC failures (429, 5xx, timeouts).")
     quicklooks: str | None = Field(
         "stliif-out/acquire", description="Folder of the quicklook PNGs (None: none written)."
@@ -171,6 +172,7 @@ class ETLSpec(_Spec):
         False, description="Skip AOIs whose files are missing or corrupted, recording why."
     )
     split_seed: int = Field(0, description="Seed of the stratified split and validation carve-out.")
+    force: bool = Field(False, description="Recompute and commit the selected stages even when up to date.")
 
 
 class RenderSpec(_Spec):

@@ -229,8 +229,10 @@ def run_stage(
     params: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     skip_errors: bool = False,
+    force: bool = False,
 ) -> StageResult:
-    """Run one stage for one AOI: compute and commit its outputs unless they are up to date.
+    """Run one stage for one AOI: compute and commit its outputs unless they are up to date
+    (``force``: compute and commit them anyway, under the same run key).
 
     Nothing usable (:class:`NoDataError`: a missing input, no clear revisit, ...) gives a
     ``skipped`` result with the reason; so does a missing or corrupted source
@@ -244,7 +246,7 @@ def run_stage(
         inputs = spec.inputs(store, data, aoi, p)
         key = run_key(stage, {"aoi": aoi, **p}, inputs)
         outputs = spec.outputs(aoi, p)
-        if all(store.version(o) == key for o in outputs):
+        if not force and all(store.version(o) == key for o in outputs):
             return StageResult(stage, aoi, "unchanged", key, store.snapshot_id(), tuple(outputs))
         artifacts = spec.compute(store, data, aoi, p)
     except (DataAccessError, NoDataError) as err:
@@ -254,7 +256,7 @@ def run_stage(
         return StageResult(stage, aoi, "skipped", reason=str(err))
     result = store.commit(
         artifacts, stage=stage, params={"aoi": aoi, **p}, inputs=inputs, run_id=run_id,
-        message=f"{stage} {aoi}",
+        message=f"{stage} {aoi}", force=force,
     )
     return StageResult(
         stage, aoi, "committed" if result.created else "unchanged", result.run_key,
@@ -281,24 +283,28 @@ def run_split(
     is unless the store's set of AOIs changed. ``skipped`` when the store has no such AOI.
 
     Strata are the AOIs' IPCC land-cover label where known, else their source family
-    (the name before the first '-' or '_').
+    (the name before the first '-' or '_'). Two runs importing different AOIs at once cannot
+    leave a split of fewer AOIs than the store holds: after its commit a run checks the store's
+    AOIs again, and writes the split anew if they changed meanwhile.
     """
-    aois = sorted(split_aois(store))
-    if not aois:
-        return StageResult("split", None, "skipped", reason="no AOI with HR targets (raw/<aoi> and hr/<aoi>/rgbn) in the store")
-    strata = {}
-    for aoi in aois:
-        attrs = store.read(f"raw/{aoi}").attrs
-        strata[aoi] = str(attrs.get("IPCC") or aoi.split("-")[0].split("_")[0])
-    manifests: Artifacts = {"splits/stratified": stratified_split(aois, strata, seed=seed).to_dict()}
-    try:
-        manifests["splits/paper"] = paper_split(aois, n_val=n_val, seed=seed).to_dict()
-    except InvalidInputError as err:
-        log.info("no paper split: %s", err)
-    params = {"aois": aois, "strata": strata, "seed": seed, "n_val": n_val}
-    result = store.commit(manifests, stage="split", params=params, run_id=run_id, message="split")
+    created = False
+    for _ in range(5):
+        aois = sorted(split_aois(store))
+        if not aois:
+            return StageResult("split", None, "skipped", reason="no AOI with HR targets (raw/<aoi> and hr/<aoi>/rgbn) in the store")
+        strata = {a: str(store.read(f"raw/{a}").attrs.get("IPCC") or a.split("-")[0].split("_")[0]) for a in aois}
+        manifests: Artifacts = {"splits/stratified": stratified_split(aois, strata, seed=seed).to_dict()}
+        try:
+            manifests["splits/paper"] = paper_split(aois, n_val=n_val, seed=seed).to_dict()
+        except InvalidInputError as err:
+            log.info("no paper split: %s", err)
+        params = {"aois": aois, "strata": strata, "seed": seed, "n_val": n_val}
+        result = store.commit(manifests, stage="split", params=params, run_id=run_id, message="split")
+        created = created or result.created
+        if sorted(split_aois(store)) == aois:
+            break
     return StageResult(
-        "split", None, "committed" if result.created else "unchanged", result.run_key,
+        "split", None, "committed" if created else "unchanged", result.run_key,
         result.snapshot_id, result.artifacts,
         summary={k.split("/")[1]: {p: len(v[p]) for p in ("train", "val", "test")} for k, v in manifests.items()},  # type: ignore[index]
     )

@@ -323,19 +323,20 @@ class ArtifactStore:
         inputs: Mapping[str, str] | None = None,
         run_id: str | None = None,
         message: str | None = None,
+        force: bool = False,
     ) -> CommitResult:
         """Write ``artifacts`` (path -> Dataset or JSON document) and commit them once.
 
         The run key is derived from ``stage``, ``params`` and ``inputs`` (input artifact path ->
         version). When every artifact already carries that key, nothing is written and the
-        current snapshot is returned with ``created=False``.
+        current snapshot is returned with ``created=False`` (unless ``force``).
         """
         paths = tuple(validate_artifact_path(p) for p in artifacts)
         inputs = dict(inputs or {})
         key = run_key(stage, params, inputs)
         branch = self.spec.branch
         with self._locked():
-            if all(self.version(p, ref=branch) == key for p in paths):
+            if not force and all(self.version(p, ref=branch) == key for p in paths):
                 return CommitResult(self.snapshot_id(branch), key, False, paths)
             base = self.snapshot_id(branch)
             session = self.repo.writable_session(branch)

@@ -38,6 +38,7 @@ def acquire(
     dem_collection: Annotated[str | None, typer.Option("--dem-collection", help="DEM collection id (STAC API URL providers).")] = None,
     dem_asset: Annotated[str | None, typer.Option("--dem-asset", help="DEM asset key (STAC API URL providers).")] = None,
     quicklooks: Annotated[Path, typer.Option(help="Folder of the quicklook PNGs.")] = Path("stliif-out/acquire"),
+    deadline: Annotated[float, typer.Option("--deadline", help="Seconds each provider has to answer, retries included.")] = 20.0,
     export_cog: Annotated[list[str] | None, typer.Option("--export-cog", help="Also write this date as a COG (repeatable).")] = None,
     store: Annotated[str | None, typer.Option(help="Store [default: $STLIIF_STORE or ./stliif-store]")] = None,
     endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint of the store.")] = None,
@@ -47,7 +48,7 @@ def acquire(
         aoi=aoi, start=start, end=end, bbox=parse_floats(bbox, 4, "--bbox"), polygon=polygon,
         bands=[b.strip() for b in bands.split(",") if b.strip()], max_cloud=max_cloud, min_clear=min_clear,
         max_items=max_items, crs=crs, resolution=resolution, dem=dem, max_mb=max_mb, collection=collection,
-        dem_collection=dem_collection, dem_asset=dem_asset, quicklooks=str(quicklooks),
+        dem_collection=dem_collection, dem_asset=dem_asset, quicklooks=str(quicklooks), deadline=deadline,
     )
     if provider:
         fields["providers"] = provider

@@ -65,6 +65,7 @@ def etl(
     mode: Annotated[list[str] | None, typer.Option("--mode", help="paper and/or clean; both by default.")] = None,
     k: Annotated[int, typer.Option(help="Revisits per temporal subset.")] = 5,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip AOIs with missing/corrupted files, recording why.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute and commit the selected stages even when up to date.")] = False,
     branch: BranchOpt = "main",
     endpoint_url: EndpointOpt = None,
     dask: Annotated[
@@ -73,7 +74,7 @@ def etl(
     ] = None,
 ) -> None:
     """Import WorldStrat and build the versioned, analysis-ready artifacts (Prefect flow `etl`)."""
-    fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad}
+    fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad, "force": force}
     if aoi:
         fields["aois"] = aoi
     if stage:

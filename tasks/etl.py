@@ -17,6 +17,8 @@ from tasks.common import open_store, retry_transient
 def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
     """The stage's key in the open store (:func:`stliif.stages.stage_key`): ``None``, so no cache
     lookup, unless the store already holds the outputs; a bad input is left to the run to report."""
+    if p.get("force"):
+        return None
     try:
         key = stage_key(open_store(p["store"]), p["stage"], p["aoi"], data=p["data"], params=p.get("params"))
     except StliifError:
@@ -24,8 +26,16 @@ def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
     return None if key is None else f"{p['stage']}-{p['aoi']}-{key}"  # a plain name: result storage uses it as a path
 
 
+def _run_name() -> str:
+    """``<stage>[-<mode>]-<aoi>``: ``subset-paper-Landcover-14956`` tells the modes apart in the UI."""
+    from prefect.runtime import task_run
+
+    p = task_run.parameters
+    return "-".join(str(x) for x in (p["stage"], (p.get("params") or {}).get("mode"), p["aoi"]) if x)
+
+
 @task(
-    task_run_name="{stage}-{aoi}",
+    task_run_name=_run_name,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_transient,
@@ -40,15 +50,22 @@ def stage_task(
     params: dict[str, Any] | None = None,
     skip_errors: bool = False,
     announce: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run ``stage`` for ``aoi`` (see :func:`stliif.stages.run_stage`); returns a small record.
+    """Run ``stage`` for ``aoi`` (see :func:`stliif.stages.run_stage`); returns a small record,
+    and logs one line of what happened (status, artifacts, run key, reason).
 
     With ``announce``, a commit of new data emits ``stliif.artifact.committed``."""
+    from prefect import get_run_logger
     from prefect.runtime import flow_run
 
     result = run_stage(
         open_store(store), stage, aoi, data=data, params=params,
-        run_id=str(flow_run.id or ""), skip_errors=skip_errors,
+        run_id=str(flow_run.id or ""), skip_errors=skip_errors, force=force,
+    )
+    get_run_logger().info(
+        "%s %s: %s (run key %s)%s", result.status, aoi, ", ".join(result.artifacts) or "-",
+        result.run_key or "-", f": {result.reason}" if result.reason else "",
     )
     if announce and result.status == "committed":
         announce_commit(store, result.to_dict())

@@ -36,6 +36,6 @@ def publish_render_task(record: dict[str, Any]) -> str:
         image = embed_image(p) if p.suffix in (".png", ".gif") else None
         if image:
             lines.append(image)
-    key = "render-" + "".join(c if c.isalnum() else "-" for c in record["path"].lower())
+    key = "".join(c if c.isalnum() else "-" for c in record["path"].lower())  # render/<aoi>/... -> render-<aoi>-...
     create_markdown_artifact("\n".join(lines), key=key[:100], description=f"Render {record['path']}")
     return key

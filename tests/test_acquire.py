@@ -255,3 +255,17 @@ def test_planetary_computer_assets_are_signed_at_read_time_only() -> None:
     assert signer is planetary_computer.sign_url
     assert signer("https://example.org/a.tif") == "https://example.org/a.tif"
     assert _patch_url(get_provider("earth-search")) is None
+
+
+def test_a_dead_provider_answers_within_the_deadline(stac_api: dict[str, Any]) -> None:
+    """A dead host retried with backoff would take minutes (10 retries); the deadline ends it."""
+    import time
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(DataAccessError, match=r"every provider failed: .*no answer within the deadline of 1.5 s"):
+        search(_spec(stac_api, providers=[dead], retries=10, deadline=1.5))
+    assert time.monotonic() - start < 5
+    # a live provider beside it still answers, and the dead one is recorded
+    found = search(_spec(stac_api, providers=[stac_api["url"], dead], provider_name="local", retries=10, deadline=8))
+    assert found.items and "no answer within the deadline" in found.errors["local-2"]

@@ -132,3 +132,35 @@ def test_store_locations_refused_before_touching_them(tmp_path: Path) -> None:
         check_location(StoreSpec(uri="s3://"))
     with pytest.raises(InvalidInputError, match="unsupported store uri"):
         check_location(StoreSpec(uri="gs://bucket/x"))
+
+
+@pytest.mark.integration
+def test_read_only_store_refused_before_any_file_is_written(world: dict[str, str], tmp_path: Path) -> None:
+    """A store the user cannot write: one line, and render writes no file to --out."""
+    import shutil
+    import stat
+
+    store, out = tmp_path / "store", tmp_path / "out"
+    shutil.copytree(world["store"], store)
+    out.mkdir()
+    folders = [store, *(p for p in store.rglob("*") if p.is_dir())]
+    # root writes through permission bits: make the folders immutable instead (chattr +i)
+    root = os.geteuid() == 0
+    if root:
+        subprocess.run(["chattr", "+i", *map(str, folders)], check=True)
+    else:
+        for p in folders:
+            p.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        for args in (["render", *R.split(), "--model", "median", "--out", str(out)], ["etl", "--stage", "mask"]):
+            res = subprocess.run([str(STLIIF), *args, "--store", str(store)], capture_output=True, text=True,
+                                 timeout=120, env=_env(str(tmp_path)), cwd=str(tmp_path))  # fmt: skip
+            lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+            assert res.returncode == 2 and len(lines) == 1 and "is not writable" in lines[0], res.stderr[-1500:]
+        assert list(out.iterdir()) == []
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", *map(str, folders)], check=True)
+        else:
+            for p in folders:
+                p.chmod(0o755)

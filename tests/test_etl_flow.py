@@ -106,7 +106,7 @@ def test_bad_aoi_skipped_with_reason_when_asked(small_dataset: Path, tmp_path: P
     store = ArtifactStore.open(StoreSpec(uri=str(tmp_path / "store")))
     assert store.read_json("splits/stratified")["train"] + store.read_json("splits/stratified")["val"] + \
         store.read_json("splits/stratified")["test"] == ["Amnesty_POI-13-1-1"]
-    report = Artifact.get("etl-report")
+    report = Artifact.get(f"etl-report-{ArtifactStore.open(StoreSpec(uri=str(tmp_path / 'store'))).store_id[:12]}")
     assert report is not None and "Skipped" in str(report.data) and "Landcover-14956" in str(report.data)
 
 

@@ -142,3 +142,68 @@ def test_missing_metadata_named_as_on_disk(worldstrat: Path, tmp_path: Path) -> 
     (root / "lr_dataset/Amnesty_POI-8-1-1/L2A/Amnesty POI-8-1-1-1.metadata").unlink()
     with pytest.raises(DataAccessError, match="Amnesty POI-8-1-1-1.metadata"):
         find_aoi_files(root, "Amnesty_POI-8-1-1")
+
+
+def test_force_recomputes_and_every_stage_run_says_what_it_did(
+    small_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.etl import etl
+
+    logger = logging.getLogger("prefect.task_runs")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    try:
+        spec = StoreSpec(uri=str(tmp_path / "st"))
+        run = ETLSpec(data=str(small_dataset), aois=AOIS[1:], stages=["import", "mask", "subset"], modes=["paper"])
+        etl(run, spec)
+        store = ArtifactStore.open(spec)
+        n = len(store.log())
+        caplog.clear()
+        state = etl(run.model_copy(update={"force": True}), spec, stages=["mask"], return_state=True)
+        forced = state.result()
+        assert [r["status"] for r in forced["records"]] == ["committed"] and len(store.log()) == n + 1
+        lines = [r.getMessage() for r in caplog.records if r.name == "prefect.task_runs"]
+        key = forced["records"][0]["run_key"]
+        assert any(ln == f"committed {AOIS[1]}: mask/{AOIS[1]} (run key {key})" for ln in lines), lines
+        # task runs are named with their mode
+        with get_client(sync_client=True) as client:
+            first = etl(run, spec, return_state=True)
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.state_details.flow_run_id])))
+        assert {r.name for r in runs} >= {f"import-{AOIS[1]}", f"subset-paper-{AOIS[1]}"}
+        assert [r["status"] for r in first.result()["records"]] == ["unchanged"] * 3
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+
+
+def test_a_split_racing_an_import_ends_with_every_aoi(small_dataset: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run A reads the store's AOIs, run B imports another AOI and writes its split, then A
+    commits: A's stale split would be the last word, so A checks again and writes it anew."""
+    from stliif.stages import run_split, run_stage
+
+    store = ArtifactStore.open(str(tmp_path / "st"))
+    run_stage(store, "import", AOIS[0], data=small_dataset)
+    commit = store.commit
+    raced = []
+
+    def commit_after_a_rival(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not raced:  # the rival (run B) commits between A's read of the AOIs and A's commit
+            raced.append(True)
+            run_stage(store, "import", AOIS[1], data=small_dataset)
+            monkeypatch.setattr(store, "commit", commit)
+            run_split(store)
+            monkeypatch.setattr(store, "commit", commit_after_a_rival)
+        return commit(*args, **kwargs)
+
+    monkeypatch.setattr(store, "commit", commit_after_a_rival)
+    result = run_split(store)
+    split = store.read_json("splits/stratified")
+    assert raced and result.status == "committed"
+    assert sorted(split["train"] + split["val"] + split["test"]) == AOIS
