@@ -55,7 +55,7 @@ def acquire(
     spec = build_spec(AcquireSpec, fields, "acquisition request")
     for d in export_cog or []:
         TimeRange.from_like((d, d))
-    st = store_spec(store, endpoint_url=endpoint_url, write=True)
+    st = store_spec(store, endpoint_url=endpoint_url, write=True, create=True)
     from stliif.acquire import check_acquire
 
     check_acquire(spec)

@@ -82,7 +82,7 @@ def etl(
     if mode:
         fields["modes"] = mode
     spec = build_spec(ETLSpec, fields, "ETL request")
-    st = store_spec(store, branch, endpoint_url, write=True)
+    st = store_spec(store, branch, endpoint_url, write=True, create="import" in spec.stages)
     from stliif.sources.worldstrat import list_aois, resolve_aois
     from stliif.stages import store_aois
     from stliif.store import ArtifactStore
@@ -157,19 +157,20 @@ def pipeline(
 ) -> None:
     """ETL, then evaluation of the checkpoint of record on protocol C, then renders (Prefect flow `pipeline`)."""
     from stliif.config import PipelineSpec
-    from stliif.sources.worldstrat import resolve_aois
 
     etl_spec = build_spec(ETLSpec, {"data": str(data or default_data_root())}, "ETL request")
-    aois = resolve_aois(etl_spec.data, None)  # refuse bad input before a flow run starts
     spec = build_spec(PipelineSpec, {"etl": etl_spec, "evaluate": evaluate, "ssim": ssim, "render_aois": render_aoi,
                                      **({"model": model} if model else {})}, "pipeline request")  # fmt: skip
+    st = store_spec(store, branch, endpoint_url, write=True, create=True)
     from stliif.protocols import model_name
+    from stliif.sources.worldstrat import resolve_aois
 
+    aois = resolve_aois(etl_spec.data, None)  # refuse bad input before a flow run starts
     model_name(spec.model)
     unknown = sorted(set(render_aoi or []) - set(aois))
     if unknown:
         raise InvalidInputError(f"--render-aoi {', '.join(unknown)}: not an AOI of {etl_spec.data}")
-    out = run_flow(flow_module("pipeline").pipeline, spec, store_spec(store, branch, endpoint_url, write=True))
+    out = run_flow(flow_module("pipeline").pipeline, spec, st)
     console.print(f"etl: {_status_counts(out['etl']['records'])}")
     if "evaluate" in out:
         ev = out["evaluate"]

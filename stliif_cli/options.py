@@ -74,11 +74,13 @@ def parse_floats(text: str | None, n: int, opt: str) -> tuple[float, ...] | None
 
 
 def store_spec(
-    store: str | None, branch: str = "main", endpoint_url: str | None = None, *, write: bool = False,
+    store: str | None, branch: str = "main", endpoint_url: str | None = None, *,
+    write: bool = False, create: bool = False,
 ) -> StoreSpec:
     """The store of ``--store`` (default ``$STLIIF_STORE`` or ``./stliif-store``), a local folder
     made absolute (runs and events started from it may run elsewhere), its location checked
-    (:func:`stliif.store.check_location`; ``write``: a command that commits, and may create it)."""
+    (:func:`stliif.location.check_location`; ``write``: a command that commits; ``create``: one
+    that may create the store)."""
     uri = store or default_store_uri()
     if "://" not in uri:
         uri = str(Path(uri).expanduser().resolve())
@@ -86,7 +88,7 @@ def store_spec(
                                   "allow_http": bool(endpoint_url and endpoint_url.startswith("http://"))}, "store")  # fmt: skip
     from stliif.location import check_location
 
-    check_location(spec, create=write, write=write)
+    check_location(spec, create=create, write=write)
     return spec
 
 
