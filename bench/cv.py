@@ -37,7 +37,8 @@ from stliif.config import default_data_root  # noqa: E402
 from stliif.evaluate import load_paper_samples, paired_deltas, paper_train_aois, score_image  # noqa: E402
 from stliif.models.baselines import ColourMap, median_bicubic  # noqa: E402
 from stliif.models.calibration import Calibration, fit_offset  # noqa: E402
-from stliif.train import CPU_MODEL, ModelPredictor, TrainSpec, train  # noqa: E402
+from stliif.models.inference import ModelPredictor  # noqa: E402
+from stliif.train import CPU_MODEL, TrainSpec, train  # noqa: E402
 
 SCALES = {"x2": 314, "x4": 628, "x6": 1054}
 GRID = [(w, mode) for w in (0.0, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0) for mode in ("none", "add", "mul")]

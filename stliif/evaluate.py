@@ -27,6 +27,7 @@ from stliif.errors import DataAccessError, InvalidInputError, ModelError
 from stliif.metrics import mse as _mse
 from stliif.metrics import ssim as _ssim
 from stliif.models.baselines import Predictor, resize, to_uint8
+from stliif.preprocess.split import PAPER_TEST_AOIS
 
 __all__ = [
     "PAPER_HR_SIZE",
@@ -46,19 +47,6 @@ __all__ = [
     "score_image",
 ]
 
-PAPER_TEST_AOIS: tuple[str, ...] = (
-    "Amnesty_POI-13-1-1",
-    "Landcover-31746",
-    "Landcover-769356",
-    "Landcover-769486",
-    "Landcover-771536",
-    "Landcover-1865521",
-    "UNHCR-7977",
-    "UNHCR-NERs009694",
-    "UNHCR-NGAs036019",
-    "UNHCR-THAs001547",
-)
-"""The study's 10 test AOIs (data README); the other 21 AOIs of ``lr_dataset`` are for training."""
 
 PAPER_SCALES: dict[str, int] = {"x2": 314, "x4": 628, "x6": 1054}
 """Scale name -> side of the square output and target (x6 is really 1054/157 = 6.71x)."""

@@ -52,7 +52,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,80 +74,46 @@ from stliif.evaluate import (
     paired_deltas,
     paper_train_aois,
 )
-from stliif.models.baselines import (
-    ColourMap,
-    DateLike,
-    Predictor,
-    blend_in_time,
-    median_bicubic,
-    per_frame_bicubic,
-    resize,
-    temporal_linear,
-    to_uint8,
+from stliif.models.baselines import ColourMap, Predictor, resize, to_uint8
+from stliif.models.predictor import (
+    _PEAK,
+    BASELINE_NAMES,
+    check_protocol,
+    get_predictor,
+    model_name,
+    reflectance_to_uint8,
 )
 from stliif.names import validate_name
 from stliif.store import ArtifactStore, run_key
 
 __all__ = [
-    "BASELINE_NAMES",
     "CLEAN_CPSNR_SHIFT",
     "CLEAN_METRICS",
     "CLEAN_REFLECTANCE_RANGE",
     "DEFINITIONS",
     "DELTA_METRICS",
     "PAPER_METRICS",
-    "PROTOCOLS",
     "ProtocolName",
     "CleanSample",
     "EvalResult",
     "Evaluation",
     "EvaluationRun",
     "PredictionEvent",
-    "clean_median_bicubic",
-    "clean_median_colour_bicubic",
-    "clean_per_frame_bicubic",
-    "clean_temporal_linear",
     "evaluate_clean",
     "evaluate_protocol",
     "evaluation_key",
     "evaluation_plan",
     "fit_colour_map_clean",
     "fit_colour_map_paper",
-    "get_predictor",
     "load_clean_sample",
     "match_target",
     "metrics_path",
-    "model_name",
-    "reflectance_to_uint8",
-    "register_checkpoint_loader",
     "run_evaluation",
     "save_prediction",
     "score_clean",
-    "uint8_adapter",
-    "uint8_scale",
 ]
 
 ProtocolName = Literal["paper", "clean"]
-PROTOCOLS: tuple[str, ...] = ("paper", "clean")
-BASELINE_NAMES: tuple[str, ...] = ("bicubic", "median", "median-colour", "linear")
-"""Registry keys of the four baselines every report includes (kebab-case)."""
-
-_ALIASES = {
-    "bicubic": "bicubic",
-    "per-frame-bicubic": "bicubic",
-    "per_frame_bicubic": "bicubic",
-    "median": "median",
-    "median-bicubic": "median",
-    "median_bicubic": "median",
-    "median-colour": "median-colour",
-    "median-color": "median-colour",
-    "median_colour": "median-colour",
-    "median_colour_bicubic": "median-colour",
-    "linear": "linear",
-    "temporal-linear": "linear",
-    "temporal_linear": "linear",
-}
-
 PAPER_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 CLEAN_METRICS: tuple[str, ...] = (
     "mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl",
@@ -164,7 +130,6 @@ CLEAN_REFLECTANCE_RANGE = 1.0
 """``data_range`` of the reflectance-level PSNR, SSIM and cPSNR of protocol C."""
 CLEAN_CPSNR_SHIFT = 2
 """Largest integer shift (px of the output grid) searched by protocol C's cPSNR."""
-_PEAK = 255.0
 _SSIM_PAD = 5
 
 DEFINITIONS: dict[str, str] = {
@@ -411,249 +376,6 @@ class PredictionEvent:
 
 
 OnPrediction = Callable[[PredictionEvent], None]
-
-
-# ----------------------------------------------------------------------------- model registry
-
-CheckpointLoader = Callable[[Path, str], Predictor | None]
-"""``loader(path, protocol) -> predictor`` or ``None`` when the file is not its kind."""
-_CHECKPOINT_LOADERS: list[CheckpointLoader] = []
-
-
-def register_checkpoint_loader(loader: CheckpointLoader) -> None:
-    """Teach :func:`get_predictor` to load checkpoints (called by the model code).
-
-    The loader gets the checkpoint path and the protocol and returns a predictor, or ``None``
-    when the file is not a checkpoint it knows. For protocol C the predictor receives float32
-    reflectance frames and returns reflectance; :func:`uint8_adapter` turns a uint8 predictor
-    into one.
-    """
-    if loader not in _CHECKPOINT_LOADERS:
-        _CHECKPOINT_LOADERS.append(loader)
-
-
-def _stliif_checkpoint(path: Path, protocol: str) -> Predictor | None:
-    """stliif's own checkpoints (a ``.pt`` file, or a run folder's ``best.pt``)."""
-    from stliif.train import ModelPredictor  # torch is imported only when a model is evaluated
-
-    file = path / "best.pt" if path.is_dir() else path
-    pred = ModelPredictor.from_checkpoint(file)
-    pred.__name__ = model_name(path)
-    if protocol == "paper":
-        return pred
-    if pred.calibration is not None:  # the offset was fitted on P's targets; C's are not P's files
-        pred.calibration = replace(pred.calibration, offset=(0.0, 0.0))
-    return uint8_adapter(pred)
-
-
-def _check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise InvalidInputError(f"unknown protocol {protocol!r}: use one of {list(PROTOCOLS)}")
-    return protocol
-
-
-def model_name(name_or_path: str | Path) -> str:
-    """Canonical name of a model: a baseline's registry key or a checkpoint file's stem.
-
-    Raises:
-        InvalidInputError: Neither a baseline name nor an existing file.
-    """
-    text = str(name_or_path).strip()
-    key = text.lower()
-    if key in _ALIASES:
-        return _ALIASES[key]
-    path = Path(text).expanduser()
-    if path.is_file():
-        return validate_name(path.stem, what="checkpoint name")
-    if (path / "best.pt").is_file():
-        return validate_name(path.name, what="checkpoint name")
-    raise InvalidInputError(
-        f"no such model {text!r}: use one of {', '.join(BASELINE_NAMES)}, the path of an "
-        "existing checkpoint file or a run folder holding best.pt"
-    )
-
-
-def get_predictor(
-    name_or_path: str | Path,
-    *,
-    protocol: str = "paper",
-    colour_map: ColourMap | None = None,
-) -> Predictor:
-    """The predictor of a baseline name or a checkpoint path, for ``protocol``.
-
-    Baselines (:data:`BASELINE_NAMES`; Python names such as ``median_bicubic`` also work):
-    ``bicubic`` (each frame upsampled alone; a ``(T, S, S, 3)`` stack scored per frame),
-    ``median`` (temporal median, then bicubic), ``median-colour`` (temporal median, affine colour
-    map, bicubic; needs ``colour_map``), ``linear`` (linear in time between the two frames
-    around the target date, then bicubic). For P they take uint8 frames
-    (:mod:`stliif.models.baselines`); for C float32 reflectance (resampled in Pillow float mode).
-
-    Args:
-        name_or_path: Registry key or checkpoint path.
-        protocol: ``"paper"`` or ``"clean"``.
-        colour_map: Fitted map for ``median-colour`` (:func:`fit_colour_map_paper` /
-            :func:`fit_colour_map_clean`, on training AOIs only).
-
-    Raises:
-        InvalidInputError: Unknown model, missing colour map, or a checkpoint that no
-            registered loader can read.
-    """
-    _check_protocol(protocol)
-    name = model_name(name_or_path)
-    if name not in BASELINE_NAMES:
-        path = Path(str(name_or_path)).expanduser()
-        for loader in [*_CHECKPOINT_LOADERS, _stliif_checkpoint]:
-            pred = loader(path, protocol)
-            if pred is not None:
-                return pred
-        raise InvalidInputError(f"{path}: not a checkpoint that stliif or a registered loader can read")
-    if name == "median-colour":
-        if colour_map is None:
-            raise InvalidInputError(
-                "median-colour needs a colour map fitted on the training AOIs "
-                "(fit_colour_map_paper or fit_colour_map_clean)"
-            )
-        return colour_map.predictor() if protocol == "paper" else _bind_colour(colour_map)
-    table: dict[str, Predictor] = (
-        {"bicubic": per_frame_bicubic, "median": median_bicubic, "linear": temporal_linear}
-        if protocol == "paper"
-        else {"bicubic": clean_per_frame_bicubic, "median": clean_median_bicubic,
-              "linear": clean_temporal_linear}
-    )  # fmt: skip
-    return table[name]
-
-
-# ------------------------------------------------------------------ reflectance-level baselines
-
-
-def _check_float_frames(frames: np.ndarray) -> np.ndarray:
-    f = np.asarray(frames)
-    if f.ndim != 4 or f.shape[0] < 1 or f.shape[-1] < 1 or min(f.shape[1:3]) < 1:
-        raise InvalidInputError(f"frames must be a (T, H, W, C) stack with T >= 1, got {f.shape}")
-    if not np.issubdtype(f.dtype, np.floating):
-        raise InvalidInputError(f"protocol C frames are float reflectance, got {f.dtype}")
-    if not np.all(np.isfinite(f)):
-        raise InvalidInputError("frames must be finite (gap-filled)")
-    return f.astype(np.float32, copy=False)
-
-
-def clean_per_frame_bicubic(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """Every reflectance frame upsampled alone (Pillow bicubic, float): ``(T, S, S, C)`` float32."""
-    return np.stack([resize(f, size) for f in _check_float_frames(frames)])
-
-
-def clean_median_bicubic(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """Per-pixel temporal median of reflectance frames, then Pillow bicubic: ``(S, S, C)`` float32."""
-    med = np.median(_check_float_frames(frames), axis=0)
-    return resize(med.astype(np.float32), size)
-
-
-def clean_median_colour_bicubic(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    colour_map: ColourMap,
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """Temporal median, affine colour map on the LR grid, Pillow bicubic: ``(S, S, C)`` float32."""
-    med = np.median(_check_float_frames(frames), axis=0)
-    return resize(colour_map.apply(med).astype(np.float32), size)
-
-
-def _bind_colour(colour_map: ColourMap) -> Predictor:
-    def median_colour(
-        frames: np.ndarray,
-        *,
-        size: int | tuple[int, int],
-        dates: Sequence[DateLike] | None = None,
-        target_date: DateLike | None = None,
-    ) -> np.ndarray:
-        return clean_median_colour_bicubic(frames, size=size, colour_map=colour_map)
-
-    return median_colour
-
-
-def clean_temporal_linear(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """:func:`stliif.models.baselines.temporal_linear` on reflectance: same rule, float output.
-
-    Frames sharing a date are averaged; the two dates around ``target_date`` are blended
-    linearly; outside the date range the nearest end frame is used; Pillow bicubic (float).
-
-    Returns:
-        ``(S, S, C)`` float32.
-    """
-    image = blend_in_time(_check_float_frames(frames), dates, target_date)
-    return resize(image.astype(np.float32), size)
-
-
-def uint8_scale(frames: np.ndarray) -> float:
-    """Protocol C's per-AOI uint8 scale from the inputs alone: max of their temporal median.
-
-    For gap-filled frames the per-pixel median equals the composite, so this is the maximum of
-    the composite over its valid pixels and bands (``CleanSample.uint8_scale``).
-    """
-    med = np.median(_check_float_frames(frames), axis=0)
-    top = float(med.max())
-    if not top > 0:
-        raise NoDataError("frames have no positive reflectance: no uint8 scale")
-    return top
-
-
-def reflectance_to_uint8(image: np.ndarray, scale: float) -> np.ndarray:
-    """``round_half_even(clip(255 * x / scale, 0, 255))`` as uint8 (NaN -> 0), any shape."""
-    if not (math.isfinite(scale) and scale > 0):
-        raise InvalidInputError(f"uint8 scale must be a positive number, got {scale!r}")
-    x = np.asarray(image, dtype=np.float64) * (_PEAK / scale)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        x[bad] = 0.0
-    np.rint(x, out=x)
-    np.clip(x, 0, 255, out=x)
-    return x.astype(np.uint8)
-
-
-def uint8_adapter(predictor: Predictor) -> Predictor:
-    """Run a uint8 (protocol P style) predictor on protocol C's reflectance frames.
-
-    The frames are converted with :func:`uint8_scale` / :func:`reflectance_to_uint8`, the
-    uint8 output converted back to reflectance with the same scale.
-    """
-
-    def adapted(
-        frames: np.ndarray,
-        *,
-        size: int | tuple[int, int],
-        dates: Sequence[DateLike] | None = None,
-        target_date: DateLike | None = None,
-    ) -> np.ndarray:
-        scale = uint8_scale(frames)
-        out = predictor(
-            reflectance_to_uint8(frames, scale), size=size, dates=dates, target_date=target_date
-        )
-        return to_uint8(np.asarray(out)).astype(np.float32) * np.float32(scale / _PEAK)
-
-    adapted.__name__ = getattr(predictor, "__name__", "adapted")
-    adapted.__wrapped__ = predictor  # type: ignore[attr-defined]
-    return adapted
 
 
 # ------------------------------------------------------------------------------ protocol C data
@@ -1127,7 +849,7 @@ def evaluation_plan(
 
     Cheap (no pixels are read): it decides whether a committed evaluation is up to date.
     """
-    _check_protocol(protocol)
+    check_protocol(protocol)
     name = model_name(model)
     if aois is not None and (isinstance(aois, str) or not aois):
         raise InvalidInputError(f"aois must be a non-empty list of names, got {aois!r}")
@@ -1345,7 +1067,7 @@ def _write_geotiff(path: Path, img: np.ndarray, event: PredictionEvent) -> None:
 
 def metrics_path(model: str | Path, protocol: str) -> str:
     """Store path of a committed evaluation: ``metrics/<model>/<protocol>``."""
-    return f"metrics/{model_name(model)}/{_check_protocol(protocol)}"
+    return f"metrics/{model_name(model)}/{check_protocol(protocol)}"
 
 
 @dataclass(frozen=True)

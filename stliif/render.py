@@ -38,7 +38,7 @@ from affine import Affine
 
 from stliif.cog import write_cog
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
-from stliif.protocols import reflectance_to_uint8, uint8_scale
+from stliif.models.predictor import model_name, reflectance_to_uint8, uint8_scale
 
 __all__ = [
     "RGB_BANDS",
@@ -67,7 +67,7 @@ def load_predictor(model: str | Path | Predictor) -> Predictor:
     """
     if callable(model):
         return model
-    from stliif.protocols import get_predictor
+    from stliif.models.predictor import get_predictor
 
     pred = get_predictor(model, protocol="paper")
     cal = getattr(pred, "calibration", None)
@@ -413,8 +413,6 @@ def model_id(model: str | Path) -> dict[str, str]:
     """What identifies a model in a render's lineage: its name and, for checkpoints, a content hash."""
     import hashlib
 
-    from stliif.protocols import model_name
-
     name = model_name(model)
     p = Path(str(model)).expanduser()
     file = p / "best.pt" if p.is_dir() else p
@@ -516,8 +514,6 @@ def run_render(
         store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
         k=k, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, load=True,
     )  # fmt: skip
-    from stliif.protocols import model_name
-
     source = f"raw/{aoi}"
     if bbox is not None:
         cube = crop_square(cube, bbox=bbox)

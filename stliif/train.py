@@ -35,20 +35,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 import stliif
-from stliif.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint, update_extra
+from stliif.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, update_extra
 from stliif.config import default_data_root
-from stliif.data import TIME_SCALE_DAYS, CropDataset, Scene, Strategy, frame_times
+from stliif.data import TIME_SCALE_DAYS, CropDataset, Scene, Strategy
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
-from stliif.models.baselines import ColourMap, median_bicubic, to_uint8
+from stliif.models.baselines import ColourMap, median_bicubic
 from stliif.models.calibration import Calibration, VMeanMode, fit_offset
-from stliif.models.coords import make_cell, make_coord
-from stliif.models.liif import DEFAULT_CHUNK, default_chunk
+from stliif.models.inference import ModelPredictor
 from stliif.models.registry import make_model, model_spec
 
 __all__ = [
     "CPU_MODEL",
     "GPU_MODEL",
-    "ModelPredictor",
     "TrainResult",
     "TrainSpec",
     "load_run",
@@ -197,105 +195,6 @@ class TrainResult:
 # ----------------------------------------------------------------------------------- predictor
 
 
-class ModelPredictor:
-    """Adapter: a (temporal) LIIF as a protocol-P predictor (:class:`~stliif.models.baselines.Predictor`).
-
-    ``predictor(frames (T, H, W, 3) uint8, *, size, dates=None, target_date=None)`` returns the
-    ``(size, size, 3)`` uint8 rendering. Temporal models get all ``T`` frames with their times
-    (``(date - target_date) / time_scale``; without dates all frames are at 0, without a target
-    date the query is at the midpoint of the first and last dates). Single-image models get the
-    middle frame, or the temporal median with ``frame="median"``.
-
-    Args:
-        model: A :class:`~stliif.models.liif.LIIF` or :class:`~stliif.models.temporal_liif.TemporalLIIF`.
-        time_scale: Days per time unit (as in training).
-        chunk: Queries decoded at once (default: :func:`~stliif.models.liif.default_chunk`).
-        device: Device to run on (default: the model's).
-        frame: Input of single-image models.
-        name: Label in results.
-        calibration: Output calibration from the inputs (:mod:`stliif.models.calibration`),
-            applied before rounding; ``None``: the raw model output.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        time_scale: float = TIME_SCALE_DAYS,
-        chunk: int | None = None,
-        device: str | torch.device | None = None,
-        frame: Literal["middle", "median"] = "middle",
-        name: str | None = None,
-        calibration: Calibration | None = None,
-    ) -> None:
-        self.model = model
-        self.calibration = calibration
-        self.time_scale = float(time_scale)
-        self.device = torch.device(device) if device is not None else _model_device(model)
-        self.chunk = int(chunk) if chunk else default_chunk(self.device)
-        self.frame = frame
-        self.__name__ = name or type(model).__name__
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, *, device: str | torch.device = "cpu", chunk: int | None = None
-    ) -> ModelPredictor:
-        """Load a checkpoint and wrap it (time scale and eval frame from its train spec, the
-        output calibration from ``extra["calibration"]`` when it has one)."""
-        ck = load_checkpoint(path)
-        ts = (ck.train_spec or {}).get("time_scale", TIME_SCALE_DAYS)
-        frame = (ck.train_spec or {}).get("eval_frame", "middle")
-        cal = ck.extra.get("calibration")
-        return cls(load_model(ck, device=device), time_scale=ts, chunk=chunk, device=device,
-                   frame=frame, name=Path(path).stem,
-                   calibration=Calibration.from_dict(cal) if cal else None)  # fmt: skip
-
-    @torch.no_grad()
-    def __call__(
-        self,
-        frames: np.ndarray,
-        *,
-        size: int | tuple[int, int],
-        dates: Sequence[Any] | None = None,
-        target_date: Any | None = None,
-    ) -> np.ndarray:
-        f = np.asarray(frames)
-        if f.ndim != 4 or f.dtype != np.uint8:
-            raise InvalidInputError(f"frames must be (T, H, W, C) uint8, got {f.shape} {f.dtype}")
-        if isinstance(size, int | np.integer):
-            h_out = w_out = int(size)
-        else:
-            h_out, w_out = (int(v) for v in size)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            x = torch.from_numpy(f.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-            x = x.to(self.device)[None]  # (1, T, C, H, W)
-            coord = make_coord((h_out, w_out), device=self.device)[None]
-            cell = make_cell((h_out, w_out), coord.shape[1], device=self.device)[None]
-            if self.calibration is not None and any(self.calibration.offset):
-                dy, dx = self.calibration.offset  # input pixels -> [-1, 1] units of the input
-                coord = coord + torch.tensor([2 * dy / f.shape[1], 2 * dx / f.shape[2]], device=self.device)
-            if getattr(self.model, "temporal", False):
-                times = frame_times(dates, target_date, n=f.shape[0], time_scale=self.time_scale)
-                t = torch.from_numpy(times).to(self.device)[None]
-                lat = self.model.gen_feat(x, t, torch.zeros(1, device=self.device))
-                out = self.model.query_rgb(lat.feat, coord, cell, base=lat.base, chunk=self.chunk)
-            else:
-                if self.frame == "median":
-                    inp = x.quantile(0.5, dim=1)  # numpy's median (mean of the middle two)
-                else:
-                    inp = x[:, f.shape[0] // 2]
-                feat = self.model.gen_feat(inp)
-                out = self.model.query_rgb(feat, coord, cell, base=inp, chunk=self.chunk)
-        finally:
-            self.model.train(was_training)
-        img = out[0].view(h_out, w_out, -1).float().cpu().numpy() * 255.0
-        if self.calibration is not None:
-            img = self.calibration.apply(img, f)
-        return to_uint8(img)
-
-
 def calibrate(
     path: str | Path,
     *,
@@ -351,14 +250,6 @@ def init_colour_map(model: nn.Module, samples: Iterable[Any]) -> None:
     with torch.no_grad():
         colour.weight.copy_(m[:, :c, None, None])
         colour.bias.copy_(m[:, c] / 255.0)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-# ------------------------------------------------------------------------------------ training
 
 
 def _resolve_device(choice: str) -> torch.device:

@@ -171,7 +171,8 @@ def _evaluate(
     report: Path | None, no_ssim: bool, endpoint_url: str | None,
 ) -> None:  # fmt: skip
     from stliif.evaluate import PAPER_SCALES
-    from stliif.protocols import CLEAN_METRICS, PAPER_METRICS, evaluate_protocol, model_name, save_prediction
+    from stliif.models.predictor import model_name
+    from stliif.protocols import CLEAN_METRICS, PAPER_METRICS, evaluate_protocol, save_prediction
 
     name = model_name(model)  # an unknown model fails before any data is read
     unknown = sorted(set(scales or []) - set(PAPER_SCALES))

@@ -162,7 +162,7 @@ def pipeline(
     spec = build_spec(PipelineSpec, {"etl": etl_spec, "evaluate": evaluate, "ssim": ssim, "render_aois": render_aoi,
                                      **({"model": model} if model else {})}, "pipeline request")  # fmt: skip
     st = store_spec(store, branch, endpoint_url, write=True, create=True)
-    from stliif.protocols import model_name
+    from stliif.models.predictor import model_name
     from stliif.sources.worldstrat import resolve_aois
 
     aois = resolve_aois(etl_spec.data, None)  # refuse bad input before a flow run starts

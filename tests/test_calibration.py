@@ -15,7 +15,8 @@ from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
 from stliif.models.baselines import ColourMap, resize, temporal_median
 from stliif.models.calibration import Calibration, fit_offset, match_v_mean
 from stliif.models.registry import make_model
-from stliif.train import ModelPredictor, calibrate
+from stliif.models.inference import ModelPredictor
+from stliif.train import calibrate
 
 TINY = {"name": "temporal-liif", "args": {
     "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 8, "n_resblocks": 1}},
@@ -98,7 +99,7 @@ def test_calibration_refuses_test_aois_and_runs_without_training_aois(worldstrat
 
 def test_renders_keep_the_v_mean_match_but_not_the_blend(tmp_path) -> None:
     from stliif.checkpoint import update_extra
-    from stliif.protocols import get_predictor
+    from stliif.models.predictor import get_predictor
     from stliif.render import load_predictor
 
     path = save_checkpoint(tmp_path / "m.pt", make_model(TINY))

@@ -10,23 +10,18 @@ import pytest
 
 from stliif.errors import CheckpointError, InvalidInputError, NoDataError
 from stliif.metrics import cpsnr, psnr, ssim
-from stliif.models.baselines import median_bicubic, temporal_linear
-from stliif.protocols import (
+from stliif.models.baselines import clean_median_bicubic, clean_temporal_linear, median_bicubic, temporal_linear
+from stliif.models.predictor import (
     BASELINE_NAMES,
-    CLEAN_METRICS,
     PROTOCOLS,
-    clean_median_bicubic,
-    clean_temporal_linear,
-    evaluate_protocol,
     get_predictor,
-    load_clean_sample,
     model_name,
     reflectance_to_uint8,
     register_checkpoint_loader,
-    score_clean,
     uint8_adapter,
     uint8_scale,
 )
+from stliif.protocols import CLEAN_METRICS, evaluate_protocol, load_clean_sample, score_clean
 from stliif.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
@@ -204,13 +199,13 @@ def test_model_registry(tmp_path: Path) -> None:
     def loader(path: Path, protocol: str):
         return median_bicubic if path.suffix == ".pt" else None
 
-    from stliif import protocols
+    from stliif.models import predictor
 
     register_checkpoint_loader(loader)
     try:
         assert get_predictor(ckpt, protocol="paper") is median_bicubic
     finally:
-        protocols._CHECKPOINT_LOADERS.remove(loader)
+        predictor._CHECKPOINT_LOADERS.remove(loader)
 
 
 def test_missing_manifest_and_artifacts_say_what_to_run(tmp_path: Path, store: ArtifactStore) -> None:

@@ -16,7 +16,8 @@ from stliif.errors import CheckpointError, InvalidInputError
 from stliif.evaluate import PAPER_TEST_AOIS, evaluate_paper, load_paper_samples
 from stliif.models.liif import ResidualBase
 from stliif.models.registry import make_model
-from stliif.train import ModelPredictor, TrainSpec, _forward, _same_run, train
+from stliif.models.inference import ModelPredictor
+from stliif.train import TrainSpec, _forward, _same_run, train
 
 torch.set_num_threads(1)
 

@@ -32,6 +32,11 @@ __all__ = [
     "ColourMap",
     "Predictor",
     "blend_in_time",
+    "check_float_frames",
+    "clean_median_bicubic",
+    "clean_median_colour_bicubic",
+    "clean_per_frame_bicubic",
+    "clean_temporal_linear",
     "median_bicubic",
     "median_colour_bicubic",
     "per_frame_bicubic",
@@ -419,3 +424,73 @@ BASELINES: dict[str, Predictor] = {
     "temporal_linear": temporal_linear,
 }
 """Fit-free baselines by name; the colour-mapped one needs :meth:`ColourMap.fit` first."""
+
+
+# ----------------------------------------------- the same baselines on float reflectance (protocol C)
+
+
+def check_float_frames(frames: np.ndarray) -> np.ndarray:
+    """A ``(T, H, W, C)`` stack of finite float reflectance as float32 (protocol C's inputs)."""
+    f = np.asarray(frames)
+    if f.ndim != 4 or f.shape[0] < 1 or f.shape[-1] < 1 or min(f.shape[1:3]) < 1:
+        raise InvalidInputError(f"frames must be a (T, H, W, C) stack with T >= 1, got {f.shape}")
+    if not np.issubdtype(f.dtype, np.floating):
+        raise InvalidInputError(f"protocol C frames are float reflectance, got {f.dtype}")
+    if not np.all(np.isfinite(f)):
+        raise InvalidInputError("frames must be finite (gap-filled)")
+    return f.astype(np.float32, copy=False)
+
+
+def clean_per_frame_bicubic(
+    frames: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    dates: Sequence[DateLike] | None = None,
+    target_date: DateLike | None = None,
+) -> np.ndarray:
+    """Every reflectance frame upsampled alone (Pillow bicubic, float): ``(T, S, S, C)`` float32."""
+    return np.stack([resize(f, size) for f in check_float_frames(frames)])
+
+
+def clean_median_bicubic(
+    frames: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    dates: Sequence[DateLike] | None = None,
+    target_date: DateLike | None = None,
+) -> np.ndarray:
+    """Per-pixel temporal median of reflectance frames, then Pillow bicubic: ``(S, S, C)`` float32."""
+    med = np.median(check_float_frames(frames), axis=0)
+    return resize(med.astype(np.float32), size)
+
+
+def clean_median_colour_bicubic(
+    frames: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    colour_map: ColourMap,
+    dates: Sequence[DateLike] | None = None,
+    target_date: DateLike | None = None,
+) -> np.ndarray:
+    """Temporal median, affine colour map on the LR grid, Pillow bicubic: ``(S, S, C)`` float32."""
+    med = np.median(check_float_frames(frames), axis=0)
+    return resize(colour_map.apply(med).astype(np.float32), size)
+
+
+def clean_temporal_linear(
+    frames: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    dates: Sequence[DateLike] | None = None,
+    target_date: DateLike | None = None,
+) -> np.ndarray:
+    """:func:`stliif.models.baselines.temporal_linear` on reflectance: same rule, float output.
+
+    Frames sharing a date are averaged; the two dates around ``target_date`` are blended
+    linearly; outside the date range the nearest end frame is used; Pillow bicubic (float).
+
+    Returns:
+        ``(S, S, C)`` float32.
+    """
+    image = blend_in_time(check_float_frames(frames), dates, target_date)
+    return resize(image.astype(np.float32), size)

@@ -27,7 +27,7 @@ PAPER_TEST_AOIS: tuple[str, ...] = (
     "UNHCR-NGAs036019",
     "UNHCR-THAs001547",
 )
-"""The original study's 10 test AOIs."""
+"""The study's 10 test AOIs (data README); the other 21 AOIs of ``lr_dataset`` are for training."""
 
 
 @dataclass(frozen=True)
