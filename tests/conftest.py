@@ -157,3 +157,22 @@ def stac_api(worldstrat: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield {"url": server.url, "catalog": catalog, "items": items, "server": server}
     finally:
         server.stop()
+
+
+SERVICES = {"prefect_harness", "stac_api", "moto_s3", "s3_env", "server"}
+"""Fixtures that start a service (Prefect, a STAC API, an S3 server)."""
+DATA = {"worldstrat", "small_dataset"}
+"""Fixtures that read the shared WorldStrat data."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group every test by what it needs: ``services`` (a server is started), ``data`` (the
+    shared WorldStrat data), else ``unit`` (tiny synthetic inputs): ``pytest -m unit``."""
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if needs & SERVICES:
+            item.add_marker(pytest.mark.services)
+        elif needs & DATA or item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.data)
+        else:
+            item.add_marker(pytest.mark.unit)
