@@ -163,3 +163,25 @@ def test_record_model_renders_follow_the_date(worldstrat: Path) -> None:
         img = da.values.transpose(1, 2, 0)
         corr[i] = [np.corrcoef(img.ravel(), frames[j].ravel())[0, 1] for j in (sep, octo)]
     assert corr[sep][0] > corr[sep][1] + 0.2 and corr[octo][1] > corr[octo][0] + 0.2, corr
+
+
+def test_files_of_a_render_whose_commit_fails_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render's files stand only for what the store holds: a failed commit leaves none."""
+    from stliif.errors import StoreError
+    from stliif.render import run_render
+    from stliif.store import ArtifactStore
+
+    store = ArtifactStore.open(str(tmp_path / "store"))
+    store.commit({"raw/synthetic": linear_cube()}, stage="import", params={})
+    out = tmp_path / "out"
+    ok = run_render(store, "synthetic", "median", date="2020-01-11", scale=2, out_dir=out)
+    assert ok["status"] == "committed" and all(Path(f).is_file() for f in ok["files"])
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise StoreError("commit failed: No space left on device")
+
+    monkeypatch.setattr(store, "commit", fail)
+    with pytest.raises(StoreError, match="No space left"):
+        run_render(store, "synthetic", "median", date="2020-01-21", scale=2, out_dir=out)
+    left = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert left == sorted(Path(f).name for f in ok["files"])  # only the committed render's files
