@@ -11,7 +11,7 @@ import datetime as dt
 import os
 from urllib.parse import urlsplit
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 _REPO = Path(__file__).resolve().parents[1]
-STAGES = ("import", "mask", "pansharpen", "subset", "histogram", "split")
 Stage = Literal["import", "mask", "pansharpen", "subset", "histogram", "split"]
+"""The ETL stages in pipeline order (the per-AOI ones of :data:`stliif.stages.AOI_STAGES`, then the split)."""
+STAGES: tuple[str, ...] = get_args(Stage)
 
 
 def default_data_root() -> Path:

@@ -27,6 +27,7 @@ from typing import Any
 
 import xarray as xr
 
+from stliif.config import STAGES
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.names import validate_name
 from stliif.preprocess.crop import crop_polygon, crop_square
@@ -192,6 +193,8 @@ AOI_STAGES: dict[str, _Stage] = {
     ),
 }
 """Per-AOI stages in pipeline order."""
+if (*AOI_STAGES, "split") != STAGES:  # the one list of stage names is stliif.config.Stage
+    raise RuntimeError(f"AOI_STAGES {list(AOI_STAGES)} + split differ from stliif.config.STAGES {STAGES}")
 
 
 def _params(stage: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -336,9 +339,9 @@ def plan_stages(
     Returns tuples ``(name, stage, params, depends_on)``; dependencies on stages that are not
     selected are dropped (those inputs are read from the store as they are).
     """
-    unknown = set(stages) - set(AOI_STAGES) - {"split"}
+    unknown = set(stages) - set(STAGES)
     if unknown:
-        raise InvalidInputError(f"unknown stages {sorted(unknown)}; choose from {[*AOI_STAGES, 'split']}")
+        raise InvalidInputError(f"unknown stages {sorted(unknown)}; choose from {list(STAGES)}")
     full: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ("import", "import", {}, []),
         ("mask", "mask", {}, ["import"]),

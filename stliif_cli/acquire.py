@@ -11,7 +11,7 @@ from rich.table import Table
 
 from stliif.config import AcquireSpec
 from stliif.types import TimeRange
-from stliif_cli.options import build_spec, parse_floats, store_spec
+from stliif_cli.options import EndpointOpt, StoreOpt, build_spec, parse_floats, store_spec
 from stliif_cli.runtime import flow_module, run_flow
 
 __all__ = ["acquire"]
@@ -40,8 +40,8 @@ def acquire(
     quicklooks: Annotated[Path, typer.Option(help="Folder of the quicklook PNGs.")] = Path("stliif-out/acquire"),
     deadline: Annotated[float, typer.Option("--deadline", help="Seconds each provider has to answer, retries included.")] = 20.0,
     export_cog: Annotated[list[str] | None, typer.Option("--export-cog", help="Also write this date as a COG (repeatable).")] = None,
-    store: Annotated[str | None, typer.Option(help="Store [default: $STLIIF_STORE or ./stliif-store]")] = None,
-    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint of the store.")] = None,
+    store: StoreOpt = None,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Search STAC providers, load the area onto one grid, commit raw/<aoi>; a rerun adds only new dates."""
     fields: dict[str, Any] = dict(

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from stliif.config import default_data_root
 from stliif.errors import DataAccessError, InvalidInputError
-from stliif_cli.options import open_store
+from stliif_cli.options import EndpointOpt, StoreOpt, open_store
 
 if TYPE_CHECKING:  # the evaluation modules load torch: imported when a command runs
     from stliif.protocols import Evaluation, PredictionEvent
@@ -130,10 +130,7 @@ def evaluate(
         Path | None,
         typer.Option("--data", help="WorldStrat root for protocol paper [default: $STLIIF_DATA or ../shared/...]"),
     ] = None,
-    store: Annotated[
-        str | None,
-        typer.Option("--store", help="Store with the ETL artifacts for protocol clean [default: $STLIIF_STORE or ./stliif-store]"),
-    ] = None,
+    store: StoreOpt = None,
     ref: Annotated[str | None, typer.Option("--ref", help="Store branch, tag or snapshot (clean).")] = None,
     aoi: Annotated[
         list[str] | None,
@@ -154,9 +151,7 @@ def evaluate(
         typer.Option("--report", help="Write report.md with figures (PNG) into this folder."),
     ] = None,
     no_ssim: Annotated[bool, typer.Option("--no-ssim", help="Skip SSIM (the slow part).")] = False,
-    endpoint_url: Annotated[
-        str | None, typer.Option("--endpoint-url", help="S3 endpoint of the store (credentials from AWS_*).")
-    ] = None,
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Score a model and every baseline per AOI, with paired deltas (protocol P or C)."""
     _evaluate(

@@ -16,7 +16,17 @@ from stliif.config import STAGES, ETLSpec, default_data_root
 from stliif.errors import InvalidInputError, StliifError
 from stliif_cli.acquire import acquire
 from stliif_cli.evaluate import evaluate
-from stliif_cli.options import build_spec, one_line_errors, open_store, parse_floats, store_spec
+from stliif_cli.options import (
+    BranchOpt,
+    DataOpt,
+    EndpointOpt,
+    StoreOpt,
+    build_spec,
+    one_line_errors,
+    open_store,
+    parse_floats,
+    store_spec,
+)
 from stliif_cli.render import render
 from stliif_cli.runtime import flow_module, install_interrupts, run_flow
 from stliif_cli.server import server, worker
@@ -32,18 +42,6 @@ store_app = typer.Typer(help="Inspect the versioned artifact store.", no_args_is
 app.add_typer(store_app, name="store")
 console = Console()
 
-DataOpt = Annotated[
-    Path | None,
-    typer.Option("--data", help="WorldStrat dataset root [default: $STLIIF_DATA or ../shared/...]"),
-]
-StoreOpt = Annotated[
-    str | None,
-    typer.Option("--store", help="Store folder or s3://bucket/prefix [default: $STLIIF_STORE or ./stliif-store]"),
-]
-BranchOpt = Annotated[str, typer.Option("--branch", help="Store branch.")]
-EndpointOpt = Annotated[
-    str | None, typer.Option("--endpoint-url", help="S3 endpoint (credentials from AWS_* variables).")
-]
 
 
 def _status_counts(records: list[dict[str, Any]]) -> str:

@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -19,7 +19,33 @@ from stliif.errors import InvalidInputError, StliifError
 if TYPE_CHECKING:
     from stliif.store import ArtifactStore
 
-__all__ = ["build_spec", "check_out_dir", "one_line_errors", "one_sentence", "open_store", "parse_floats", "store_spec"]
+__all__ = [
+    "BranchOpt",
+    "DataOpt",
+    "EndpointOpt",
+    "StoreOpt",
+    "build_spec",
+    "check_out_dir",
+    "one_line_errors",
+    "one_sentence",
+    "open_store",
+    "parse_floats",
+    "store_spec",
+]
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="WorldStrat dataset root [default: $STLIIF_DATA or ../shared/...]"),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store folder or s3://bucket/prefix [default: $STLIIF_STORE or ./stliif-store]"),
+]
+BranchOpt = Annotated[str, typer.Option("--branch", help="Store branch.")]
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint-url", help="S3 endpoint (credentials from AWS_* variables).")
+]
+"""The store options, declared once for every command (:func:`store_spec` reads them)."""
 
 S = TypeVar("S", bound=BaseModel)
 P = ParamSpec("P")

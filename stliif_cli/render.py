@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from stliif.config import RenderSpec
-from stliif_cli.options import build_spec, check_out_dir, parse_floats, store_spec
+from stliif_cli.options import StoreOpt, build_spec, check_out_dir, parse_floats, store_spec
 from stliif_cli.runtime import flow_module, run_flow
 
 __all__ = ["render"]
@@ -31,7 +31,7 @@ def render(
     allow_far: Annotated[bool, typer.Option("--allow-far", help="Render far from any revisit anyway (flagged).")] = False,
     max_gap_days: Annotated[float, typer.Option("--max-gap-days", help="Temporal support limit.")] = 30.0,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse renders needing more memory (MiB).")] = 2048.0,
-    store: Annotated[str | None, typer.Option(help="Store [default: $STLIIF_STORE or ./stliif-store]")] = None,
+    store: StoreOpt = None,
 ) -> None:
     """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it."""
     fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
