@@ -157,12 +157,11 @@ class SearchResult:
     """Providers that failed, with the reason (the others' items are still used)."""
 
 
-def check_acquire(spec: AcquireSpec) -> Any:
+def check_acquire(spec: AcquireSpec) -> None:
     """Check a request before any search: the area (bbox, or polygon file or GeoJSON), the grid
-    (CRS, resolution) and the providers. Returns the target grid."""
-    geobox = target_geobox(area_of(spec), spec.crs, spec.resolution)
+    (CRS, resolution) and the providers."""
+    target_geobox(area_of(spec), spec.crs, spec.resolution)
     _providers(spec)
-    return geobox
 
 
 def _providers(spec: AcquireSpec) -> list[Provider]:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from stliif.config import StoreSpec
 from stliif.errors import InvalidInputError, StoreError
 
-__all__ = ["check_location"]
+__all__ = ["check_location", "unwritable"]
 
 
 def check_location(spec: StoreSpec, *, create: bool = False, write: bool = False) -> None:
@@ -43,10 +43,15 @@ def check_location(spec: StoreSpec, *, create: bool = False, write: bool = False
             raise StoreError(f"no store at {spec.uri!r}: check the path, or run a command that builds one (stliif etl)")
         if path.is_dir() and any(path.iterdir()):
             raise InvalidInputError(f"{spec.uri!r} is a folder with other files, not a store: choose an empty or new folder")
-    if write or create:
-        target = path if path.exists() else next(p for p in path.parents if p.exists())
-        if not os.access(target, os.W_OK | os.X_OK):
-            raise StoreError(f"store folder {str(target)!r} is not writable")
+    if (write or create) and (target := unwritable(path)) is not None:
+        raise StoreError(f"store folder {str(target)!r} is not writable")
+
+
+def unwritable(path: Path) -> Path | None:
+    """The folder that keeps ``path`` from being written (``path`` itself, or the nearest
+    existing parent it would be made in), or ``None`` when it can be."""
+    target = path if path.exists() else next(p for p in path.parents if p.exists())
+    return None if target.is_dir() and os.access(target, os.W_OK | os.X_OK) else target
 
 
 def _check_s3_credentials(uri: str) -> None:

@@ -443,7 +443,7 @@ def check_render(
     the model. Reads only metadata unless ``load``.
 
     Returns:
-        ``(dates, cube, clear fractions or None, input versions)``.
+        ``(dates, cube (cropped to ``bbox``), clear fractions or None, input versions)``.
 
     Raises:
         InvalidInputError: a bad argument, a date beyond the support, or over the budget.
@@ -462,10 +462,9 @@ def check_render(
         raise NoDataError(f"{source} is not in the store: run `stliif etl --aoi {aoi} --stage import` first")
     cube = store.read(source, load=load)
     s = _scale(cube, scale, gsd)
-    if bbox is None:  # refuse an oversized request before reading the model or the masks
-        check_render_budget(cube, s, len(dates), max_mb)
-    else:
-        check_render_budget(crop_square(cube, bbox=bbox), s, len(dates), max_mb)
+    if bbox is not None:
+        cube = crop_square(cube, bbox=bbox)
+    check_render_budget(cube, s, len(dates), max_mb)  # before reading the model or the masks
     ident = model_id(model)
     inputs = {source: version, "model": ident["sha256"]}
     clear = None
@@ -508,15 +507,11 @@ def run_render(
     Returns:
         ``{"path", "status", "snapshot_id", "files", "attrs"}``.
     """
-    from stliif.preprocess.crop import crop_square
-
     dates, cube, clear, inputs = check_render(
         store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
         k=k, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, load=True,
     )  # fmt: skip
     source = f"raw/{aoi}"
-    if bbox is not None:
-        cube = crop_square(cube, bbox=bbox)
     mid = model_name(model)
     tag = f"x{scale:g}" if scale is not None else f"gsd{gsd:g}m"
     name = (f"{str(dates[0])[:10]}-{tag}" if date is not None

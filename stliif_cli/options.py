@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
@@ -127,9 +126,10 @@ def open_store(store: str | None, branch: str = "main", endpoint_url: str | None
 
 def check_out_dir(path: Path) -> None:
     """An output folder that exists as a folder, or can be made in a writable parent."""
+    from stliif.location import unwritable
+
     p = path.expanduser().resolve()
     if p.exists() and not p.is_dir():
         raise InvalidInputError(f"--out {str(path)!r} is a file, not a folder")
-    target = p if p.exists() else next(q for q in p.parents if q.exists())
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+    if (target := unwritable(p)) is not None:
         raise InvalidInputError(f"--out {str(path)!r}: {str(target)!r} is not a writable folder")

@@ -92,17 +92,18 @@ def announce_commit(store: StoreSpec, record: dict[str, Any]) -> None:
     """
     from prefect.events import emit_event
 
+    store = _absolute(store)
     emit_event(
         event=COMMITTED_EVENT,
         resource={
             "prefect.resource.id": f"stliif.{record['stage']}.{record['aoi']}",
             "stliif.stage": str(record["stage"]),
             "stliif.aoi": str(record["aoi"]),
-            "stliif.store": _absolute(store).uri,
+            "stliif.store": store.uri,
             "stliif.branch": store.branch,
         },
         payload={"snapshot_id": record["snapshot_id"], "artifacts": list(record["artifacts"]),
-                 "run_key": record["run_key"], "store": _absolute(store).model_dump(mode="json")},  # fmt: skip
+                 "run_key": record["run_key"], "store": store.model_dump(mode="json")},  # fmt: skip
     )
 
 
