@@ -29,7 +29,13 @@ if str(REPO) not in sys.path:
 
 from stliif.checkpoint import load_checkpoint  # noqa: E402
 from stliif.config import default_data_root  # noqa: E402
-from stliif.evaluate import PAPER_SCALES, PAPER_TEST_AOIS, load_paper_samples, paired_deltas, score_image  # noqa: E402
+from stliif.evaluation import (  # noqa: E402
+    PAPER_SCALES,
+    PAPER_TEST_AOIS,
+    load_paper_samples,
+    paired_deltas,
+    score_image,
+)
 from stliif.models.calibration import Calibration  # noqa: E402
 
 

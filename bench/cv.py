@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from stliif.config import default_data_root  # noqa: E402
-from stliif.evaluate import load_paper_samples, paired_deltas, paper_train_aois, score_image  # noqa: E402
+from stliif.evaluation import load_paper_samples, paired_deltas, paper_train_aois, score_image  # noqa: E402
 from stliif.models.baselines import ColourMap, median_bicubic  # noqa: E402
 from stliif.models.calibration import Calibration, fit_offset  # noqa: E402
 from stliif.models.inference import ModelPredictor  # noqa: E402

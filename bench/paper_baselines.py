@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from stliif.evaluate import (  # noqa: E402
+from stliif.evaluation import (  # noqa: E402
     PAPER_SCALES,
     PAPER_TEST_AOIS,
-    PaperResult,
+    EvalResult,
     evaluate_paper,
     load_paper_samples,
     paired_deltas,
@@ -59,7 +59,7 @@ def _default_data() -> Path:
     return Path(os.environ.get("STLIIF_DATA", REPO.parent / "shared/data/worldstrat-subset"))
 
 
-def _table(results: list[PaperResult], metric: str, fmt: str) -> str:
+def _table(results: list[EvalResult], metric: str, fmt: str) -> str:
     scales = list(PAPER_SCALES)
     head = f"{'AOI':<20}" + "".join(f" | {r.name:^26}" for r in results)
     sub = f"{'':<20}" + "".join(" | " + " ".join(f"{s:>8}" for s in scales) for _ in results)

@@ -136,7 +136,7 @@ class Scene:
 
     @classmethod
     def from_sample(cls, sample: Any, *, time_scale: float = TIME_SCALE_DAYS) -> Scene:
-        """From a :class:`stliif.evaluate.PaperSample` (with dates, or without: times 0)."""
+        """From a :class:`stliif.evaluation.paper.PaperSample` (with dates, or without: times 0)."""
         frames = np.asarray(sample.frames)
         target = np.asarray(sample.target)
         if frames.ndim != 4 or frames.dtype != np.uint8 or target.dtype != np.uint8:

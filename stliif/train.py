@@ -3,7 +3,7 @@
 :func:`train` is a plain, seeded loop (no framework): Adam, L1 loss on real-HR queries
 (:class:`stliif.data.CropDataset`), cosine learning-rate decay, a tqdm progress bar with loss and
 throughput, an atomic checkpoint every ``ckpt_every`` steps (``last.pt``), validation PSNR on the
-*validation* AOIs only (protocol P at x2/x4/x6 through :func:`stliif.evaluate.evaluate_paper`,
+*validation* AOIs only (protocol P at x2/x4/x6 through :func:`stliif.evaluation.paper.evaluate_paper`,
 no SSIM), the best-on-validation checkpoint (``best.pt``), and curves (CSV, JSON, PNG).
 
 Resuming: calling :func:`train` again on the same folder continues from ``last.pt`` at its step,
@@ -150,7 +150,7 @@ class TrainSpec(BaseModel):
     @field_validator("train_aois", "val_aois")
     @classmethod
     def _no_test(cls, v: list[str] | None) -> list[str] | None:
-        from stliif.evaluate import PAPER_TEST_AOIS
+        from stliif.evaluation.paper import PAPER_TEST_AOIS
 
         if v is not None:
             bad = sorted(set(v) & set(PAPER_TEST_AOIS))
@@ -210,7 +210,7 @@ def calibrate(
     (``data["train_aois"]``; test AOIs are refused). ``weight``, ``v_mean`` and whether to fit an
     offset come from cross-validation on training AOIs (``bench/cv.py``), never from test scores.
     """
-    from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
+    from stliif.evaluation.paper import PAPER_TEST_AOIS, load_paper_samples
 
     Calibration.check(weight, v_mean)
     ck = load_checkpoint(path)
@@ -261,7 +261,7 @@ def _resolve_device(choice: str) -> torch.device:
 
 
 def _split(spec: TrainSpec) -> tuple[list[str], list[str]]:
-    from stliif.evaluate import paper_aois
+    from stliif.evaluation.paper import paper_aois
     from stliif.preprocess.split import paper_split
 
     train_aois, val_aois = spec.train_aois, spec.val_aois
@@ -346,7 +346,7 @@ def validate(
 ) -> dict[str, float]:
     """Protocol-P PSNR of ``model`` on the given (validation) samples: ``{"psnr_<scale>", "psnr_mean"}``
     (queried at the grid ``offset`` of its training targets)."""
-    from stliif.evaluate import evaluate_paper
+    from stliif.evaluation.paper import evaluate_paper
 
     cal = Calibration(offset=offset) if any(offset) else None
     pred = ModelPredictor(model, time_scale=time_scale, chunk=chunk, frame=frame, calibration=cal)
@@ -380,7 +380,7 @@ def train(
     Returns:
         A :class:`TrainResult`.
     """
-    from stliif.evaluate import load_paper_samples
+    from stliif.evaluation.paper import load_paper_samples
 
     spec = spec if isinstance(spec, TrainSpec) else TrainSpec.model_validate(dict(spec))
     out = Path(out_dir)
@@ -439,7 +439,7 @@ def train(
         "val_aois": val_aois,
         "fingerprint": _fingerprint(root, [*train_aois, *val_aois]),
     }
-    from stliif.evaluate import evaluate_paper
+    from stliif.evaluation.paper import evaluate_paper
 
     baseline: dict[str, float] = {}
     if val_aois:

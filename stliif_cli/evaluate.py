@@ -19,7 +19,7 @@ from stliif.errors import DataAccessError, InvalidInputError
 from stliif_cli.options import EndpointOpt, StoreOpt, open_store
 
 if TYPE_CHECKING:  # the evaluation modules load torch: imported when a command runs
-    from stliif.protocols import Evaluation, PredictionEvent
+    from stliif.evaluation import Evaluation, PredictionEvent
 
 __all__ = ["ProtocolChoice", "evaluate"]
 
@@ -165,9 +165,14 @@ def _evaluate(
     aois: list[str] | None, scales: list[str] | None, save: Path | None, json_file: Path | None,
     report: Path | None, no_ssim: bool, endpoint_url: str | None,
 ) -> None:  # fmt: skip
-    from stliif.evaluate import PAPER_SCALES
+    from stliif.evaluation import (
+        CLEAN_METRICS,
+        PAPER_METRICS,
+        PAPER_SCALES,
+        evaluate_protocol,
+        save_prediction,
+    )
     from stliif.models.predictor import model_name
-    from stliif.protocols import CLEAN_METRICS, PAPER_METRICS, evaluate_protocol, save_prediction
 
     name = model_name(model)  # an unknown model fails before any data is read
     unknown = sorted(set(scales or []) - set(PAPER_SCALES))
@@ -182,7 +187,7 @@ def _evaluate(
     hooks: list[Callable[[PredictionEvent], None]] = []
     crops = None
     if report is not None:
-        from stliif.report_eval import CropCollector
+        from stliif.evaluation.report import CropCollector
 
         crops = CropCollector(name, max(chosen, key=lambda s: chosen[s]))
         hooks.append(crops)
@@ -217,7 +222,7 @@ def _evaluate(
     if save is not None:
         console.print(f"{len(saved)} scored images of {name} written to {save}")
     if report is not None:
-        from stliif.report_eval import write_report
+        from stliif.evaluation.report import write_report
 
         command = _command(
             protocol, model, data, store, ref, aois, scales, save, json_file, report, no_ssim

@@ -9,10 +9,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
 from stliif.config import StoreSpec
-from stliif.evaluate import PAPER_SCALES
 from stliif.errors import InvalidInputError, StliifError
-from stliif.protocols import Evaluation, evaluation_key, run_evaluation
-from stliif.report_eval import table_rows
+from stliif.evaluation import PAPER_SCALES, Evaluation, evaluation_key, run_evaluation
+from stliif.evaluation.report import table_rows
 from tasks.common import open_store, retry_transient
 
 
@@ -56,7 +55,7 @@ def evaluate_task(
     scales: list[str] | None = None,
     ssim: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate and commit ``metrics/<model>/<protocol>`` (see :func:`stliif.protocols.run_evaluation`)."""
+    """Evaluate and commit ``metrics/<model>/<protocol>`` (see :func:`stliif.evaluation.run_evaluation`)."""
     from prefect.runtime import flow_run
 
     run = run_evaluation(

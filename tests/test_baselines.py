@@ -61,10 +61,25 @@ def test_temporal_median_rejects_outlier_frame(frames):
 
 
 def test_frames_validation(frames):
-    with pytest.raises(InvalidInputError):
-        median_bicubic(frames.astype(np.float32), size=20)
+    with pytest.raises(InvalidInputError, match="uint8 or float"):
+        median_bicubic(frames.astype(np.int32), size=20)
+    with pytest.raises(InvalidInputError, match="finite"):
+        median_bicubic(np.where(frames > 100, np.nan, frames).astype(np.float32), size=20)
     with pytest.raises(InvalidInputError):
         per_frame_bicubic(frames[0], size=20)
+
+
+def test_one_family_by_dtype(frames):
+    """uint8 frames give uint8 outputs; float frames give float32 outputs of the same rule, unrounded."""
+    f32 = frames.astype(np.float32)
+    dates = [f"2020-01-{1 + 3 * i:02d}" for i in range(len(frames))]
+    for fn in (per_frame_bicubic, median_bicubic, temporal_linear):
+        u8 = fn(frames, size=33, dates=dates, target_date="2020-01-05")
+        fl = fn(f32, size=33, dates=dates, target_date="2020-01-05")
+        assert u8.dtype == np.uint8 and fl.dtype == np.float32 and u8.shape == fl.shape
+        assert not np.array_equal(fl, np.rint(fl))  # float outputs are not rounded
+        # the same rule: within Pillow's 8-bit vs float resampling differences
+        assert np.abs(np.clip(fl, 0, 255) - u8).mean() < 1.0
 
 
 def test_colour_map_fit_recovers_known_affine(frames):

@@ -11,11 +11,11 @@ import torch
 
 from stliif.checkpoint import load_checkpoint, save_checkpoint
 from stliif.errors import CheckpointError, InvalidInputError
-from stliif.evaluate import PAPER_TEST_AOIS, load_paper_samples
+from stliif.evaluation import PAPER_TEST_AOIS, load_paper_samples
 from stliif.models.baselines import ColourMap, resize, temporal_median
 from stliif.models.calibration import Calibration, fit_offset, match_v_mean
-from stliif.models.registry import make_model
 from stliif.models.inference import ModelPredictor
+from stliif.models.registry import make_model
 from stliif.train import calibrate
 
 TINY = {"name": "temporal-liif", "args": {

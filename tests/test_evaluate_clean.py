@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from stliif.errors import CheckpointError, InvalidInputError, NoDataError
+from stliif.evaluation import CLEAN_METRICS, evaluate_protocol, load_clean_sample, score_clean
 from stliif.metrics import cpsnr, psnr, ssim
-from stliif.models.baselines import clean_median_bicubic, clean_temporal_linear, median_bicubic, temporal_linear
+from stliif.models.baselines import (
+    median_bicubic,
+    temporal_linear,
+)
 from stliif.models.predictor import (
     BASELINE_NAMES,
     PROTOCOLS,
@@ -21,7 +25,6 @@ from stliif.models.predictor import (
     uint8_adapter,
     uint8_scale,
 )
-from stliif.protocols import CLEAN_METRICS, evaluate_protocol, load_clean_sample, score_clean
 from stliif.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
@@ -158,10 +161,11 @@ def test_reflectance_baselines_follow_the_uint8_ones() -> None:
     frames = rng.integers(0, 256, size=(4, 20, 18, 3), dtype=np.uint8)
     dates = ["2020-01-01", "2020-01-11", "2020-01-21", "2020-02-10"]
     ref = temporal_linear(frames, size=50, dates=dates, target_date="2020-01-14")
-    got = clean_temporal_linear(frames.astype(np.float32), size=50, dates=dates, target_date="2020-01-14")
+    got = temporal_linear(frames.astype(np.float32), size=50, dates=dates, target_date="2020-01-14")
+    assert got.dtype == np.float32
     np.testing.assert_array_equal(np.clip(np.rint(got), 0, 255).astype(np.uint8), ref)
     odd = frames[:3]
-    med = clean_median_bicubic(odd.astype(np.float32), size=40)
+    med = median_bicubic(odd.astype(np.float32), size=40)
     ref8 = median_bicubic(odd, size=40).astype(np.float32)
     diff = np.abs(np.clip(med, 0, 255) - ref8)  # Pillow float vs 8-bit (clips between passes)
     assert diff.mean() < 0.5 and diff.max() < 8
@@ -170,13 +174,17 @@ def test_reflectance_baselines_follow_the_uint8_ones() -> None:
     out = adapted(refl, size=40)
     assert out.dtype == np.float32 and out.shape == (40, 40, 3)
     top = uint8_scale(refl)
-    direct = np.clip(clean_median_bicubic(refl, size=40), 0, top)
+    direct = np.clip(median_bicubic(refl, size=40), 0, top)
     diff = np.abs(out - direct) / (top / 255)  # in uint8 steps
     assert diff.mean() < 1.0 and diff.max() < 16
     with pytest.raises(InvalidInputError, match="dates"):
-        clean_temporal_linear(refl, size=10)
-    with pytest.raises(InvalidInputError, match="float"):
-        clean_median_bicubic(odd, size=10)
+        temporal_linear(refl, size=10)
+    with pytest.raises(InvalidInputError, match="finite"):
+        median_bicubic(np.full((2, 12, 12, 3), np.nan, np.float32), size=10)
+    with pytest.raises(InvalidInputError, match="uint8 or float"):
+        median_bicubic(odd.astype(np.int16), size=10)
+    with pytest.raises(InvalidInputError, match="float reflectance"):
+        uint8_scale(odd)
 
 
 def test_model_registry(tmp_path: Path) -> None:

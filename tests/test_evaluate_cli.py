@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from stliif.evaluate import load_paper_sample, score_image
-from stliif.protocols import load_clean_sample, score_clean
+from stliif.evaluation import load_clean_sample, load_paper_sample, score_clean, score_image
 from stliif.store import ArtifactStore
 from stliif_cli.main import app
 from tests.test_evaluate_clean import build_eval_store

@@ -10,17 +10,17 @@ import pytest
 from PIL import Image
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError
-from stliif.evaluate import (
+from stliif.evaluation.paper import (
     PAPER_SCALES,
     PAPER_TEST_AOIS,
     evaluate_paper,
     load_paper_dates,
     load_paper_sample,
     load_paper_samples,
-    paired_deltas,
     paper_train_aois,
     score_image,
 )
+from stliif.evaluation.results import paired_deltas
 from stliif.metrics import psnr, ssim
 from stliif.models.baselines import (
     ColourMap,

@@ -13,10 +13,10 @@ import torch
 from stliif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from stliif.data import CropDataset, Scene, frame_times, select_frames
 from stliif.errors import CheckpointError, InvalidInputError
-from stliif.evaluate import PAPER_TEST_AOIS, evaluate_paper, load_paper_samples
+from stliif.evaluation import PAPER_TEST_AOIS, evaluate_paper, load_paper_samples
+from stliif.models.inference import ModelPredictor
 from stliif.models.liif import ResidualBase
 from stliif.models.registry import make_model
-from stliif.models.inference import ModelPredictor
 from stliif.train import TrainSpec, _forward, _same_run, train
 
 torch.set_num_threads(1)

@@ -2,16 +2,18 @@
 
 Every baseline is a *predictor*: a callable
 ``predict(frames, *, size, dates=None, target_date=None) -> np.ndarray`` where ``frames`` is a
-``(T, H, W, C)`` uint8 stack of low-resolution revisits in chronological order (C = 3 for the
-paper protocol's RGB), ``size`` the side of the square output (or ``(height, width)``), ``dates``
+``(T, H, W, C)`` stack of low-resolution revisits in chronological order (C = 3 for RGB),
+``size`` the side of the square output (or ``(height, width)``), ``dates``
 the ``T`` acquisition dates and ``target_date`` the date asked for. A predictor returns one
 ``(size, size, C)`` uint8 image, except :func:`per_frame_bicubic`, which returns the ``(T, size,
 size, C)`` stack of its per-frame upsamplings so that the study's protocol can score each frame
-and average (see :func:`stliif.evaluate.evaluate_paper`).
+and average (see :func:`stliif.evaluation.paper.evaluate_paper`).
 
-Resampling is Pillow's: uint8 images go through Pillow's 8-bit path on the whole RGB image (what
-the study did); float images are resampled per channel in Pillow's 32-bit float mode ``"F"`` and
-rounded to uint8 only at the end.
+One family serves both protocols, chosen by the frames' dtype: **uint8** frames (protocol P)
+give a uint8 output, resampled through Pillow's 8-bit path on the whole RGB image (what the study
+did) or in Pillow's 32-bit float mode ``"F"`` per channel and rounded to uint8 only at the end;
+**float** frames (protocol C's finite, gap-filled reflectance) are computed in float32 and give a
+float32 output, never rounded.
 """
 
 from __future__ import annotations
@@ -32,11 +34,6 @@ __all__ = [
     "ColourMap",
     "Predictor",
     "blend_in_time",
-    "check_float_frames",
-    "clean_median_bicubic",
-    "clean_median_colour_bicubic",
-    "clean_per_frame_bicubic",
-    "clean_temporal_linear",
     "median_bicubic",
     "median_colour_bicubic",
     "per_frame_bicubic",
@@ -83,12 +80,22 @@ def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
+    """A ``(T, H, W, C)`` stack: uint8 as is, or finite float reflectance as float32."""
     f = np.asarray(frames)
     if f.ndim != 4 or f.shape[0] < 1 or min(f.shape[1:]) < 1:
         raise InvalidInputError(f"frames must be a (T, H, W, C) stack with T >= 1, got {f.shape}")
-    if f.dtype != np.uint8:
-        raise InvalidInputError(f"frames must be uint8, got {f.dtype}")
-    return f
+    if f.dtype == np.uint8:
+        return f
+    if not np.issubdtype(f.dtype, np.floating):
+        raise InvalidInputError(f"frames must be uint8 or float reflectance, got {f.dtype}")
+    if not np.all(np.isfinite(f)):
+        raise InvalidInputError("float frames must be finite (gap-filled)")
+    return f.astype(np.float32, copy=False)
+
+
+def _out(image: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The output in the frames' family: rounded uint8 for uint8 frames, float32 otherwise."""
+    return to_uint8(image) if frames.dtype == np.uint8 else np.asarray(image, dtype=np.float32)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -178,23 +185,24 @@ def per_frame_bicubic(
     """The study's bicubic baseline: every frame upsampled alone with Pillow BICUBIC.
 
     Args:
-        frames: ``(T, H, W, C)`` uint8.
+        frames: ``(T, H, W, C)`` uint8 or float reflectance.
         size: Output side (square) or ``(height, width)``.
         dates: Ignored.
         target_date: Ignored.
 
     Returns:
-        ``(T, size, size, C)`` uint8: one upsampling per frame (score each, then average).
+        ``(T, size, size, C)``, the frames' family: one upsampling per frame (score each, then
+        average).
     """
     f = _check_frames(frames)
     return np.stack([resize(frame, size) for frame in f])
 
 
 def temporal_median(frames: np.ndarray) -> np.ndarray:
-    """Per-pixel, per-channel median over time of ``(T, H, W, C)`` frames -> ``(H, W, C)`` float64.
+    """Per-pixel, per-channel median over time of ``(T, H, W, C)`` frames -> ``(H, W, C)``.
 
-    With an odd T the result holds integers (a value of the stack); with an even T it is the mean of
-    the two middle values.
+    uint8 frames give float64 (with an odd T it holds integers, a value of the stack; with an even
+    T the mean of the two middle values); float frames give float32.
     """
     f = _check_frames(frames)
     return np.median(f, axis=0)
@@ -209,13 +217,16 @@ def median_bicubic(
 ) -> np.ndarray:
     """Temporal median of the frames, then Pillow bicubic to ``size``.
 
-    An integral median (odd T) is resampled by Pillow's 8-bit path, a half-integral one (even T) in
-    float then rounded. ``dates`` and ``target_date`` are ignored.
+    uint8 frames: an integral median (odd T) is resampled by Pillow's 8-bit path, a half-integral
+    one (even T) in float then rounded. ``dates`` and ``target_date`` are ignored.
 
     Returns:
-        ``(size, size, C)`` uint8.
+        ``(size, size, C)``, the frames' family.
     """
-    med = temporal_median(frames)
+    f = _check_frames(frames)
+    med = temporal_median(f)
+    if f.dtype != np.uint8:
+        return resize(med, size)
     if np.all(med == np.floor(med)):
         return resize(med.astype(np.uint8), size)
     return to_uint8(resize(med, size))
@@ -340,17 +351,20 @@ def median_colour_bicubic(
     """Temporal median, affine colour map (on the LR grid, float), Pillow bicubic, round.
 
     Args:
-        frames: ``(T, H, W, C)`` uint8.
+        frames: ``(T, H, W, C)`` uint8 or float reflectance (the map fitted on the same family).
         size: Output side (square) or ``(height, width)``.
         colour_map: A :class:`ColourMap` fitted on training AOIs.
         dates: Ignored.
         target_date: Ignored.
 
     Returns:
-        ``(size, size, C)`` uint8.
+        ``(size, size, C)``, the frames' family.
     """
-    mapped = colour_map.apply(temporal_median(frames))
-    return to_uint8(resize(mapped, size))
+    f = _check_frames(frames)
+    mapped = colour_map.apply(temporal_median(f))
+    if f.dtype != np.uint8:
+        mapped = mapped.astype(np.float32)
+    return _out(resize(mapped, size), f)
 
 
 def _days(values: Sequence[DateLike] | DateLike) -> np.ndarray:
@@ -375,21 +389,24 @@ def temporal_linear(
 
     Frames sharing a date are averaged first. A target date equal to a frame date returns that
     frame (resampled); one before the first or after the last date returns the nearest end frame
-    (constant extrapolation). Blending is done in float, resampling in Pillow float mode, and the
-    result rounded once.
+    (constant extrapolation). Blending is done in float, resampling in Pillow float mode, and a
+    uint8 result rounded once.
 
     Args:
-        frames: ``(T, H, W, C)`` uint8, any order (paired with ``dates``).
+        frames: ``(T, H, W, C)`` uint8 or float reflectance, any order (paired with ``dates``).
         size: Output side (square) or ``(height, width)``.
         dates: ``T`` acquisition dates (ISO strings, ``datetime.date`` or ``numpy.datetime64``).
         target_date: The date to predict.
         resample: Spatial interpolation, ``"bicubic"`` or ``"bilinear"`` (or any of :func:`resize`).
 
     Returns:
-        ``(size, size, C)`` uint8.
+        ``(size, size, C)``, the frames' family.
     """
-    image = blend_in_time(_check_frames(frames), dates, target_date)
-    return to_uint8(resize(image, size, resample=resample))
+    f = _check_frames(frames)
+    image = blend_in_time(f, dates, target_date)
+    if f.dtype != np.uint8:
+        image = image.astype(np.float32)
+    return _out(resize(image, size, resample=resample), f)
 
 
 def blend_in_time(
@@ -424,73 +441,3 @@ BASELINES: dict[str, Predictor] = {
     "temporal_linear": temporal_linear,
 }
 """Fit-free baselines by name; the colour-mapped one needs :meth:`ColourMap.fit` first."""
-
-
-# ----------------------------------------------- the same baselines on float reflectance (protocol C)
-
-
-def check_float_frames(frames: np.ndarray) -> np.ndarray:
-    """A ``(T, H, W, C)`` stack of finite float reflectance as float32 (protocol C's inputs)."""
-    f = np.asarray(frames)
-    if f.ndim != 4 or f.shape[0] < 1 or f.shape[-1] < 1 or min(f.shape[1:3]) < 1:
-        raise InvalidInputError(f"frames must be a (T, H, W, C) stack with T >= 1, got {f.shape}")
-    if not np.issubdtype(f.dtype, np.floating):
-        raise InvalidInputError(f"protocol C frames are float reflectance, got {f.dtype}")
-    if not np.all(np.isfinite(f)):
-        raise InvalidInputError("frames must be finite (gap-filled)")
-    return f.astype(np.float32, copy=False)
-
-
-def clean_per_frame_bicubic(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """Every reflectance frame upsampled alone (Pillow bicubic, float): ``(T, S, S, C)`` float32."""
-    return np.stack([resize(f, size) for f in check_float_frames(frames)])
-
-
-def clean_median_bicubic(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """Per-pixel temporal median of reflectance frames, then Pillow bicubic: ``(S, S, C)`` float32."""
-    med = np.median(check_float_frames(frames), axis=0)
-    return resize(med.astype(np.float32), size)
-
-
-def clean_median_colour_bicubic(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    colour_map: ColourMap,
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """Temporal median, affine colour map on the LR grid, Pillow bicubic: ``(S, S, C)`` float32."""
-    med = np.median(check_float_frames(frames), axis=0)
-    return resize(colour_map.apply(med).astype(np.float32), size)
-
-
-def clean_temporal_linear(
-    frames: np.ndarray,
-    *,
-    size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
-    target_date: DateLike | None = None,
-) -> np.ndarray:
-    """:func:`stliif.models.baselines.temporal_linear` on reflectance: same rule, float output.
-
-    Frames sharing a date are averaged; the two dates around ``target_date`` are blended
-    linearly; outside the date range the nearest end frame is used; Pillow bicubic (float).
-
-    Returns:
-        ``(S, S, C)`` float32.
-    """
-    image = blend_in_time(check_float_frames(frames), dates, target_date)
-    return resize(image.astype(np.float32), size)

@@ -26,14 +26,10 @@ from stliif.models.baselines import (
     ColourMap,
     DateLike,
     Predictor,
-    check_float_frames,
-    clean_median_bicubic,
-    clean_median_colour_bicubic,
-    clean_per_frame_bicubic,
-    clean_temporal_linear,
     median_bicubic,
     per_frame_bicubic,
     temporal_linear,
+    temporal_median,
     to_uint8,
 )
 from stliif.names import validate_name
@@ -41,6 +37,7 @@ from stliif.names import validate_name
 __all__ = [
     "BASELINE_NAMES",
     "PROTOCOLS",
+    "UINT8_PEAK",
     "CheckpointLoader",
     "check_protocol",
     "get_predictor",
@@ -52,7 +49,8 @@ __all__ = [
 ]
 
 PROTOCOLS: tuple[str, ...] = ("paper", "clean")
-_PEAK = 255.0
+UINT8_PEAK = 255.0
+"""Peak of the uint8 level: PSNR and SSIM data range of protocol P and of C's uint8 metrics."""
 BASELINE_NAMES: tuple[str, ...] = ("bicubic", "median", "median-colour", "linear")
 """Registry keys of the four baselines every report includes (kebab-case)."""
 
@@ -92,7 +90,9 @@ def register_checkpoint_loader(loader: CheckpointLoader) -> None:
 
 def _stliif_checkpoint(path: Path, protocol: str) -> Predictor | None:
     """stliif's own checkpoints (a ``.pt`` file, or a run folder's ``best.pt``)."""
-    from stliif.models.inference import ModelPredictor  # torch is imported only when a model is evaluated
+    from stliif.models.inference import (
+        ModelPredictor,  # torch is imported only when a model is evaluated
+    )
 
     file = path / "best.pt" if path.is_dir() else path
     pred = ModelPredictor.from_checkpoint(file)
@@ -172,27 +172,11 @@ def get_predictor(
                 "median-colour needs a colour map fitted on the training AOIs "
                 "(fit_colour_map_paper or fit_colour_map_clean)"
             )
-        return colour_map.predictor() if protocol == "paper" else _bind_colour(colour_map)
-    table: dict[str, Predictor] = (
-        {"bicubic": per_frame_bicubic, "median": median_bicubic, "linear": temporal_linear}
-        if protocol == "paper"
-        else {"bicubic": clean_per_frame_bicubic, "median": clean_median_bicubic,
-              "linear": clean_temporal_linear}
-    )  # fmt: skip
+        return colour_map.predictor()
+    table: dict[str, Predictor] = {
+        "bicubic": per_frame_bicubic, "median": median_bicubic, "linear": temporal_linear,
+    }  # fmt: skip
     return table[name]
-
-
-def _bind_colour(colour_map: ColourMap) -> Predictor:
-    def median_colour(
-        frames: np.ndarray,
-        *,
-        size: int | tuple[int, int],
-        dates: Sequence[DateLike] | None = None,
-        target_date: DateLike | None = None,
-    ) -> np.ndarray:
-        return clean_median_colour_bicubic(frames, size=size, colour_map=colour_map)
-
-    return median_colour
 
 
 def uint8_scale(frames: np.ndarray) -> float:
@@ -201,8 +185,10 @@ def uint8_scale(frames: np.ndarray) -> float:
     For gap-filled frames the per-pixel median equals the composite, so this is the maximum of
     the composite over its valid pixels and bands (``CleanSample.uint8_scale``).
     """
-    med = np.median(check_float_frames(frames), axis=0)
-    top = float(med.max())
+    f = np.asarray(frames)
+    if not np.issubdtype(f.dtype, np.floating):
+        raise InvalidInputError(f"protocol C frames are float reflectance, got {f.dtype}")
+    top = float(temporal_median(f).max())
     if not top > 0:
         raise NoDataError("frames have no positive reflectance: no uint8 scale")
     return top
@@ -212,7 +198,7 @@ def reflectance_to_uint8(image: np.ndarray, scale: float) -> np.ndarray:
     """``round_half_even(clip(255 * x / scale, 0, 255))`` as uint8 (NaN -> 0), any shape."""
     if not (math.isfinite(scale) and scale > 0):
         raise InvalidInputError(f"uint8 scale must be a positive number, got {scale!r}")
-    x = np.asarray(image, dtype=np.float64) * (_PEAK / scale)
+    x = np.asarray(image, dtype=np.float64) * (UINT8_PEAK / scale)
     bad = ~np.isfinite(x)
     if bad.any():
         x[bad] = 0.0
@@ -239,7 +225,7 @@ def uint8_adapter(predictor: Predictor) -> Predictor:
         out = predictor(
             reflectance_to_uint8(frames, scale), size=size, dates=dates, target_date=target_date
         )
-        return to_uint8(np.asarray(out)).astype(np.float32) * np.float32(scale / _PEAK)
+        return to_uint8(np.asarray(out)).astype(np.float32) * np.float32(scale / UINT8_PEAK)
 
     adapted.__name__ = getattr(predictor, "__name__", "adapted")
     adapted.__wrapped__ = predictor  # type: ignore[attr-defined]

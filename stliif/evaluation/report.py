@@ -1,6 +1,6 @@
 """Evaluation reports: markdown tables, Prefect table rows, and figures (matplotlib, Agg).
 
-Built from an :class:`stliif.protocols.Evaluation`; figures need the crops a
+Built from an :class:`stliif.evaluation.Evaluation`; figures need the crops a
 :class:`CropCollector` keeps while the evaluation runs (passed as its ``on_prediction``).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from stliif.errors import DataAccessError
-from stliif.protocols import DEFINITIONS, Evaluation, EvalResult, PredictionEvent
+from stliif.evaluation.results import DEFINITIONS, EvalResult, Evaluation, PredictionEvent
 
 __all__ = ["CropCollector", "markdown_report", "table_rows", "write_report"]
 

@@ -1,4 +1,4 @@
-"""Protocol P: the original study's evaluation, reproduced exactly, and paired per-AOI deltas.
+"""Protocol P: the original study's evaluation, reproduced exactly.
 
 Per AOI the inputs are the 5 revisits ``reference/temporal_subset/<AOI>/{1..5}.png`` (uint8 RGB,
 chronological) and the target is ``reference/hr_adapted/<AOI>_adapted_x6.png`` (1054x1054); the
@@ -24,9 +24,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError
+from stliif.evaluation.results import PAPER_METRICS, EvalResult, check_scales
 from stliif.metrics import mse as _mse
 from stliif.metrics import ssim as _ssim
-from stliif.models.baselines import Predictor, resize, to_uint8
+from stliif.models.baselines import ColourMap, Predictor, resize, to_uint8
+from stliif.models.predictor import UINT8_PEAK
 from stliif.preprocess.split import PAPER_TEST_AOIS
 
 __all__ = [
@@ -34,14 +36,12 @@ __all__ = [
     "PAPER_N_FRAMES",
     "PAPER_SCALES",
     "PAPER_TEST_AOIS",
-    "PaperResult",
     "PaperSample",
-    "PairedDelta",
     "evaluate_paper",
+    "fit_colour_map_paper",
     "load_paper_dates",
     "load_paper_sample",
     "load_paper_samples",
-    "paired_deltas",
     "paper_aois",
     "paper_train_aois",
     "score_image",
@@ -53,7 +53,6 @@ PAPER_SCALES: dict[str, int] = {"x2": 314, "x4": 628, "x6": 1054}
 
 PAPER_HR_SIZE = 1054
 PAPER_N_FRAMES = 5
-_PEAK = 255.0
 
 
 def _check_root(root: str | Path) -> Path:
@@ -228,62 +227,12 @@ def score_image(pred: np.ndarray, target: np.ndarray, *, ssim: bool = True) -> d
         rows.append(
             (
                 err,
-                math.inf if err == 0 else 10.0 * math.log10(_PEAK * _PEAK / err),
-                _ssim(img, t, data_range=_PEAK) if ssim else math.nan,
+                math.inf if err == 0 else 10.0 * math.log10(UINT8_PEAK * UINT8_PEAK / err),
+                _ssim(img, t, data_range=UINT8_PEAK) if ssim else math.nan,
             )
         )
     m = np.mean(np.array(rows, dtype=np.float64), axis=0)
     return {"mse": float(m[0]), "psnr": float(m[1]), "ssim": float(m[2])}
-
-
-class RecordViews:
-    """``aois`` and ``scales`` of a result made of per-(AOI, scale) ``records``."""
-
-    records: list[dict[str, Any]]
-
-    @property
-    def scales(self) -> list[str]:
-        """Scales in record order."""
-        return list(dict.fromkeys(r["scale"] for r in self.records))
-
-    @property
-    def aois(self) -> list[str]:
-        """AOIs in record order."""
-        return list(dict.fromkeys(r["aoi"] for r in self.records))
-
-
-@dataclass
-class PaperResult(RecordViews):
-    """Per-AOI, per-scale scores of one predictor on protocol P.
-
-    Attributes:
-        name: Predictor name.
-        records: One dict per (AOI, scale): ``aoi``, ``scale`` (``"x2"``...), ``size`` (px),
-            ``mse``, ``psnr`` (dB), ``ssim`` (``nan`` when not computed).
-        seconds: Wall time of prediction + scoring.
-    """
-
-    name: str
-    records: list[dict[str, Any]]
-    seconds: float = 0.0
-
-    def values(self, metric: str, scale: str) -> dict[str, float]:
-        """``{aoi: value}`` of ``metric`` (``"mse"``, ``"psnr"``, ``"ssim"``) at ``scale``."""
-        if metric not in ("mse", "psnr", "ssim"):
-            raise InvalidInputError(f"unknown metric {metric!r}")
-        out = {r["aoi"]: r[metric] for r in self.records if r["scale"] == scale}
-        if not out:
-            raise InvalidInputError(f"no records at scale {scale!r} (have {self.scales})")
-        return out
-
-    @property
-    def means(self) -> dict[str, dict[str, float]]:
-        """``{scale: {"mse", "psnr", "ssim"}}``: unweighted means over AOIs of per-AOI values."""
-        metrics = ("mse", "psnr", "ssim")
-        return {
-            s: {m: float(np.mean(list(self.values(m, s).values()))) for m in metrics}
-            for s in self.scales
-        }
 
 
 def evaluate_paper(
@@ -297,7 +246,7 @@ def evaluate_paper(
     with_dates: bool = False,
     name: str | None = None,
     on_prediction: Callable[[str, str, np.ndarray], None] | None = None,
-) -> PaperResult:
+) -> EvalResult:
     """Run ``predictor`` on protocol P and score it per AOI and scale.
 
     The predictor is called as ``predictor(frames, size=S, dates=dates, target_date=hr_date)``
@@ -321,13 +270,11 @@ def evaluate_paper(
             save it or keep crops for a report.
 
     Returns:
-        A :class:`PaperResult` with ``len(aois) * len(scales)`` records.
+        An :class:`EvalResult` (protocol ``"paper"``) with ``len(aois) * len(scales)`` records.
     """
     if isinstance(aois, str) or not aois:
         raise InvalidInputError(f"aois must be a non-empty sequence of names, got {aois!r}")
-    for s, size in scales.items():
-        if not isinstance(size, int | np.integer) or size < 11:
-            raise InvalidInputError(f"scale {s!r}: size must be an int >= 11, got {size!r}")
+    check_scales(scales)
     label = name or getattr(predictor, "__name__", None) or getattr(
         getattr(predictor, "func", None), "__name__", type(predictor).__name__
     )
@@ -346,96 +293,10 @@ def evaluate_paper(
                 on_prediction(aoi, scale, pred)
             scores = score_image(pred, sample.target_at(int(size)), ssim=ssim)
             records.append({"aoi": aoi, "scale": scale, "size": int(size), **scores})
-    return PaperResult(name=str(label), records=records, seconds=time.perf_counter() - start)
+    return EvalResult(str(label), "paper", records, PAPER_METRICS, time.perf_counter() - start)
 
 
-@dataclass(frozen=True)
-class PairedDelta:
-    """Mean paired difference ``a - b`` over AOIs with a percentile-bootstrap CI.
-
-    Attributes:
-        mean: Mean of the per-AOI deltas.
-        ci_low: Lower bound of the ``confidence`` interval of the mean.
-        ci_high: Upper bound.
-        n: Number of AOIs.
-        deltas: ``{aoi or index: delta}``.
-        confidence: Level of the interval (0.95).
-        n_boot: Bootstrap resamples.
-    """
-
-    mean: float
-    ci_low: float
-    ci_high: float
-    n: int
-    deltas: dict[str | int, float]
-    confidence: float = 0.95
-    n_boot: int = 10000
-
-    def __str__(self) -> str:
-        pct = round(100 * self.confidence)
-        return f"{self.mean:+.3f} [{pct}% CI {self.ci_low:+.3f}, {self.ci_high:+.3f}] (n={self.n})"
-
-
-def paired_deltas(
-    a: Mapping[str, float] | Sequence[float],
-    b: Mapping[str, float] | Sequence[float],
-    *,
-    n_boot: int = 10000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> PairedDelta:
-    """Mean per-AOI delta ``a - b`` with a percentile-bootstrap confidence interval.
-
-    AOIs are resampled with replacement ``n_boot`` times (numpy ``default_rng(seed)``); the CI is
-    the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles of the resampled means.
-
-    Args:
-        a: Per-AOI values of the candidate, ``{aoi: value}`` (paired by key; the key sets must be
-            equal) or a sequence (paired by position).
-        b: Per-AOI values of the reference, same form.
-        n_boot: Number of bootstrap resamples (>= 1).
-        seed: RNG seed.
-        confidence: Interval level in (0, 1).
-    """
-    if isinstance(a, Mapping) != isinstance(b, Mapping):
-        raise InvalidInputError("a and b must both be mappings or both be sequences")
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        if set(a) != set(b):
-            raise InvalidInputError(f"a and b cover different AOIs: {sorted(set(a) ^ set(b))}")
-        keys: list[str | int] = list(a)
-        d = np.array([float(a[k]) - float(b[k]) for k in keys], dtype=np.float64)
-    else:
-        av = np.asarray(a, dtype=np.float64)
-        bv = np.asarray(b, dtype=np.float64)
-        if av.ndim != 1 or av.shape != bv.shape:
-            raise InvalidInputError(
-                f"a and b must be 1-D of equal length, got {av.shape}, {bv.shape}"
-            )
-        keys = list(range(av.size))
-        d = av - bv
-    if d.size == 0:
-        raise InvalidInputError("no pairs")
-    if not np.all(np.isfinite(d)):
-        raise InvalidInputError("deltas must be finite")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
-        raise InvalidInputError(f"n_boot must be a positive int, got {n_boot!r}")
-    if not 0 < confidence < 1:
-        raise InvalidInputError(f"confidence must be in (0, 1), got {confidence!r}")
-    rng = np.random.default_rng(seed)
-    n = d.size
-    means = np.empty(int(n_boot))
-    chunk = max(1, 2_000_000 // n)
-    for start in range(0, int(n_boot), chunk):
-        stop = min(int(n_boot), start + chunk)
-        means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return PairedDelta(
-        mean=float(d.mean()),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        n=int(n),
-        deltas={k: float(v) for k, v in zip(keys, d, strict=True)},
-        confidence=float(confidence),
-        n_boot=int(n_boot),
-    )
+def fit_colour_map_paper(root: str | Path, aois: Sequence[str] | None = None) -> ColourMap:
+    """The P colour map: :meth:`ColourMap.fit` on the given (default: the 21 training) AOIs."""
+    aois = list(aois) if aois is not None else paper_train_aois(root)
+    return ColourMap.fit((s.frames, s.target) for s in (load_paper_sample(root, a) for a in aois))
