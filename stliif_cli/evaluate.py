@@ -151,13 +151,79 @@ def evaluate(
         typer.Option("--report", help="Write report.md with figures (PNG) into this folder."),
     ] = None,
     no_ssim: Annotated[bool, typer.Option("--no-ssim", help="Skip SSIM (the slow part).")] = False,
+    commit: Annotated[
+        bool,
+        typer.Option("--commit", help="Run the evaluate flow: commit metrics/<model>/<protocol> to the store."),
+    ] = False,
     endpoint_url: EndpointOpt = None,
 ) -> None:
-    """Score a model and every baseline per AOI, with paired deltas (protocol P or C)."""
+    """Score a model and every baseline per AOI, with paired deltas (protocol P or C).
+
+    Without ``--commit`` the store is only read; with it the evaluate flow runs and commits the
+    metrics and report (a rerun with nothing changed commits nothing).
+    """
+    if commit:
+        _evaluate_committed(protocol.value, model, data, store, ref, aoi, scale, save_predictions,
+                            json_file, report, no_ssim, endpoint_url)  # fmt: skip
+        return
     _evaluate(
         protocol.value, model, data, store, ref, aoi, scale, save_predictions, json_file,
         report, no_ssim, endpoint_url,
     )  # fmt: skip
+
+
+def _scales(scales: list[str] | None) -> dict[str, int]:
+    from stliif.evaluation import PAPER_SCALES
+
+    unknown = sorted(set(scales or []) - set(PAPER_SCALES))
+    if unknown:
+        raise InvalidInputError(f"unknown scales {unknown}: use {', '.join(PAPER_SCALES)}")
+    return {s: n for s, n in PAPER_SCALES.items() if not scales or s in scales}
+
+
+def _write_json(ev: Evaluation, json_file: Path) -> None:
+    try:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(ev.to_dict(), indent=1, allow_nan=False) + "\n")
+    except OSError as err:
+        raise DataAccessError(f"{json_file}: cannot write ({err})") from err
+    console.print(f"metrics written to {json_file}")
+
+
+def _evaluate_committed(
+    protocol: str, model: str, data: Path | None, store: str | None, ref: str | None,
+    aois: list[str] | None, scales: list[str] | None, save: Path | None, json_file: Path | None,
+    report: Path | None, no_ssim: bool, endpoint_url: str | None,
+) -> None:  # fmt: skip
+    """``--commit``: every check first, then the evaluate flow; print what the store now holds."""
+    if ref is not None or save is not None or report is not None:
+        raise InvalidInputError(
+            "--commit evaluates the branch head and commits the report to the store: "
+            "drop --ref, --save-predictions and --report, or drop --commit"
+        )
+    from stliif.evaluation import Evaluation, evaluation_plan
+    from stliif.models.predictor import BASELINE_NAMES, get_predictor
+    from stliif.store import ArtifactStore
+    from stliif_cli.options import store_spec
+    from stliif_cli.runtime import flow_module, run_flow
+
+    _scales(scales)
+    root = data or default_data_root()
+    spec = store_spec(store, endpoint_url=endpoint_url, write=True, create=protocol == "paper")
+    st = ArtifactStore.open(spec, create=False) if protocol == "clean" else None
+    plan = evaluation_plan(protocol, model, data=root, store=st, aois=aois)  # missing inputs: one line
+    if plan.model not in BASELINE_NAMES:
+        get_predictor(model, protocol=protocol)  # an unreadable checkpoint: one line, no server
+    record = run_flow(
+        flow_module("evaluate").evaluate, protocol=protocol, model=model, store=spec, data=str(root),
+        aois=aois, scales=scales, ssim=not no_ssim,
+    )  # fmt: skip
+    doc = ArtifactStore.open(spec, create=False).read_json(record["path"])
+    ev = Evaluation.from_dict(doc["evaluation"])
+    _print(ev)
+    console.print(f"{record['status']} [bold]{record['path']}[/] (snapshot {record['snapshot_id']})")
+    if json_file is not None:
+        _write_json(ev, json_file)
 
 
 def _evaluate(
@@ -165,20 +231,11 @@ def _evaluate(
     aois: list[str] | None, scales: list[str] | None, save: Path | None, json_file: Path | None,
     report: Path | None, no_ssim: bool, endpoint_url: str | None,
 ) -> None:  # fmt: skip
-    from stliif.evaluation import (
-        CLEAN_METRICS,
-        PAPER_METRICS,
-        PAPER_SCALES,
-        evaluate_protocol,
-        save_prediction,
-    )
+    from stliif.evaluation import CLEAN_METRICS, PAPER_METRICS, evaluate_protocol, save_prediction
     from stliif.models.predictor import model_name
 
     name = model_name(model)  # an unknown model fails before any data is read
-    unknown = sorted(set(scales or []) - set(PAPER_SCALES))
-    if unknown:
-        raise InvalidInputError(f"unknown scales {unknown}: use {', '.join(PAPER_SCALES)}")
-    chosen = {s: n for s, n in PAPER_SCALES.items() if not scales or s in scales}
+    chosen = _scales(scales)
     root = data or default_data_root()
     st = None
     if protocol == "clean":
@@ -213,12 +270,7 @@ def _evaluate(
     metrics = PAPER_METRICS if protocol == "paper" else CLEAN_METRICS
     console.print(f"{len(ev.aois)} AOIs, metrics {', '.join(metrics)}; {ev.seconds:.1f} s")
     if json_file is not None:
-        try:
-            json_file.parent.mkdir(parents=True, exist_ok=True)
-            json_file.write_text(json.dumps(ev.to_dict(), indent=1, allow_nan=False) + "\n")
-        except OSError as err:
-            raise DataAccessError(f"{json_file}: cannot write ({err})") from err
-        console.print(f"metrics written to {json_file}")
+        _write_json(ev, json_file)
     if save is not None:
         console.print(f"{len(saved)} scored images of {name} written to {save}")
     if report is not None:

@@ -141,3 +141,32 @@ def test_corrupted_checkpoint_is_one_clear_error(tmp_path: Path, worldstrat: Pat
     res = runner.invoke(app, ["evaluate", "--data", str(worldstrat), "--model", str(ckpt), "--aoi", "Landcover-31746"])
     assert res.exit_code == 2 and "not a readable checkpoint" in " ".join(res.output.split())
     assert "Traceback" not in res.output
+
+
+def test_commit_runs_the_evaluate_flow(worldstrat: Path, tmp_path: Path) -> None:
+    """``--commit`` goes through the evaluate flow: metrics in the store, a rerun commits nothing."""
+    import os
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    args = [str(Path(sys.executable).with_name("stliif")), "evaluate", "--protocol", "paper",
+            "--model", "median", "--data", str(worldstrat), "--store", str(store), "--no-ssim",
+            "--scale", "x2", "--aoi", P_AOIS[0], "--aoi", P_AOIS[1], "--commit"]  # fmt: skip
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    bad = subprocess.run([*args, "--report", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "drop --ref, --save-predictions and --report" in bad.stderr
+    assert not store.exists()  # refused before anything was created
+    first = subprocess.run([*args, "--json", str(tmp_path / "m.json")], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "committed metrics/median/paper" in " ".join(first.stdout.split())
+    st = ArtifactStore.open(str(store), create=False)
+    n_commits = len(st.log())
+    doc = st.read_json("metrics/median/paper")
+    assert doc["evaluation"]["aois"] == P_AOIS and "median" in doc["report"]
+    assert json.loads((tmp_path / "m.json").read_text())["means"] == doc["evaluation"]["means"]
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "unchanged metrics/median/paper" in " ".join(again.stdout.split())
+    assert len(ArtifactStore.open(str(store), create=False).log()) == n_commits
