@@ -42,6 +42,7 @@ from stliif.errors import CheckpointError, InvalidInputError, ModelError
 from stliif.models.baselines import ColourMap, median_bicubic
 from stliif.models.calibration import Calibration, VMeanMode, fit_offset
 from stliif.models.inference import ModelPredictor
+from stliif.models.interface import check_model
 from stliif.models.registry import make_model, model_spec
 
 __all__ = [
@@ -316,7 +317,7 @@ def _lr_at(spec: TrainSpec, step: int) -> float:
 
 def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Model output ``(B, Q, C)`` for a training batch (temporal or single-image model)."""
-    if getattr(model, "temporal", False):
+    if check_model(model).temporal:
         return model(batch["frames"], batch["times"], batch["t_query"], batch["coord"],
                      batch["cell"], mask=batch["mask"], chunk=None)  # fmt: skip
     return model(batch["frames"][:, 0], batch["coord"], batch["cell"], chunk=None)

@@ -254,3 +254,32 @@ def test_encoders_keep_size_and_3d_masks_frames():
         EDSR3D(3, 8, 1, time_kernel=2)
     with pytest.raises(ModelError):
         e2(torch.rand(3, 9, 9))
+
+
+def test_models_follow_one_explicit_contract() -> None:
+    """LIIF-shaped or not, a model is checked against stliif.models.interface when it is wrapped."""
+    import numpy as np
+    from torch import nn
+
+    from stliif.models.inference import ModelPredictor
+    from stliif.models.interface import ImplicitModel, TemporalImplicitModel, check_model
+
+    liif = _tiny_liif()
+    assert isinstance(liif, ImplicitModel) and check_model(liif) is liif
+    with pytest.raises(ModelError, match="Linear lacks temporal, gen_feat, query_rgb"):
+        ModelPredictor(nn.Linear(2, 2))
+
+    class Flat(nn.Module):
+        """Not a LIIF: a constant grey at every query, through the same contract."""
+
+        temporal = True
+
+        def gen_feat(self, frames, times, t_query, mask=None):  # noqa: ANN001, ANN202
+            return type("Latent", (), {"feat": frames.mean(1), "base": frames.mean(1)})()
+
+        def query_rgb(self, feat, coord, cell=None, *, base=None, chunk=None):  # noqa: ANN001, ANN202
+            return torch.full((coord.shape[0], coord.shape[1], 3), 0.5)
+
+    assert isinstance(Flat(), TemporalImplicitModel)
+    out = ModelPredictor(Flat())(np.zeros((3, 8, 8, 3), np.uint8), size=16)
+    assert out.shape == (16, 16, 3) and (out == 128).all()

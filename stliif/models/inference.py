@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from stliif.errors import InvalidInputError
 from stliif.models.baselines import to_uint8
 from stliif.models.calibration import Calibration
 from stliif.models.coords import make_cell, make_coord
+from stliif.models.interface import ImplicitModel, TemporalImplicitModel, check_model
 from stliif.models.liif import default_chunk
 
 __all__ = ["ModelPredictor"]
@@ -30,9 +31,6 @@ __all__ = ["ModelPredictor"]
 def _model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-# ------------------------------------------------------------------------------------ training
 
 
 class ModelPredictor:
@@ -45,7 +43,7 @@ class ModelPredictor:
     middle frame, or the temporal median with ``frame="median"``.
 
     Args:
-        model: A :class:`~stliif.models.liif.LIIF` or :class:`~stliif.models.temporal_liif.TemporalLIIF`.
+        model: Any model that follows :mod:`stliif.models.interface` (LIIF, Temporal LIIF, ...).
         time_scale: Days per time unit (as in training).
         chunk: Queries decoded at once (default: :func:`~stliif.models.liif.default_chunk`).
         device: Device to run on (default: the model's).
@@ -66,6 +64,7 @@ class ModelPredictor:
         name: str | None = None,
         calibration: Calibration | None = None,
     ) -> None:
+        check_model(model)
         self.model = model
         self.calibration = calibration
         self.time_scale = float(time_scale)
@@ -114,18 +113,19 @@ class ModelPredictor:
             if self.calibration is not None and any(self.calibration.offset):
                 dy, dx = self.calibration.offset  # input pixels -> [-1, 1] units of the input
                 coord = coord + torch.tensor([2 * dy / f.shape[1], 2 * dx / f.shape[2]], device=self.device)
-            if getattr(self.model, "temporal", False):
+            if self.model.temporal:
+                tm = cast(TemporalImplicitModel, self.model)
                 times = frame_times(dates, target_date, n=f.shape[0], time_scale=self.time_scale)
                 t = torch.from_numpy(times).to(self.device)[None]
-                lat = self.model.gen_feat(x, t, torch.zeros(1, device=self.device))
-                out = self.model.query_rgb(lat.feat, coord, cell, base=lat.base, chunk=self.chunk)
+                lat = tm.gen_feat(x, t, torch.zeros(1, device=self.device))
+                out = tm.query_rgb(lat.feat, coord, cell, base=lat.base, chunk=self.chunk)
             else:
                 if self.frame == "median":
                     inp = x.quantile(0.5, dim=1)  # numpy's median (mean of the middle two)
                 else:
                     inp = x[:, f.shape[0] // 2]
-                feat = self.model.gen_feat(inp)
-                out = self.model.query_rgb(feat, coord, cell, base=inp, chunk=self.chunk)
+                im = cast(ImplicitModel, self.model)
+                out = im.query_rgb(im.gen_feat(inp), coord, cell, base=inp, chunk=self.chunk)
         finally:
             self.model.train(was_training)
         img = out[0].view(h_out, w_out, -1).float().cpu().numpy() * 255.0
