@@ -274,10 +274,10 @@ def test_models_follow_one_explicit_contract() -> None:
 
         temporal = True
 
-        def gen_feat(self, frames, times, t_query, mask=None):  # noqa: ANN001, ANN202
+        def gen_feat(self, frames, times, t_query, mask=None):
             return type("Latent", (), {"feat": frames.mean(1), "base": frames.mean(1)})()
 
-        def query_rgb(self, feat, coord, cell=None, *, base=None, chunk=None):  # noqa: ANN001, ANN202
+        def query_rgb(self, feat, coord, cell=None, *, base=None, chunk=None):
             return torch.full((coord.shape[0], coord.shape[1], 3), 0.5)
 
     assert isinstance(Flat(), TemporalImplicitModel)

@@ -81,6 +81,6 @@ def check_model(model: object) -> ImplicitModel | TemporalImplicitModel:
             f"{type(model).__name__} {what}: a model needs a temporal flag, gen_feat and query_rgb "
             "(stliif.models.interface)"
         )
-    if not isinstance(getattr(model, "temporal"), bool):
+    if not isinstance(model.temporal, bool):
         raise ModelError(f"{type(model).__name__}.temporal must be True or False")
     return model  # type: ignore[return-value]
