@@ -23,7 +23,7 @@ from stliif.stages import run_crop
 from stliif.store import ArtifactStore
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "vectors"))
-from make_vectors import CRS, NAMES, SLUGS, district, districts, make_vectors  # noqa: E402
+from make_vectors import CRS, NAMES, SLUGS, district, districts, make_vectors
 
 STLIIF = Path(sys.executable).with_name("stliif")
 T = Affine(10.0, 0, 429_900.0, 0, -10.0, 4_580_900.0)
@@ -233,7 +233,18 @@ def test_bad_choices_commit_nothing(store: ArtifactStore, vectors: dict[str, Pat
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``stliif`` command, as a user runs it."""
     return subprocess.run([str(STLIIF), *args], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+
+
+def _invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    """The same command line in this process (Typer's runner): seconds instead of a start-up."""
+    from typer.testing import CliRunner
+
+    from stliif_cli.main import app
+
+    res = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
 
 
 def test_cli_crop_each_district(store: ArtifactStore, vectors: dict[str, Path]) -> None:
@@ -265,9 +276,44 @@ def test_cli_crop_each_district(store: ArtifactStore, vectors: dict[str, Path]) 
 def test_cli_bad_choice_is_one_line(store: ArtifactStore, vectors: dict[str, Path], args: list[str], match: str) -> None:
     uri = store.spec.uri
     snap = store.snapshot_id("main")
-    out = _run("crop", "raw/city", "x", "--polygon", str(vectors["zip"]), *args, "--store", uri)
+    out = _invoke("crop", "raw/city", "x", "--polygon", str(vectors["zip"]), *args, "--store", uri)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     import re
 
     assert re.search(match, out.stderr) and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert ArtifactStore.open(uri, create=False).snapshot_id("main") == snap
+
+
+# ------------------------------------------------------------------------------------ the docs
+
+
+def doc_example(doc: str, name: str) -> str:
+    """The code block under ``<!-- example: name ... -->`` in docs/<doc>."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    m = re.search(rf"<!-- example: {name}\b.*?-->\s*```\w+\n(.*?)```", text, re.DOTALL)
+    assert m, f"no example {name!r} in docs/{doc}"
+    return m.group(1)
+
+
+def test_docs_crop_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    make_vectors(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ArtifactStore.open("stliif-store").commit({"raw/city": raw_cube()}, stage="import", params={"aoi": "city"})
+    for line in doc_example("preprocessing.md", "crop-cli").splitlines():
+        args = shlex.split(line, comments=True)
+        assert args[0] == "stliif"
+        out = _invoke(*args[1:])
+        assert out.returncode == 0, (line, out.stderr)
+    st = ArtifactStore.open("stliif-store", create=False)
+    assert len(st.list("crop/raw/city/districts")) == 10
+    assert st.read("crop/raw/city/gracia").attrs["crop_feature"]["NAME"] == "Gràcia"
+    assert st.read("crop/raw/city/d4").attrs["crop_feature"]["NAME"] == "Sarrià-Sant Gervasi"
+    assert st.read("crop/raw/city/horta").attrs["crop_feature"]["NAME"] == "Horta-Guinardó"
+    scope: dict = {}
+    exec(doc_example("preprocessing.md", "crop-python"), scope)
+    assert scope["one"].index.tolist() == [4] and scope["names"] == SLUGS
+    assert scope["result"].status == "unchanged" and len(scope["result"].artifacts) == 10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +19,7 @@ from stliif.sources.dem import add_dem, load_dem_files
 from stliif.store import ArtifactStore
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "dem"))
-from make_dem import BOX, NODATA_WEST_OF, RES, SPLIT_LAT, make_dem, plane  # noqa: E402
+from make_dem import BOX, NODATA_WEST_OF, RES, SPLIT_LAT, make_dem, plane
 
 CRS = "EPSG:32631"
 T = Affine(10.0, 0, 429_300.0, 0, -10.0, 4_580_900.0)
@@ -138,7 +140,7 @@ def test_acquire_load_dem_fills_nan_not_zero(tmp_path: Path) -> None:
                        crs="EPSG:4326", transform=from_origin(w, n, RES, RES)) as dst:  # fmt: skip
         dst.write(np.full((height, width), 250, np.int16), 1)
     item = pystac.Item("dem-1", {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
-                       [w, s, e, n], dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc), {})  # fmt: skip
+                       [w, s, e, n], dt.datetime(2021, 1, 1, tzinfo=dt.UTC), {})  # fmt: skip
     item.add_asset("data", pystac.Asset(str(path), media_type=pystac.MediaType.GEOTIFF, roles=["data"],
                                         extra_fields={"raster:bands": [{"data_type": "int16"}]}))  # no nodata
     item.stac_extensions.append("https://stac-extensions.github.io/raster/v1.1.0/schema.json")
@@ -147,3 +149,87 @@ def test_acquire_load_dem_fills_nan_not_zero(tmp_path: Path) -> None:
     lon = BOX[0] + (np.arange(dem.shape[1]) + 0.5) * 4 * RES
     assert np.isnan(dem[:, lon > e + 2 * RES]).all()  # beyond the tile: NaN, never 0
     assert (dem[:, lon < e - 2 * RES] == 250).all()
+
+
+# ------------------------------------------------------------------------------------ the CLI
+
+
+def _acquire(
+    tmp_path: Path, *args: str, dates: tuple[str, str] = ("2023-04-01", "2023-04-30"), user: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``stliif acquire`` into ``tmp_path/store``: the installed command as a user runs it
+    (``user``), else the same command line in this process (Typer's runner, for refusals)."""
+    args = ("acquire", "--aoi", "city", "--start", dates[0], "--end", dates[1], "--store", str(tmp_path / "store"),
+            "--quicklooks", str(tmp_path / "ql"), *args)  # fmt: skip
+    if not user:
+        from typer.testing import CliRunner
+
+        from stliif_cli.main import app
+
+        res = CliRunner().invoke(app, list(args))
+        return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [str(Path(sys.executable).with_name("stliif")), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--dem-file", "{tmp}/missing.tif"], "DEM file not found"),
+        (["--dem-file", "{north}", "--dem"], "not both"),
+        (["--dem-nodata", "0"], "--dem-nodata applies to --dem-file files only"),
+        (["--dem-file", "{north}", "--dem-nodata", "nan"], "finite number"),
+    ],
+)
+def test_cli_bad_dem_input_is_one_line(dems: dict[str, Path], tmp_path: Path, args: list[str], match: str) -> None:
+    args = [a.format(tmp=tmp_path, north=dems["north"]) for a in args]
+    out = _acquire(tmp_path, "--bbox", ",".join(map(str, BOX)), *args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert match in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "store").exists() or ArtifactStore.open(str(tmp_path / "store"), create=False).list() == []
+
+
+def test_cli_dem_far_from_the_area(dems: dict[str, Path], tmp_path: Path) -> None:
+    out = _acquire(tmp_path, "--bbox", "10.0,45.0,10.01,45.01", "--dem-file", str(dems["north"]), "--dem-file", str(dems["south"]))
+    assert out.returncode == 2 and "no DEM file overlaps the area (10.0, 45.0, 10.01, 45.01)" in out.stderr, out.stderr
+
+
+@pytest.mark.integration
+def test_cli_acquire_with_dem_files(stac_api: dict, tmp_path: Path) -> None:
+    """`stliif acquire --dem-file A --dem-file B`: the tiles, mosaicked, are raw/<aoi>'s dem."""
+    from conftest import dem_plane, write_dem_cog
+
+    w, s, e, n = next(i["bbox"] for i in stac_api["items"] if i["id"].startswith("Landcover-14956-"))
+    mid = round((w + e) / 2 * 3600) / 3600  # the tiles meet on a pixel edge
+    write_dem_cog(tmp_path / "west.tif", (w - 0.01, s - 0.01, mid, n + 0.01))
+    write_dem_cog(tmp_path / "east.tif", (mid, s - 0.01, e + 0.01, n + 0.01))
+    out = _acquire(tmp_path, "--provider", stac_api["url"], "--collection", "worldstrat-lr", "--bbox",
+                   ",".join(f"{v:.6f}" for v in (w, s, e, n)), "--dem-file", str(tmp_path / "west.tif"),
+                   "--dem-file", str(tmp_path / "east.tif"), dates=("2019-09-01", "2019-10-20"), user=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "committed dem of raw/city from 2 file(s)" in out.stdout
+    cube = ArtifactStore.open(str(tmp_path / "store"), create=False).read("raw/city", load=True)
+    dem = cube["dem"]
+    xx, yy = np.meshgrid(cube.x.values, cube.y.values)
+    lon, lat = Transformer.from_crs(cube.rio.crs, "EPSG:4326", always_xy=True).transform(xx, yy)
+    assert np.isfinite(dem.values).all() and dem.attrs["files"] == ["west.tif", "east.tif"]
+    assert np.abs(dem.values - dem_plane(lon, lat)).max() < 1.0
+
+
+def test_docs_dem_example_runs(dems: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    folder = dems["north"].parent
+    monkeypatch.chdir(folder)
+    ArtifactStore.open("stliif-store").commit({"raw/city": grid()}, stage="import", params={"aoi": "city"})
+    text = (Path(__file__).resolve().parents[1] / "docs" / "acquisition.md").read_text()
+    m = re.search(r"<!-- example: dem-python\b.*?-->\s*```python\n(.*?)```", text, re.DOTALL)
+    assert m
+    scope: dict = {}
+    exec(m.group(1), scope)
+    assert scope["result"].created and np.isnan(scope["dem"].values).any() and np.isfinite(scope["dem"].values).any()
+    bash = re.search(r"## A DEM from local files\s*```bash\n(.*?)```", text, re.DOTALL)
+    assert bash and "--dem-file dem_north.tif --dem-file dem_south.tif" in bash.group(1)
+    assert ",".join(f"{v:.4f}" for v in BOX) in bash.group(1)  # the fixtures' area

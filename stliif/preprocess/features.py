@@ -46,7 +46,9 @@ def select_features(
         chosen = gdf[gdf[attr].map(_text) == value.strip()]
         if chosen.empty:
             sample = ", ".join(repr(_text(v)) for v in gdf[attr].head(5))
-            raise InvalidInputError(f"where {where!r}: no feature has {attr} = {value.strip()!r} (values: {sample}, ...)")
+            raise InvalidInputError(
+                f"where {where!r}: no feature has {attr} = {value.strip()!r} (values: {sample}, ...)"
+            )
         return chosen
     return gdf
 
@@ -55,7 +57,9 @@ def slugify(value: Any) -> str:
     """A path-safe name: accents dropped, lowercase ASCII letters and digits joined by ``-``
     (``"Sarrià-Sant Gervasi"`` -> ``"sarria-sant-gervasi"``); ``""`` when nothing is left."""
     text = unicodedata.normalize("NFKD", _text(value))
-    text = "".join(c for c in text if not unicodedata.combining(c)).encode("ascii", "ignore").decode()
+    text = (
+        "".join(c for c in text if not unicodedata.combining(c)).encode("ascii", "ignore").decode()
+    )
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:128].strip("-")
 
 
@@ -72,7 +76,9 @@ def crop_names(gdf: gpd.GeoDataFrame, attr: str) -> list[str]:
     for row, value in zip(gdf.index, gdf[attr], strict=True):
         name = slugify(value) if _text(value) else ""
         if not name:
-            raise InvalidInputError(f"each {attr}: feature {row} has {attr} = {_text(value)!r}, which gives no name")
+            raise InvalidInputError(
+                f"each {attr}: feature {row} has {attr} = {_text(value)!r}, which gives no name"
+            )
         if name in names:
             raise InvalidInputError(
                 f"each {attr}: {_text(names[name])!r} and {_text(value)!r} both make the crop name {name!r}"
@@ -91,7 +97,9 @@ def feature_attrs(gdf: gpd.GeoDataFrame, row: Any) -> dict[str, Any]:
 def _need_attribute(gdf: gpd.GeoDataFrame, attr: str, option: str) -> None:
     cols = [str(c) for c in gdf.columns if c != gdf.geometry.name]
     if attr not in cols:
-        raise InvalidInputError(f"{option}: no attribute {attr!r} (attributes: {', '.join(cols) or 'none'})")
+        raise InvalidInputError(
+            f"{option}: no attribute {attr!r} (attributes: {', '.join(cols) or 'none'})"
+        )
 
 
 def _text(value: Any) -> str:

@@ -32,11 +32,19 @@ if TYPE_CHECKING:
 __all__ = ["add_dem", "check_dem_files", "load_dem_files"]
 
 
-def check_dem_files(files: Sequence[str | Path], nodata: float | None = None) -> list[Path]:
-    """The DEM files as paths, each checked to exist and be a georeferenced raster.
+def check_dem_files(
+    files: Sequence[str | Path],
+    nodata: float | None = None,
+    *,
+    bounds: tuple[float, float, float, float] | None = None,
+    crs: Any = "EPSG:4326",
+) -> list[Path]:
+    """The DEM files as paths, each checked to exist and be a georeferenced raster, and, with
+    ``bounds`` (in ``crs``), that one of them overlaps that area (checked before an acquisition).
 
     Raises:
-        InvalidInputError: no file, a missing file, not a raster, no CRS, a non-finite ``nodata``.
+        InvalidInputError: no file, a missing file, not a raster, no CRS, a non-finite
+            ``nodata``, no file over ``bounds``.
     """
     import rasterio
 
@@ -44,7 +52,7 @@ def check_dem_files(files: Sequence[str | Path], nodata: float | None = None) ->
         raise InvalidInputError("dem files: give one or more GeoTIFF paths")
     if nodata is not None and not (isinstance(nodata, int | float) and math.isfinite(nodata)):
         raise InvalidInputError(f"dem nodata: expected a finite number, got {nodata!r}")
-    out = []
+    out, overlap = [], bounds is None
     for f in files:
         path = Path(f).expanduser()
         if not path.is_file():
@@ -52,10 +60,27 @@ def check_dem_files(files: Sequence[str | Path], nodata: float | None = None) ->
         try:
             with rasterio.open(path) as src:
                 if src.crs is None:
-                    raise InvalidInputError(f"{path}: the DEM defines no CRS, refusing to guess one")
+                    raise InvalidInputError(
+                        f"{path}: the DEM defines no CRS, refusing to guess one"
+                    )
+                if bounds is not None and not overlap:
+                    b = transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
+                    overlap = (
+                        b[0] < bounds[2]
+                        and bounds[0] < b[2]
+                        and b[1] < bounds[3]
+                        and bounds[1] < b[3]
+                    )
         except RasterioIOError as err:
-            raise InvalidInputError(f"{path}: not a readable raster ({str(err).split(': ', 1)[-1]})") from err
+            raise InvalidInputError(
+                f"{path}: not a readable raster ({str(err).split(': ', 1)[-1]})"
+            ) from err
         out.append(path)
+    if not overlap:
+        raise InvalidInputError(
+            f"no DEM file overlaps the area {tuple(round(v, 6) for v in bounds or ())} ({crs}): "
+            f"{', '.join(p.name for p in out)}"
+        )
     return out
 
 
@@ -110,7 +135,9 @@ def load_dem_files(
     mosaic = np.full(shape, np.nan, np.float32)
     for tiles in groups.values():
         src = tiles[0] if len(tiles) == 1 else merge_arrays(tiles, nodata=np.nan, method="first")
-        out = src.rio.reproject(crs, shape=shape, transform=transform, resampling=method, nodata=np.nan)
+        out = src.rio.reproject(
+            crs, shape=shape, transform=transform, resampling=method, nodata=np.nan
+        )
         mosaic = np.where(np.isnan(mosaic), np.asarray(out.values, np.float32), mosaic)
     if np.isnan(mosaic).all():
         raise NoDataError(f"no DEM file has data on the grid ({', '.join(p.name for p in paths)})")
@@ -121,16 +148,23 @@ def load_dem_files(
     )  # fmt: skip
 
 
-def _read(path: Path, crs: Any, bounds: tuple[float, ...], nodata: float | None) -> xr.DataArray | None:
+def _read(
+    path: Path, crs: Any, bounds: tuple[float, ...], nodata: float | None
+) -> xr.DataArray | None:
     """The part of one tile around ``bounds`` (in ``crs``) as float32, nodata as NaN; None when
     disjoint."""
     try:
-        src = rioxarray.open_rasterio(path, masked=False).isel(band=0, drop=True)
+        opened = rioxarray.open_rasterio(path, masked=False)
+        if not isinstance(opened, xr.DataArray):  # a multi-subdataset file (HDF, netCDF)
+            raise InvalidInputError(f"{path}: not a single raster (several subdatasets)")
+        src = opened.isel(band=0, drop=True)
         box = transform_bounds(crs, src.rio.crs, *bounds, densify_pts=21)
         res_x, res_y = (abs(v) for v in src.rio.resolution())
         pad = (2 * res_x, 2 * res_y)  # keep the kernel's neighbours of edge pixels
         try:
-            src = src.rio.clip_box(box[0] - pad[0], box[1] - pad[1], box[2] + pad[0], box[3] + pad[1])
+            src = src.rio.clip_box(
+                box[0] - pad[0], box[1] - pad[1], box[2] + pad[0], box[3] + pad[1]
+            )
         except rioxarray.exceptions.NoDataInBounds:
             return None
         src = src.load()
@@ -188,6 +222,10 @@ def add_dem(
     cube["dem"] = load_dem_files(paths, cube, nodata=nodata).assign_attrs(files_sha256=key)
     params = {"aoi": aoi, "files": [p.name for p in paths], "nodata": nodata}
     return store.commit(
-        {path: cube}, stage="dem", params=params, inputs={path: version, "dem_files": key},
-        run_id=run_id, message=f"dem: {path} from {len(paths)} file(s)",
+        {path: cube},
+        stage="dem",
+        params=params,
+        inputs={path: version, "dem_files": key},
+        run_id=run_id,
+        message=f"dem: {path} from {len(paths)} file(s)",
     )
