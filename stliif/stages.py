@@ -398,8 +398,9 @@ def run_crop(
         polygon = str(polygon)
         gdf = select_features(read_polygon(polygon, layer=layer), feature=feature, where=where)
         label, inputs["polygon"] = polygon_fingerprint(polygon)
-        params.update(polygon=label if label == "GeoJSON text" else Path(label).name, layer=layer,
-                      feature=feature, where=where, each=each)  # fmt: skip
+        file, _, member = label.partition("!")  # "<zip>!<member>" inside a zip
+        params.update(polygon=label if label == "GeoJSON text" else Path(file).name + (f"!{member}" if member else ""),
+                      layer=layer, feature=feature, where=where, each=each)  # fmt: skip
         names = crop_names(gdf, each) if each is not None else []
         if each is not None and store.version(out) is not None:
             raise InvalidInputError(f"{out} is a crop already: choose another name for one crop per feature")

@@ -13,6 +13,7 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
+import shapely.affinity
 import xarray as xr
 from affine import Affine
 
@@ -266,22 +267,49 @@ def test_cli_crop_each_district(store: ArtifactStore, vectors: dict[str, Path]) 
 
 
 @pytest.mark.parametrize(
-    ("args", "match"),
+    ("polygon", "args", "match"),
     [
-        (["--each", "NOPE"], "no attribute 'NOPE'"),
-        (["--feature", "10"], "feature 10 out of range"),
-        (["--where", "NAME=Atlantis"], "no feature has NAME = 'Atlantis'"),
+        ("zip", ["--each", "NOPE"], "no attribute 'NOPE'"),
+        ("zip", ["--feature", "10"], "feature 10 out of range"),
+        ("zip", ["--where", "NAME=Atlantis"], "no feature has NAME = 'Atlantis'"),
+        ("dups", ["--each", "NAME"], "both make the crop name 'sants-montjuic'"),
+        ("far", ["--each", "NAME"], "aoi_outside_raster"),
+        ("empty", [], "empty.shp: no features"),
+        ("noprj", [], "noprj.shp: shapefile projection missing"),
+        ("two_zip", [], "2 vector files in the zip"),
+        ("gpkg", [], "choose one with layer= \\(--layer\\)"),
     ],
 )
-def test_cli_bad_choice_is_one_line(store: ArtifactStore, vectors: dict[str, Path], args: list[str], match: str) -> None:
-    uri = store.spec.uri
-    snap = store.snapshot_id("main")
-    out = _invoke("crop", "raw/city", "x", "--polygon", str(vectors["zip"]), *args, "--store", uri)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+def test_cli_bad_input_is_one_line(
+    store: ArtifactStore, vectors: dict[str, Path], tmp_path: Path, polygon: str, args: list[str], match: str
+) -> None:
     import re
 
+    gdf = districts()
+    if polygon == "dups":
+        gdf.loc[9, "NAME"] = "Sants Montjuic"
+    if polygon == "far":  # the last district 50 km east of the raster
+        gdf.loc[9, "geometry"] = shapely.affinity.translate(gdf.geometry[9], 50_000)
+    if polygon in ("dups", "far"):
+        pyogrio.write_dataframe(gdf, tmp_path / f"{polygon}.shp", encoding="UTF-8")
+    path = vectors[polygon] if polygon in vectors else tmp_path / f"{polygon}.shp"
+    snap = store.snapshot_id("main")
+    out = _invoke("crop", "raw/city", "x", "--polygon", str(path), *args, "--store", store.spec.uri)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert re.search(match, out.stderr) and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert ArtifactStore.open(uri, create=False).snapshot_id("main") == snap
+    assert ArtifactStore.open(store.spec.uri, create=False).snapshot_id("main") == snap
+
+
+def test_cli_geojson_text(store: ArtifactStore, vectors: dict[str, Path]) -> None:
+    text = json.dumps({"type": "Feature", "properties": {"NAME": "Gràcia"},
+                       "geometry": shapely.geometry.mapping(districts().to_crs("EPSG:4326").geometry[5])})  # fmt: skip
+    out = _invoke("crop", "raw/city", "text", "--polygon", text, "--store", store.spec.uri)
+    assert out.returncode == 0, out.stderr
+    crop = store.read("crop/raw/city/text", load=True)
+    assert crop.attrs["crop_polygon"] == "GeoJSON text" and crop.attrs["crop_feature"] == {"NAME": "Gràcia"}
+    assert int(crop["reflectance"].isel(time=0, band=0).notnull().sum()) == int(
+        shapely.contains_xy(district(5), *np.meshgrid(raw_cube().x.values, raw_cube().y.values)).sum()
+    )
 
 
 # ------------------------------------------------------------------------------------ the docs
