@@ -423,15 +423,31 @@ def _inside(area: AOI, geobox: Any) -> xr.DataArray:
 
 
 def load_dem(items: Sequence[pystac.Item], geobox: Any, provider: Provider) -> xr.DataArray:
-    """The DEM tiles mosaicked onto ``geobox`` (bilinear), float32 metres, NaN where none."""
+    """The DEM tiles mosaicked onto ``geobox`` (bilinear), float32 metres, NaN where none.
+
+    Loaded as float32, so odc-stac fills the grid outside every tile with NaN, also for integer
+    DEMs without a declared nodata (it would fill those with 0: cliffs at the edge); a declared
+    nodata is left out of the warp's kernels and becomes NaN."""
     if not items:
         raise NoDataError(f"{provider.name}: no DEM tile covers the area")
+    import odc.stac
+
     asset = provider.dem_asset or "data"
-    ds = _odc_load(list(items), [asset], geobox, {"*": "bilinear"}, _patch_url(provider))
+    odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP)
+    try:
+        ds = odc.stac.load(
+            list(items), bands=[asset], geobox=geobox, groupby="id", dtype="float32",
+            resampling="bilinear", patch_url=_patch_url(provider), fail_on_error=True,
+        )  # fmt: skip
+    except StliifError:
+        raise
+    except Exception as err:  # noqa: BLE001 - odc/rasterio raise many types
+        raise DataAccessError(f"loading {len(items)} DEM item(s) failed: {err}") from err
+    ds = ds.rename({k: v for k, v in (("latitude", "y"), ("longitude", "x")) if k in ds.dims})
     dem = ds[asset].astype(np.float32)
     nodata = ds[asset].attrs.get("nodata")
-    if nodata is not None:
-        dem = dem.where(ds[asset] != nodata)
+    if nodata is not None and not np.isnan(nodata):
+        dem = dem.where(dem != nodata)
     dem = dem.max("time") if dem.sizes["time"] > 1 else dem.isel(time=0)
     return dem.drop_vars([c for c in dem.coords if c not in ("y", "x")]).rename("dem").assign_attrs(units="m")
 

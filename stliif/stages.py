@@ -366,35 +366,64 @@ def run_crop(
     size_m: float | None = None,
     bbox: tuple[float, float, float, float] | None = None,
     polygon: str | Path | None = None,
+    layer: str | None = None,
+    feature: int | None = None,
+    where: str | None = None,
+    each: str | None = None,
     run_id: str | None = None,
 ) -> StageResult:
     """Crop the artifact ``source`` (e.g. ``raw/<aoi>``) to a square, bbox or polygon, and
     commit it as ``crop/<source path>/<name>``; georeference kept, pixels outside a polygon
-    masked. Coordinates are EPSG:4326; the polygon file's content is part of the run key."""
+    masked. Coordinates are EPSG:4326; the polygon file's content is part of the run key.
+
+    ``polygon`` is a file (shapefile, GeoPackage ``layer``, GeoJSON, a zip holding one, a
+    ``/vsizip/`` path) or GeoJSON text. Its features are merged, or chosen by ``feature`` (0-based
+    row) or ``where`` (``"ATTR=VALUE"``); ``each=ATTR`` crops every chosen feature apart, as
+    ``crop/<source>/<name>/<slug of ATTR>``, all in one commit. A polygon crop's attrs record
+    ``crop_polygon`` (the file), ``crop_features`` (row indices) and, for one feature,
+    ``crop_feature_index`` and ``crop_feature`` (its attributes)."""
+    from stliif.preprocess.crop import polygon_fingerprint, read_polygon
+    from stliif.preprocess.features import crop_names, feature_attrs, select_features
+
     validate_name(name, what="crop name")
     if (polygon is None) == (center is None and bbox is None):
         raise InvalidInputError("give exactly one of: center + size_m, bbox, or polygon")
+    if polygon is None and any(v is not None for v in (layer, feature, where, each)):
+        raise InvalidInputError("layer, feature, where and each apply to a polygon crop only")
     params: dict[str, Any] = {"source": source, "name": name}
     inputs = _need(store, source)
+    out = f"crop/{source}/{name}"
+    crops: dict[str, xr.Dataset] = {}
     if polygon is not None:
-        path = Path(polygon)
-        if not path.is_file():
-            raise InvalidInputError(f"polygon file {path} does not exist")
-        import hashlib
-
-        inputs["polygon"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        params["polygon"] = path.name
+        polygon = str(polygon)
+        gdf = select_features(read_polygon(polygon, layer=layer), feature=feature, where=where)
+        label, inputs["polygon"] = polygon_fingerprint(polygon)
+        file, _, member = label.partition("!")  # "<zip>!<member>" inside a zip
+        params.update(polygon=label if label == "GeoJSON text" else Path(file).name + (f"!{member}" if member else ""),
+                      layer=layer, feature=feature, where=where, each=each)  # fmt: skip
+        names = crop_names(gdf, each) if each is not None else []
+        if each is not None and store.version(out) is not None:
+            raise InvalidInputError(f"{out} is a crop already: choose another name for one crop per feature")
+        if each is None and store.list(f"{out}/"):
+            raise InvalidInputError(f"{out} holds one crop per feature already: choose another name")
+        ds = store.read(source, load=True)
+        groups = [(f"{out}/{n}", [row]) for n, row in zip(names, gdf.index, strict=True)] if each else [(out, list(gdf.index))]
+        for path, rows in groups:
+            crop = crop_polygon(ds, gdf.loc[rows])
+            crop.attrs.update(crop_polygon=label, crop_layer=layer or "", crop_features=[int(r) for r in rows])
+            if len(rows) == 1:
+                crop.attrs.update(crop_feature_index=int(rows[0]), crop_feature=feature_attrs(gdf, rows[0]))
+            crops[path] = crop
     else:
         params.update(center=center, size_m=size_m, bbox=bbox)
-    ds = store.read(source, load=True)
-    if polygon is not None:
-        cropped = crop_polygon(ds, polygon)
-    else:
-        cropped = crop_square(ds, center=center, size_m=size_m, bbox=bbox)
-    out = f"crop/{source}/{name}"
-    result = store.commit({out: cropped}, stage="crop", params=params, inputs=inputs, run_id=run_id)
+        ds = store.read(source, load=True)
+        crops[out] = crop_square(ds, center=center, size_m=size_m, bbox=bbox)
+    result = store.commit(crops, stage="crop", params=params, inputs=inputs, run_id=run_id)  # type: ignore[arg-type]
+    first = next(iter(crops.values()))
+    summary: dict[str, Any] = {"size": [int(first.sizes["y"]), int(first.sizes["x"])], "bounds": list(first.rio.bounds())}
+    if each is not None:
+        summary["crops"] = {p: [int(c.sizes["y"]), int(c.sizes["x"])] for p, c in crops.items()}
     return StageResult(
         "crop", None, "committed" if result.created else "unchanged", result.run_key,
-        result.snapshot_id, result.artifacts,
-        summary={"size": [int(cropped.sizes["y"]), int(cropped.sizes["x"])], "bounds": list(cropped.rio.bounds())},
+        result.snapshot_id, result.artifacts, summary=summary,
     )

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stliif.config import AcquireSpec
+from stliif.errors import InvalidInputError
 from stliif.types import TimeRange
 from stliif_cli.options import EndpointOpt, StoreOpt, build_spec, parse_floats, store_spec
 from stliif_cli.runtime import flow_module, run_flow
@@ -33,6 +34,8 @@ def acquire(
     crs: Annotated[str | None, typer.Option(help="Output CRS [default: the area's UTM zone].")] = None,
     resolution: Annotated[float, typer.Option(help="Pixel size in CRS units.")] = 10.0,
     dem: Annotated[bool, typer.Option("--dem", help="Also load the Copernicus DEM onto the grid.")] = False,
+    dem_file: Annotated[list[Path] | None, typer.Option("--dem-file", help="Local DEM GeoTIFF put on the grid as dem (repeatable: tiles are mosaicked); instead of --dem.")] = None,
+    dem_nodata: Annotated[float | None, typer.Option("--dem-nodata", help="Nodata value of the --dem-file files, overriding theirs (e.g. 0 for clipped copies written without one).")] = None,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse requests whose cube would exceed this (MiB).")] = 4096.0,
     collection: Annotated[str | None, typer.Option(help="Sentinel-2 collection id (STAC API URL providers).")] = None,
     dem_collection: Annotated[str | None, typer.Option("--dem-collection", help="DEM collection id (STAC API URL providers).")] = None,
@@ -55,10 +58,19 @@ def acquire(
     spec = build_spec(AcquireSpec, fields, "acquisition request")
     for d in export_cog or []:
         TimeRange.from_like((d, d))
+    if dem_file and dem:
+        raise InvalidInputError("give --dem (the providers' DEM) or --dem-file (local files), not both")
+    if dem_nodata is not None and not dem_file:
+        raise InvalidInputError("--dem-nodata applies to --dem-file files only")
     st = store_spec(store, endpoint_url=endpoint_url, write=True, create=True)
     from stliif.acquire import check_acquire
 
     check_acquire(spec)
+    if dem_file:  # checked before the acquisition: a bad DEM commits nothing
+        from stliif.acquire import area_of
+        from stliif.sources.dem import check_dem_files
+
+        check_dem_files(dem_file, dem_nodata, bounds=area_of(spec).geometry.bounds)
     result = run_flow(flow_module("acquire").acquire, spec, st)
     cogs = []
     if export_cog and result["dates"]:
@@ -82,3 +94,10 @@ def acquire(
             console.print(f"  {f}")
     for f in cogs:
         console.print(f"  {f}")
+    if dem_file and result["status"] in ("committed", "unchanged"):
+        from stliif.sources.dem import add_dem
+        from stliif.store import ArtifactStore
+
+        added = add_dem(ArtifactStore.open(st), aoi, dem_file, dem_nodata)
+        console.print(f"{'committed' if added.created else 'unchanged'} dem of [bold]raw/{aoi}[/] from "
+                      f"{len(dem_file)} file(s), snapshot {added.snapshot_id}")

@@ -115,7 +115,11 @@ def crop(
     center: Annotated[str | None, typer.Option(help="Centre 'lon,lat' (EPSG:4326), with --size-m.")] = None,
     size_m: Annotated[float | None, typer.Option("--size-m", help="Side of the square in metres.")] = None,
     bbox: Annotated[str | None, typer.Option(help="'minlon,minlat,maxlon,maxlat' (EPSG:4326).")] = None,
-    polygon: Annotated[Path | None, typer.Option(help="GeoJSON, shapefile or GeoPackage polygon.")] = None,
+    polygon: Annotated[str | None, typer.Option(help="Polygon file (shapefile, GeoPackage, GeoJSON, a .zip holding one, a /vsizip/ path) or GeoJSON text.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer polygon file (GeoPackage).")] = None,
+    feature: Annotated[int | None, typer.Option(help="Crop to this feature only (0-based row of the polygon file).")] = None,
+    where: Annotated[str | None, typer.Option(help="Crop to the features whose ATTR=VALUE (compared as text).")] = None,
+    each: Annotated[str | None, typer.Option(help="One crop per feature, named by this attribute (made path-safe): crop/<source>/<name>/<value>.")] = None,
     store: StoreOpt = None,
     branch: BranchOpt = "main",
     endpoint_url: EndpointOpt = None,
@@ -128,8 +132,13 @@ def crop(
     st = store_spec(store, branch, endpoint_url, write=True)
     result = run_crop(
         ArtifactStore.open(st, create=False), source, name, center=centre, size_m=size_m,  # type: ignore[arg-type]
-        bbox=box, polygon=polygon,  # type: ignore[arg-type]
+        bbox=box, polygon=polygon, layer=layer, feature=feature, where=where, each=each,  # type: ignore[arg-type]
     )
+    if each is not None:
+        console.print(f"{result.status} {len(result.artifacts)} crops, snapshot {result.snapshot_id}")
+        for path, size in result.summary["crops"].items():
+            console.print(f"  {path} {size} px")
+        return
     console.print(f"{result.status} {', '.join(result.artifacts)} {result.summary['size']} px, snapshot {result.snapshot_id}")
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +39,7 @@ __all__ = [
     "PolygonSource",
     "crop_polygon",
     "crop_square",
+    "polygon_fingerprint",
     "read_polygon",
 ]
 
@@ -286,30 +289,204 @@ def _check_shapefile(path: Path) -> None:
         )
 
 
-def _read_file(path: Path, layer: str | int | None) -> gpd.GeoDataFrame:
-    if not path.exists():
-        raise InvalidInputError(f"{path}: polygon file not found")
-    if path.is_dir():
-        raise InvalidInputError(f"{path}: is a folder, expected a GeoJSON, shapefile or GeoPackage file")
-    if not os.access(path, os.R_OK):
-        raise DataAccessError(f"{path}: not readable (permission denied)")
-    if path.suffix.lower() == ".shp":
-        _check_shapefile(path)
+_VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json")
+"""Vector files looked for inside a zip (shapefiles first)."""
+_VSIZIP = re.compile(r"^/vsizip/(?P<zip>.*?\.zip)(?:/(?P<member>.*))?$", re.IGNORECASE)
+
+
+def _junk(member: str) -> bool:
+    """macOS resource forks and folders (``__MACOSX/``, ``._name``) and folder entries."""
+    parts = member.split("/")
+    return member.endswith("/") or "__MACOSX" in parts or parts[-1].startswith("._")
+
+
+def _zip_members(zip_path: Path) -> list[str]:
+    if not zip_path.is_file():
+        raise InvalidInputError(f"{zip_path}: zip file not found")
     try:
-        layers = pyogrio.list_layers(path)
+        with zipfile.ZipFile(zip_path) as z:
+            return [n for n in z.namelist() if not _junk(n)]
+    except zipfile.BadZipFile as err:
+        raise InvalidInputError(f"{zip_path}: not a valid zip file ({err})") from err
+    except OSError as err:
+        raise DataAccessError(f"{zip_path}: unreadable ({err})") from err
+
+
+def _zip_target(text: str) -> tuple[Path, str, list[str]]:
+    """(zip path, member, member list) of a ``.zip`` path or a ``/vsizip/<zip>[/<member>]`` path.
+
+    Without a member, the one vector file of the zip is chosen (shapefiles first, subfolders
+    searched, ``__MACOSX`` and ``._*`` ignored); several are an error naming them."""
+    m = _VSIZIP.match(text)
+    zip_path = Path(m["zip"] if m else text).expanduser()
+    member = (m["member"] or "").strip("/") if m else ""
+    members = _zip_members(zip_path)
+    if member:
+        if member not in members:
+            raise InvalidInputError(f"{zip_path}: no member {member!r} (files: {', '.join(members) or 'none'})")
+        return zip_path, member, members
+    for suffixes in (_VECTOR_SUFFIXES[:1], _VECTOR_SUFFIXES[1:]):
+        found = [n for n in members if n.lower().endswith(suffixes)]
+        if len(found) > 1:
+            raise InvalidInputError(
+                f"{zip_path}: {len(found)} vector files in the zip ({', '.join(found)}): choose one "
+                f"with /vsizip/{zip_path}/<member>"
+            )
+        if found:
+            return zip_path, found[0], members
+    raise InvalidInputError(
+        f"{zip_path}: no shapefile, GeoPackage or GeoJSON in the zip (files: {', '.join(members) or 'none'})"
+    )
+
+
+def _zipped_shapefile_encoding(zip_path: Path, member: str, members: list[str]) -> str | None:
+    """Check a zipped shapefile's parts; its declared encoding (see :func:`_declared_encoding`)."""
+    stem = member[: -len(".shp")]
+    parts = {n[len(stem) :].lower(): n for n in members if n[: len(stem)] == stem}
+    for ext, what in ((".shx", "index"), (".dbf", "attribute table"), (".prj", "projection")):
+        if ext not in parts:
+            tail = ": no CRS, refusing to guess one" if ext == ".prj" else ""
+            raise InvalidInputError(f"{zip_path}: shapefile {what} missing ({stem}{ext} not in the zip){tail}")
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            cpg = z.read(parts[".cpg"]) if ".cpg" in parts else None
+            with z.open(parts[".dbf"]) as fh:
+                header = fh.read(32)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise DataAccessError(f"{zip_path}: unreadable ({err})") from err
+    return _declared_encoding(cpg, header)
+
+
+def _shapefile_encoding(path: Path) -> str | None:
+    cpg = path.with_suffix(".cpg")
+    dbf = path.with_suffix(".dbf")
+    try:
+        with dbf.open("rb") as fh:
+            header = fh.read(32)
+        return _declared_encoding(cpg.read_bytes() if cpg.is_file() else None, header)
+    except OSError:  # no .dbf: GDAL reads the geometries alone
+        return _declared_encoding(cpg.read_bytes() if cpg.is_file() else None, b"")
+
+
+def _declared_encoding(cpg: bytes | None, dbf_header: bytes) -> str | None:
+    """The encoding a shapefile states (``.cpg`` text, or ``"LDID/<n>"`` from the dBASE
+    language-driver byte), or None when it states none."""
+    if cpg is not None and cpg.strip():
+        return cpg.decode("ascii", "replace").strip()
+    if len(dbf_header) > 29 and dbf_header[29]:
+        return f"LDID/{dbf_header[29]}"
+    return None
+
+
+def _read_ogr(target: str, layer: str | int | None, declared: str | None, shapefile: bool) -> gpd.GeoDataFrame:
+    """Read with pyogrio; a shapefile that states no encoding is read as UTF-8 when its text is
+    valid UTF-8, else as ISO-8859-1 (the dBASE default). ``attrs["encoding"]`` says which."""
+    if not shapefile or declared is not None:
+        gdf = gpd.read_file(target, layer=layer, engine="pyogrio")
+        gdf.attrs["encoding"] = declared or "UTF-8"
+        return gdf
+    try:
+        gdf = gpd.read_file(target, layer=layer, engine="pyogrio", encoding="UTF-8")
+        gdf.attrs["encoding"] = "UTF-8 (no .cpg; text is valid UTF-8)"
+    except UnicodeDecodeError:
+        gdf = gpd.read_file(target, layer=layer, engine="pyogrio", encoding="ISO-8859-1")
+        gdf.attrs["encoding"] = "ISO-8859-1 (no .cpg; text is not valid UTF-8)"
+    return gdf
+
+
+def _read_file(path: Path | str, layer: str | int | None) -> gpd.GeoDataFrame:
+    text = str(path)
+    if _VSIZIP.match(text) or text.lower().endswith(".zip"):
+        zip_path, member, members = _zip_target(text)
+        where: str = f"{zip_path}!{member}"
+        target = f"/vsizip/{zip_path.resolve()}/{member}"
+        shapefile = member.lower().endswith(".shp")
+        declared = _zipped_shapefile_encoding(zip_path, member, members) if shapefile else None
+    else:
+        path = Path(text).expanduser()
+        where = target = str(path)
+        if not path.exists():
+            raise InvalidInputError(f"{path}: polygon file not found")
+        if path.is_dir():
+            raise InvalidInputError(f"{path}: is a folder, expected a GeoJSON, shapefile, GeoPackage or zip file")
+        if not os.access(path, os.R_OK):
+            raise DataAccessError(f"{path}: not readable (permission denied)")
+        shapefile = path.suffix.lower() == ".shp"
+        declared = None
+        if shapefile:
+            _check_shapefile(path)
+            declared = _shapefile_encoding(path)
+    try:
+        layers = pyogrio.list_layers(target)
         if layer is None and len(layers) > 1:
             names = [str(n) for n in layers[:, 0]]
-            raise InvalidInputError(f"{path}: {len(layers)} layers {names}; choose one with layer=")
-        return gpd.read_file(path, layer=layer, engine="pyogrio")
+            raise InvalidInputError(f"{where}: {len(layers)} layers {names}; choose one with layer= (--layer)")
+        if layer is not None and isinstance(layer, str) and layer not in [str(n) for n in layers[:, 0]]:
+            names = [str(n) for n in layers[:, 0]]
+            raise InvalidInputError(f"{where}: no layer {layer!r} (layers: {names})")
+        gdf = _read_ogr(target, layer, declared, shapefile)
     except InvalidInputError:
         raise
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
-        detail = str(err).split(" It might help")[0].replace(f"'{path}' ", "").rstrip(".; ")  # GDAL's advice on drivers is noise here
-        raise InvalidInputError(f"{path}: not a readable polygon file (GeoJSON, shapefile, GeoPackage): {detail}") from err
+        detail = str(err).split(" It might help")[0].replace(f"'{target}' ", "").rstrip(".; ")  # GDAL's advice on drivers is noise here
+        raise InvalidInputError(f"{where}: not a readable polygon file (GeoJSON, shapefile, GeoPackage): {detail}") from err
     except (pyogrio.errors.GeometryError, pyogrio.errors.FieldError, pyogrio.errors.CRSError) as err:
-        raise InvalidInputError(f"{path}: malformed vector data ({err})") from err
+        raise InvalidInputError(f"{where}: malformed vector data ({err})") from err
     except OSError as err:
-        raise DataAccessError(f"{path}: unreadable ({err})") from err
+        raise DataAccessError(f"{where}: unreadable ({err})") from err
+    gdf.attrs["source"] = where
+    _warn_double_encoded(gdf, where)
+    return gdf
+
+
+def _warn_double_encoded(gdf: gpd.GeoDataFrame, where: str) -> None:
+    """Report text that reads as UTF-8 decoded twice (``SarriÃ\xa0`` for ``Sarrià``)."""
+    for col in gdf.columns:
+        if col == gdf.geometry.name:
+            continue
+        for value in gdf[col]:
+            if not isinstance(value, str) or value.isascii():
+                continue
+            try:
+                fixed = value.encode("cp1252" if any(ord(c) > 255 for c in value) else "latin-1").decode("utf-8")
+            except UnicodeError:
+                continue
+            if fixed != value:
+                warnings.warn(
+                    f"{where}: attribute {col} holds text that looks double-encoded UTF-8 ({value!r} reads "
+                    f"{fixed!r} decoded once): fix the file's encoding or its .cpg",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return
+
+
+def polygon_fingerprint(source: str | os.PathLike[str]) -> tuple[str, str]:
+    """(label, sha256 prefix) of a polygon file or GeoJSON text, for run keys and provenance:
+    the label is the file's path (``<zip>!<member>`` inside a zip) or ``"GeoJSON text"``; the
+    digest covers every file the reader uses (a shapefile's parts, the whole zip)."""
+    import hashlib
+
+    text = os.fspath(source)
+    h = hashlib.sha256()
+    if isinstance(source, str) and text.lstrip().startswith("{"):
+        h.update(text.encode())
+        return "GeoJSON text", h.hexdigest()[:16]
+    if _VSIZIP.match(text) or text.lower().endswith(".zip"):
+        zip_path, member, _ = _zip_target(text)
+        files, label = [zip_path], f"{zip_path}!{member}"
+        h.update(member.encode())
+    else:
+        path = Path(text).expanduser()
+        label = str(path)
+        files = sorted(p for p in path.parent.iterdir() if p.stem == path.stem and p.is_file()) if path.suffix.lower() == ".shp" else [path]
+    try:
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    except OSError as err:
+        raise DataAccessError(f"{label}: unreadable ({err})") from err
+    return label, h.hexdigest()[:16]
 
 
 def _from_geojson(obj: Mapping[str, Any], crs: CRS | None) -> gpd.GeoDataFrame:
@@ -359,8 +536,13 @@ def read_polygon(
 
     Args:
         source: Path of a GeoJSON / shapefile (``.shp`` with its ``.shx`` and ``.prj``) /
-            GeoPackage / any OGR vector file; a GeoJSON mapping (geometry, Feature or
-            FeatureCollection); a shapely geometry; or a GeoDataFrame / GeoSeries with a CRS.
+            GeoPackage / any OGR vector file; a ``.zip`` holding one of them (found in
+            subfolders, ``__MACOSX/`` and ``._*`` ignored) or a ``/vsizip/<zip>/<member>`` path;
+            GeoJSON text (a string starting with ``{``); a GeoJSON mapping (geometry, Feature
+            or FeatureCollection); a shapely geometry; or a GeoDataFrame / GeoSeries with a CRS.
+            Shapefile text is decoded by its ``.cpg`` (or dBASE language byte); without either,
+            as UTF-8 when it is valid UTF-8, else as ISO-8859-1 (``gdf.attrs["encoding"]`` says
+            which). Text that looks double-encoded UTF-8 is reported with a ``UserWarning``.
         crs: CRS of a source that carries none (a shapely geometry: default EPSG:4326; a GeoJSON
             mapping without the legacy ``crs`` member is EPSG:4326 by RFC 7946). A file or
             frame that has a CRS must agree with it.
@@ -376,10 +558,12 @@ def read_polygon(
 
     Returns:
         GeoDataFrame (one row per feature, attributes kept) of valid, non-empty Polygon /
-        MultiPolygon geometries, with a CRS.
+        MultiPolygon geometries, with a CRS; a file's ``attrs`` hold ``source`` (its path,
+        ``<zip>!<member>`` inside a zip) and ``encoding``.
 
     Raises:
-        InvalidInputError: missing file; shapefile without ``.shx`` or ``.prj`` or truncated;
+        InvalidInputError: missing file; shapefile without ``.shx`` or ``.prj`` or truncated; a
+            zip with no vector file or several (named); a missing layer or several without ``layer``;
             unreadable format; no CRS; no features; missing or empty geometries; non-polygon
             types; invalid polygons (reason from GEOS, unless ``make_valid``); non-finite or
             out-of-range geographic coordinates; too many features or vertices.
@@ -414,11 +598,10 @@ def read_polygon(
                 )  # fmt: skip
             except json.JSONDecodeError as err:
                 raise InvalidInputError(f"GeoJSON text: not valid JSON ({err})") from err
-        path = Path(text).expanduser()
-        what = str(path)
-        gdf = _read_file(path, layer)
+        gdf = _read_file(text, layer)
+        what = gdf.attrs["source"]
         if gdf.crs is None:
-            raise InvalidInputError(f"{path}: the file defines no CRS, refusing to guess one")
+            raise InvalidInputError(f"{what}: the file defines no CRS, refusing to guess one")
     else:
         raise InvalidInputError(
             f"polygon: unsupported source type {type(source).__name__} (expected a path, a GeoJSON "
