@@ -90,7 +90,7 @@ def area_of(spec: AcquireSpec) -> AOI:
     file's / GeoJSON's features)."""
     if spec.bbox is not None:
         return AOI.from_like(BBox.from_like(spec.bbox).to_geojson())
-    from stliif.preprocess.crop import read_polygon
+    from stliif.preprocess.vectors import read_polygon
 
     source: Any = spec.polygon
     if isinstance(source, str) and source.lstrip().startswith("{"):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -31,7 +31,7 @@ __all__ = [
 _REPO = Path(__file__).resolve().parents[1]
 Stage = Literal["import", "mask", "pansharpen", "subset", "histogram", "split"]
 """The ETL stages in pipeline order (the per-AOI ones of :data:`stliif.stages.AOI_STAGES`, then the split)."""
-STAGES: tuple[str, ...] = get_args(Stage)
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 def default_data_root() -> Path:
@@ -165,7 +165,7 @@ class ETLSpec(_Spec):
         default_factory=lambda: list(STAGES), description="Stages to run, in pipeline order."
     )
     modes: list[Literal["paper", "clean"]] = Field(
-        default_factory=lambda: ["paper", "clean"],
+        default_factory=lambda: list(get_args(Literal["paper", "clean"])),
         description="Histogram and subset modes: 'paper' reproduces the study, 'clean' is ours.",
     )
     k: int = Field(5, ge=1, le=16, description="Revisits per temporal subset.")

@@ -22,8 +22,8 @@ def etl_markdown(
     split_lines = []
     for r in records:
         if r["aoi"] is None:
-            for name, counts in r.get("summary", {}).items():
-                split_lines.append(f"- split `{name}`: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            for name, sizes in r.get("summary", {}).items():
+                split_lines.append(f"- split `{name}`: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
         else:
             per_aoi[r["aoi"]].append(r)
     lines = [

@@ -13,6 +13,7 @@ concurrent commits); on S3 Icechunk's conflict detection rebases non-overlapping
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import functools
@@ -316,7 +317,7 @@ class ArtifactStore:
 
     def commit(
         self,
-        artifacts: Mapping[str, xr.Dataset | Mapping[str, Any] | list[Any]],
+        artifacts: Mapping[str, xr.Dataset | Mapping[str, Any] | builtins.list[Any]],
         *,
         stage: str,
         params: Mapping[str, Any],

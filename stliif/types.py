@@ -32,19 +32,26 @@ from stliif.errors import InvalidInputError
 
 __all__ = [
     "AOI",
+    "MIN_EXTENT_DEG",
+    "S2_BANDS",
     "AOILike",
     "BBox",
     "BBoxLike",
     "BandInfo",
     "Bands",
     "BandsLike",
+    "DateLike",
+    "Dates",
     "FutureEndWarning",
-    "MIN_EXTENT_DEG",
-    "S2_BANDS",
     "TimeRange",
     "TimeRangeLike",
     "canonical_band",
 ]
+
+DateLike: TypeAlias = str | dt.date | np.datetime64
+"""A date: ISO string, ``datetime.date``/``datetime`` or ``numpy.datetime64`` (time of day dropped)."""
+Dates: TypeAlias = Sequence[DateLike] | np.ndarray
+"""Acquisition dates: a sequence of date-likes or a ``datetime64`` array."""
 
 BBoxLike: TypeAlias = "BBox | Sequence[float] | BaseGeometry | Mapping[str, Any]"
 """A bbox: ``BBox``, a sequence of 4 numbers, or a shapely / GeoJSON geometry (its bounds)."""

@@ -14,7 +14,8 @@ from affine import Affine
 from pyproj import Transformer
 
 from stliif.errors import InvalidInputError, NoDataError
-from stliif.preprocess.crop import crop_polygon, crop_square, read_polygon
+from stliif.preprocess.crop import crop_polygon, crop_square
+from stliif.preprocess.vectors import read_polygon
 from stliif.sources.worldstrat import read_aoi
 
 UTM = "EPSG:32633"

@@ -18,7 +18,7 @@ import xarray as xr
 from affine import Affine
 
 from stliif.errors import InvalidInputError
-from stliif.preprocess.crop import polygon_fingerprint, read_polygon
+from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
 from stliif.preprocess.features import crop_names, feature_attrs, select_features, slugify
 from stliif.stages import run_crop
 from stliif.store import ArtifactStore

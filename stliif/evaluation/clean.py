@@ -204,13 +204,13 @@ def load_clean_sample(store: ArtifactStore, aoi: str, *, ref: str | None = None)
     order = np.argsort(rgb["time"].values, kind="stable")
     raw = raw[order]
     dates = rgb["time"].values[order].astype("datetime64[D]")
-    valid = np.isfinite(raw).all(axis=-1)
+    valid = np.asarray(np.isfinite(raw).all(axis=-1))
     if not valid.any():
         raise NoDataError(f"{aoi}: no valid pixel in the clean revisits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         composite = np.nanmedian(np.where(valid[..., None], raw, np.nan), axis=0).astype(np.float32)
-    comp_valid = np.isfinite(composite).all(axis=-1)
+    comp_valid = np.asarray(np.isfinite(composite).all(axis=-1))
     filled_comp = _fill_nearest(composite, comp_valid)
     frames = np.where(valid[..., None], raw, filled_comp[None]).astype(np.float32)
     scale = float(composite[comp_valid].max())
@@ -265,7 +265,7 @@ class _CleanTarget:
         if t.ndim != 3 or t.shape[-1] != 3:
             raise InvalidInputError(f"target must be (S, S, 3), got {t.shape}")
         self.shape = t.shape
-        self.valid = np.isfinite(t).all(axis=-1)
+        self.valid = np.asarray(np.isfinite(t).all(axis=-1))
         if not self.valid.any():
             raise NoDataError("the target has no valid pixel")
         self.scale = float(uint8_scale)

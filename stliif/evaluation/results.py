@@ -364,8 +364,8 @@ def paired_deltas(
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         if set(a) != set(b):
             raise InvalidInputError(f"a and b cover different AOIs: {sorted(set(a) ^ set(b))}")
+        d = np.array([float(a[k]) - float(b[k]) for k in a], dtype=np.float64)
         keys: list[str | int] = list(a)
-        d = np.array([float(a[k]) - float(b[k]) for k in keys], dtype=np.float64)
     else:
         av = np.asarray(a, dtype=np.float64)
         bv = np.asarray(b, dtype=np.float64)

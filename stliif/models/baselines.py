@@ -18,9 +18,8 @@ float32 output, never rounded.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from stliif.errors import InvalidInputError
+from stliif.types import DateLike, Dates
 
 __all__ = [
     "BASELINES",
@@ -51,7 +51,6 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
-DateLike = str | dt.date | np.datetime64
 
 
 class Predictor(Protocol):
@@ -62,7 +61,7 @@ class Predictor(Protocol):
         frames: np.ndarray,
         *,
         size: int | tuple[int, int],
-        dates: Sequence[DateLike] | None = None,
+        dates: Dates | None = None,
         target_date: DateLike | None = None,
     ) -> np.ndarray: ...
 
@@ -179,7 +178,7 @@ def per_frame_bicubic(
     frames: np.ndarray,
     *,
     size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
+    dates: Dates | None = None,
     target_date: DateLike | None = None,
 ) -> np.ndarray:
     """The study's bicubic baseline: every frame upsampled alone with Pillow BICUBIC.
@@ -212,7 +211,7 @@ def median_bicubic(
     frames: np.ndarray,
     *,
     size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
+    dates: Dates | None = None,
     target_date: DateLike | None = None,
 ) -> np.ndarray:
     """Temporal median of the frames, then Pillow bicubic to ``size``.
@@ -298,7 +297,7 @@ class ColourMap:
                 )
             down = resize(t, med.shape[:2]).reshape(-1, t.shape[2]).astype(np.float64)
             x = np.hstack([med.reshape(-1, med.shape[2]), np.ones((down.shape[0], 1))])
-            if xtx is None:
+            if xtx is None or xty is None:
                 xtx, xty = x.T @ x, x.T @ down
             else:
                 if x.shape[1] != xtx.shape[0]:
@@ -345,7 +344,7 @@ def median_colour_bicubic(
     *,
     size: int | tuple[int, int],
     colour_map: ColourMap,
-    dates: Sequence[DateLike] | None = None,
+    dates: Dates | None = None,
     target_date: DateLike | None = None,
 ) -> np.ndarray:
     """Temporal median, affine colour map (on the LR grid, float), Pillow bicubic, round.
@@ -367,7 +366,7 @@ def median_colour_bicubic(
     return _out(resize(mapped, size), f)
 
 
-def _days(values: Sequence[DateLike] | DateLike) -> np.ndarray:
+def _days(values: Dates | DateLike) -> np.ndarray:
     try:
         d = np.asarray(values, dtype="datetime64[s]")
     except (TypeError, ValueError) as err:
@@ -381,7 +380,7 @@ def temporal_linear(
     frames: np.ndarray,
     *,
     size: int | tuple[int, int],
-    dates: Sequence[DateLike] | None = None,
+    dates: Dates | None = None,
     target_date: DateLike | None = None,
     resample: Resample = "bicubic",
 ) -> np.ndarray:
@@ -410,7 +409,7 @@ def temporal_linear(
 
 
 def blend_in_time(
-    frames: np.ndarray, dates: Sequence[DateLike] | None, target_date: DateLike | None
+    frames: np.ndarray, dates: Dates | None, target_date: DateLike | None
 ) -> np.ndarray:
     """The temporal-linear rule of :func:`temporal_linear`, before resampling: ``(H, W, C)`` float64.
 
@@ -422,7 +421,7 @@ def blend_in_time(
         raise InvalidInputError("temporal linear interpolation needs dates and target_date")
     d = _days(dates)
     if d.shape != (f.shape[0],):
-        raise InvalidInputError(f"need {f.shape[0]} dates, got {np.shape(dates)}")
+        raise InvalidInputError(f"need {f.shape[0]} dates, got {d.shape[0] if d.ndim else 1}")
     t = float(_days(target_date))
     uniq, inverse = np.unique(d, return_inverse=True)
     if t <= uniq[0] or t >= uniq[-1]:

@@ -99,7 +99,7 @@ class LocalCorners(NamedTuple):
             to 1 over ``K``; bilinear weights between the four nearest codes in the interior.
     """
 
-    index: torch.Tensor
+    index: torch.Tensor  # type: ignore[assignment]  # shadows tuple.index, as LIIF names it
     rel: torch.Tensor
     weight: torch.Tensor
 

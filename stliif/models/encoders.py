@@ -99,7 +99,7 @@ class EDSRBaseline(nn.Module):
 class _ResBlock3d(nn.Module):
     def __init__(self, n_feats: int, kernel: tuple[int, int, int], res_scale: float) -> None:
         super().__init__()
-        pad = tuple(k // 2 for k in kernel)
+        pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
         self.body = nn.Sequential(
             nn.Conv3d(n_feats, n_feats, kernel, padding=pad),
             nn.ReLU(inplace=True),

@@ -8,9 +8,8 @@ validates with. Imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from stliif.models.calibration import Calibration
 from stliif.models.coords import make_cell, make_coord
 from stliif.models.interface import ImplicitModel, TemporalImplicitModel, check_model
 from stliif.models.liif import default_chunk
+from stliif.types import DateLike, Dates
 
 __all__ = ["ModelPredictor"]
 
@@ -93,8 +93,8 @@ class ModelPredictor:
         frames: np.ndarray,
         *,
         size: int | tuple[int, int],
-        dates: Sequence[Any] | None = None,
-        target_date: Any | None = None,
+        dates: Dates | None = None,
+        target_date: DateLike | None = None,
     ) -> np.ndarray:
         f = np.asarray(frames)
         if f.ndim != 4 or f.dtype != np.uint8:

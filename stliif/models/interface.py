@@ -83,4 +83,4 @@ def check_model(model: object) -> ImplicitModel | TemporalImplicitModel:
         )
     if not isinstance(model.temporal, bool):
         raise ModelError(f"{type(model).__name__}.temporal must be True or False")
-    return model  # type: ignore[return-value]
+    return model

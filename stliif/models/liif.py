@@ -103,6 +103,7 @@ class ImplicitDecoder(nn.Module):
         self.coord_proj = nn.Linear(n_geo, hidden[0], bias=False)
         # LIIF's first layer is one nn.Linear(9F + 4, hidden): give both parts its default init.
         bound = 1.0 / math.sqrt(feat_dim * k * k + n_geo)
+        assert self.feat_proj.bias is not None
         for p in (self.feat_proj.weight, self.feat_proj.bias, self.coord_proj.weight):
             nn.init.uniform_(p, -bound, bound)
         layers: list[nn.Module] = []
@@ -213,6 +214,7 @@ class ResidualBase(nn.Module):
             self.colour = nn.Conv2d(channels, channels, 1)
             with torch.no_grad():
                 self.colour.weight.copy_(torch.eye(channels)[:, :, None, None])
+                assert self.colour.bias is not None
                 self.colour.bias.zero_()
         self.shift = nn.Parameter(torch.zeros(2)) if learn_shift else None
 
@@ -281,7 +283,7 @@ class LIIF(nn.Module):
         if getattr(self.encoder, "temporal", False):
             raise ModelError("LIIF needs a 2-D encoder; use temporal-liif for edsr-3d")
         self.decoder = ImplicitDecoder(
-            self.encoder.out_dim,
+            int(getattr(self.encoder, "out_dim")),  # noqa: B009 - a module attribute torch types as Tensor | Module
             out_channels,
             hidden,
             feat_unfold=feat_unfold,

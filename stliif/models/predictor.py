@@ -15,7 +15,7 @@ only then).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import numpy as np
 from stliif.errors import InvalidInputError, NoDataError
 from stliif.models.baselines import (
     ColourMap,
-    DateLike,
     Predictor,
     median_bicubic,
     per_frame_bicubic,
@@ -33,6 +32,7 @@ from stliif.models.baselines import (
     to_uint8,
 )
 from stliif.names import validate_name
+from stliif.types import DateLike, Dates
 
 __all__ = [
     "BASELINE_NAMES",
@@ -218,7 +218,7 @@ def uint8_adapter(predictor: Predictor) -> Predictor:
         frames: np.ndarray,
         *,
         size: int | tuple[int, int],
-        dates: Sequence[DateLike] | None = None,
+        dates: Dates | None = None,
         target_date: DateLike | None = None,
     ) -> np.ndarray:
         scale = uint8_scale(frames)

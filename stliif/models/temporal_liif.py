@@ -80,6 +80,7 @@ def masked_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TimeEmbedding(nn.Module):
+    scales: torch.Tensor  # a buffer
     """Embedding of a time difference ``dt`` (in time-scale units) into ``dim`` channels.
 
     Features ``tanh(dt / s)`` and ``|tanh(dt / s)|`` for ``s`` in ``scales`` (bounded, so a
@@ -100,6 +101,7 @@ class TimeEmbedding(nn.Module):
 
 
 class TemporalFusion(nn.Module):
+    prior_init: torch.Tensor  # a buffer
     """Per-pixel attention over frames that depends on the query time.
 
     ``a_i = head(f_i + tau(dt_i)) - lambda |dt_i| - kappa dev_i``,
@@ -130,8 +132,10 @@ class TemporalFusion(nn.Module):
         self.head = nn.Sequential(
             nn.Conv2d(feat_dim, feat_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(feat_dim, 1, 1)
         )
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        last = self.head[-1]
+        assert isinstance(last, nn.Conv2d) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         if time_prior <= 0 or robust_prior <= 0:
             raise ModelError(f"prior strengths must be > 0, got {time_prior}, {robust_prior}")
         self.register_buffer("prior_init", torch.tensor([float(time_prior), float(robust_prior)]))
@@ -248,7 +252,7 @@ class TemporalLIIF(nn.Module):
         self.median_input = bool(median_input)
         enc_in = in_channels * (2 if median_input else 1)
         self.encoder = make_model(encoder_spec or _default_encoder(), args={"in_channels": enc_in})
-        feat_dim = int(self.encoder.out_dim)
+        feat_dim = int(getattr(self.encoder, "out_dim"))  # noqa: B009 - torch types module attributes as Tensor | Module
         self.fusion = TemporalFusion(
             feat_dim, time_prior=time_prior, robust_prior=robust_prior, prior_gain=prior_gain
         )

@@ -1,6 +1,6 @@
 """Choosing the features of a polygon file for crops, and naming one crop per feature.
 
-Works on the GeoDataFrame :func:`stliif.preprocess.crop.read_polygon` returns (one row per
+Works on the GeoDataFrame :func:`stliif.preprocess.vectors.read_polygon` returns (one row per
 feature, attributes kept, rows numbered from 0 in file order).
 """
 

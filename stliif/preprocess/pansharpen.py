@@ -40,7 +40,7 @@ scale with each pixel's own band values and so shifts the hue of dark or bright 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -200,7 +200,7 @@ def pansharpen(
     p = pan.values.astype(np.float64)
     m = ms.values.astype(np.float64)
     pan_valid = np.isfinite(p)
-    ms_valid = np.isfinite(m).all(axis=0)
+    ms_valid = np.asarray(np.isfinite(m).all(axis=0))
     if nodata is not None:
         pan_valid &= p != nodata
         ms_valid &= (m != nodata).all(axis=0)
@@ -257,7 +257,7 @@ def pansharpen(
 
     band_dim = ms.dims[0]
     y_dim, x_dim = pan.rio.y_dim, pan.rio.x_dim
-    coords: dict[str, object] = {y_dim: pan[y_dim].values, x_dim: pan[x_dim].values}
+    coords: dict[Hashable, object] = {y_dim: pan[y_dim].values, x_dim: pan[x_dim].values}
     if band_dim in ms.coords:
         coords[band_dim] = ms[band_dim].values
     result = xr.DataArray(

@@ -48,7 +48,8 @@ class SplitManifest:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> SplitManifest:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        return cls(**fields)
 
     def of(self, aoi: str) -> str:
         """'train', 'val' or 'test' for ``aoi``."""

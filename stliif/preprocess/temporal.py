@@ -26,7 +26,6 @@ All modes return a :class:`TemporalSubset`, revisits in chronological order.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,13 +34,14 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from stliif.preprocess.mask import clear_mask
 from stliif.errors import InvalidInputError, NoDataError
+from stliif.preprocess.mask import clear_mask
+from stliif.types import DateLike, Dates
 
 __all__ = [
     "DEFAULT_MIN_CLEAR",
-    "DateLike",
     "LARGE_GAP_DAYS",
+    "DateLike",
     "TemporalSubset",
     "apply_subset",
     "clear_fractions",
@@ -53,9 +53,6 @@ __all__ = [
 ]
 
 Mode = Literal["paper", "clean", "study"]
-DateLike = str | dt.date | np.datetime64
-"""A date: ISO string, ``datetime.date``/``datetime`` or ``numpy.datetime64`` (time of day dropped)."""
-Dates = Sequence[DateLike] | np.ndarray
 
 DEFAULT_MIN_CLEAR = 0.9
 """Default clear fraction (valid and cloud-free pixels) a revisit needs in ``clean`` mode."""

@@ -265,7 +265,8 @@ def read_lr(files: AOIFiles) -> xr.Dataset:
         ``cloud_cover`` (percent, along time), ``band``, ``y``, ``x`` (EPSG:4326 pixel centres);
         attributes ``aoi``, ``hr_date`` and the AOI's location and labels.
     """
-    arrays, masks, metas = [], {v: [] for v in _MASK_VARS.values()}, []
+    masks: dict[str, list[Any]] = {v: [] for v in _MASK_VARS.values()}
+    arrays, metas = [], []
     transform = shape = None
     has_scl = all(r.masks.get("SCL") is not None for r in files.revisits)
     for r in files.revisits:
