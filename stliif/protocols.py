@@ -83,7 +83,7 @@ from stliif.models.predictor import (
     model_name,
     reflectance_to_uint8,
 )
-from stliif.names import validate_name
+from stliif.names import validate_aoi, validate_name
 from stliif.store import ArtifactStore, run_key
 
 __all__ = [
@@ -478,20 +478,30 @@ def match_target(hr_rgb: np.ndarray, composite: np.ndarray, composite_valid: np.
     return out
 
 
+def _require_hr(store: ArtifactStore, aoi: str, ref: str | None) -> None:
+    """Protocol C scores a store AOI only where an HR image exists (``hr/<aoi>/rgbn``)."""
+    if store.version(f"pansharpened/{aoi}", ref=ref) is None and store.version(f"hr/{aoi}/rgbn", ref=ref) is None:
+        raise NoDataError(
+            f"{aoi} has no HR image in the store (hr/{aoi}/rgbn): protocol C scores AOIs with one "
+            "(WorldStrat imports); an acquired area or a crop can be masked, subset, matched and rendered"
+        )
+
+
 def load_clean_sample(store: ArtifactStore, aoi: str, *, ref: str | None = None) -> CleanSample:
     """Read an AOI's protocol C inputs and build its target (see the module docstring).
 
     Args:
         store: Store holding the ETL artifacts.
-        aoi: AOI name.
+        aoi: AOI name (a store AOI: see :func:`stliif.names.validate_aoi`).
         ref: Branch, tag or snapshot id (default: the store's branch).
 
     Raises:
-        NoDataError: An artifact is missing (run the ETL for this AOI) or nothing is valid.
+        NoDataError: The AOI has no HR image, an artifact is missing (run the ETL for this
+            AOI) or nothing is valid.
     """
     import rioxarray  # noqa: F401  (registers .rio)
 
-    validate_name(aoi, what="AOI")
+    _require_hr(store, validate_aoi(aoi), ref)
     m_path, p_path, s_path = _clean_paths(aoi)
     versions = {}
     for p in (m_path, p_path, s_path):
@@ -877,8 +887,9 @@ def evaluation_plan(
         inputs["splits/paper"] = version
         train = list(manifest["train"])
         split_test = list(manifest["test"])
-        evaluated = [validate_name(a, what="AOI") for a in (aois or split_test)]
+        evaluated = [validate_aoi(a) for a in (aois or split_test)]
         for a in [*evaluated, *train]:
+            _require_hr(store, a, ref)
             for p in _clean_paths(a):
                 v = store.version(p, ref=ref)
                 if v is None:

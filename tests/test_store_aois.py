@@ -165,3 +165,17 @@ def test_one_clear_fraction_in_acquire_and_mask(tmp_path: Path) -> None:
     masked = run_stage(st, "mask", "bcn", data=tmp_path).summary["clear_fraction"]
     expected = [round(float(v), 4) for v in truth["clear_fraction"].values]  # clear / pixels in the polygon
     assert acquired == masked == expected and expected[2] == pytest.approx(0.1007, abs=1e-4)
+
+
+def test_clean_evaluation_needs_an_hr_image(store: ArtifactStore, tmp_path: Path) -> None:
+    """Protocol C scores store AOIs that have an HR image; an acquired area or a crop is refused
+    with that reason (not 'run the import')."""
+    from stliif.errors import NoDataError
+    from stliif.protocols import load_clean_sample
+
+    for aoi in ("bcn", CROP):
+        run_stage(store, "mask", aoi, data=tmp_path)
+        run_stage(store, "subset", aoi, data=tmp_path, params={"mode": "clean"})
+        run_stage(store, "histogram", aoi, data=tmp_path, params={"mode": "clean"})
+        with pytest.raises(NoDataError, match="has no HR image"):
+            load_clean_sample(store, aoi)
