@@ -61,7 +61,7 @@ def validate_aoi(aoi: str) -> str:
     """Return an AOI name if it is a plain name (:func:`validate_name`) or the store path of a
     crop of an LR cube (``crop/raw/<aoi>/<name>``, or a crop of such a crop), else raise."""
     if not is_crop_aoi(aoi):
-        return validate_name(aoi, what="AOI")
+        return validate_name(aoi, what="AOI name")
     validate_artifact_path(aoi)
     rest = aoi
     while rest.startswith(CROP_PREFIX):

@@ -85,6 +85,10 @@ def etl(
     from stliif.store import ArtifactStore
 
     # Refuse bad input before a flow run starts: folder AOIs for an import, store AOIs otherwise.
+    if set(spec.stages) & FOLDER_STAGES:
+        from stliif.sources.worldstrat import list_aois
+
+        list_aois(spec.data)  # a bad folder is refused first
     try:
         repo: ArtifactStore | None = ArtifactStore.open(st, create=False)
     except StliifError:
