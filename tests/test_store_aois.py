@@ -179,3 +179,14 @@ def test_clean_evaluation_needs_an_hr_image(store: ArtifactStore, tmp_path: Path
         run_stage(store, "histogram", aoi, data=tmp_path, params={"mode": "clean"})
         with pytest.raises(NoDataError, match="has no HR image"):
             load_clean_sample(store, aoi)
+
+
+def test_cli_render_takes_crop_paths_and_min_clear(store: ArtifactStore, tmp_path: Path) -> None:
+    """`stliif render --aoi <crop path>` is checked against the store (not refused as a name), and
+    `--min-clear` is checked; both before any flow starts."""
+    base = ["render", "--date", "2024-03-11", "--scale", "2", "--model", "median", "--store", store.spec.uri,
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    missing = _cli(*base, "--aoi", "crop/raw/bcn/south", tmp_path=tmp_path)
+    assert missing.returncode == 2 and "crop/raw/bcn/south is not in the store: make it with `stliif crop`" in missing.stderr
+    bad = _cli(*base, "--aoi", CROP, "--min-clear", "1.5", tmp_path=tmp_path)
+    assert bad.returncode == 2 and "min_clear" in bad.stderr
