@@ -335,7 +335,7 @@ def _area_on_grid(cube: xr.Dataset, tr: Affine, h: int, w: int) -> np.ndarray:
         try:
             shape = Geometry(json.loads(geom) if isinstance(geom, str) else dict(geom), "EPSG:4326").to_crs(cube.rio.crs)
             inside &= geometry_mask([shape.geom], out_shape=(h, w), transform=tr, invert=True)
-        except Exception as err:  # noqa: BLE001 - a malformed attribute: the data mask alone
+        except Exception as err:  # noqa: BLE001 - odc-geo and pyproj raise several types
             raise InvalidInputError(f"the cube's geometry attribute is not a GeoJSON polygon: {err}") from err
     return inside
 

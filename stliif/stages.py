@@ -175,13 +175,14 @@ def _subset_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[
     lr = read_cube(store, aoi, load=False)[["clm"]]  # dates, revisits, HR date: no pixels needed
     clear = store.read(f"mask/{aoi}", load=True)["clear_fraction"].values.tolist()
     notes: tuple[str, ...] = ()
-    if "hr_date" not in lr.attrs:  # an acquired or imported area, or its crop: no HR image
+    k = int(params.get("k", 5))
+    if "hr_date" not in lr.attrs:  # an acquired area or a crop: no HR image, maybe few dates
         if params["mode"] == "paper":
             raise NoDataError(f"{aoi} has no HR image date: paper mode reproduces the study's AOIs only")
         lr.attrs["hr_date"] = str(lr["time"].values[-1])[:10]
         notes = (f"no HR image: revisits nearest the cube's last date {lr.attrs['hr_date']}",)
-    subset = select_revisits(lr, mode=params["mode"], k=min(int(params.get("k", 5)), lr.sizes["time"]),
-                             clear_fraction=clear)  # fmt: skip
+        k = min(k, lr.sizes["time"])
+    subset = select_revisits(lr, mode=params["mode"], k=k, clear_fraction=clear)
     if notes:
         subset = dataclasses.replace(subset, notes=(*subset.notes, *notes))
     return {f"subset/{params['mode']}/{aoi}": subset.to_dict()}
