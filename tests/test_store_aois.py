@@ -190,3 +190,32 @@ def test_cli_render_takes_crop_paths_and_min_clear(store: ArtifactStore, tmp_pat
     assert missing.returncode == 2 and "crop/raw/bcn/south is not in the store: make it with `stliif crop`" in missing.stderr
     bad = _cli(*base, "--aoi", CROP, "--min-clear", "1.5", tmp_path=tmp_path)
     assert bad.returncode == 2 and "min_clear" in bad.stderr
+
+
+def _fake_worldstrat(tmp_path: Path) -> Path:
+    """A WorldStrat folder layout naming one AOI (enough for the AOI rule; no files read)."""
+    (tmp_path / "ws" / "lr_dataset" / "Landcover-1").mkdir(parents=True)
+    return tmp_path / "ws"
+
+
+def test_with_import_an_aoi_only_in_the_store_runs_the_store_stages(store: ArtifactStore, tmp_path: Path) -> None:
+    from stliif.stages import resolve_run_aois
+
+    ws = _fake_worldstrat(tmp_path)
+    stages = ["import", "mask"]
+    assert resolve_run_aois(stages, None, data=ws, store=store) == ["Landcover-1"]
+    assert resolve_run_aois(stages, ["Landcover-1", "bcn", CROP], data=ws, store=store) == ["Landcover-1", "bcn", CROP]
+    with pytest.raises(InvalidInputError, match=r"unknown AOIs \['nowhere'\]: not in"):
+        resolve_run_aois(stages, ["nowhere"], data=ws, store=store)
+    with pytest.raises(InvalidInputError, match="not a WorldStrat dataset"):
+        resolve_run_aois(stages, ["bcn"], data=tmp_path / "typo", store=store)
+
+
+def test_etl_flow_skips_the_import_of_store_only_aois(store: ArtifactStore, tmp_path: Path, prefect_harness: None) -> None:
+    from flows.etl import etl
+    from stliif.config import ETLSpec
+
+    ws = _fake_worldstrat(tmp_path)
+    out = etl(ETLSpec(data=str(ws), stages=["import", "mask"], aois=["bcn", CROP]), store.spec)
+    assert [(r["stage"], r["aoi"], r["status"]) for r in out["records"]] == [
+        ("mask", "bcn", "committed"), ("mask", CROP, "committed")]
