@@ -34,8 +34,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from stliif.config import AcquireSpec
-from stliif.preprocess.mask import clear_fraction
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError, TransientDataAccessError
+from stliif.preprocess.mask import clear_fraction
 from stliif.sources.providers import DEM, S2_L2A, Provider, custom_provider, get_provider
 from stliif.sources.stac import (
     RETRY_STATUSES,

@@ -45,8 +45,8 @@ from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
 __all__ = [
-    "AOI_STAGES", "FOLDER_STAGES", "StageResult", "plan_stages", "resolve_run_aois", "run_crop", "run_split",
-    "run_stage", "split_aois", "stage_key", "store_aois", "folder_aois", "read_cube",
+    "AOI_STAGES", "FOLDER_STAGES", "StageResult", "folder_aois", "plan_stages", "read_cube",
+    "resolve_run_aois", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois",
 ]
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
-__all__ = ["SYNTHETIC_BANDS", "polygon_area", "synthetic_cube", "write_items", "write_polygon"]
+__all__ = ["SYNTHETIC_BANDS", "polygon_area", "synthetic_cube", "write_items"]
 
 SYNTHETIC_BANDS = ("B02", "B03", "B04", "B08")
 _CRS = "EPSG:32631"
@@ -43,17 +43,6 @@ def _geometry_lonlat(h: int, w: int, res: float) -> dict[str, Any]:
     ring = [tr.transform(x, y) for x, y in polygon_area(h, w, res)]
     ring.append(ring[0])
     return {"type": "Polygon", "coordinates": [[[float(a), float(b)] for a, b in ring]]}
-
-
-def write_polygon(path: Any, h: int = 24, w: int = 20, res: float = 10.0) -> Any:
-    """Write the area of :func:`synthetic_cube` (same ``h``, ``w``, ``res``) as a GeoJSON file."""
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    feature = {"type": "Feature", "properties": {"name": "area"}, "geometry": _geometry_lonlat(h, w, res)}
-    p.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
-    return p
 
 
 def synthetic_cube(
@@ -93,12 +82,11 @@ def synthetic_cube(
     refl = np.empty((n, nb, h, w), np.float32)
     scl = np.full((n, h, w), 4, np.uint8)  # vegetation
     clm = np.zeros((n, h, w), np.uint8)
-    rows_in = np.flatnonzero(inside.any(axis=1))
     pix = np.argwhere(inside)  # row-major: top rows first
     for t in range(n):
         for b in range(nb):
             refl[t, b] = base * (1.0 + 0.15 * b) + 0.01 * t
-        k = int(round(cloud[t] * len(pix)))
+        k = round(cloud[t] * len(pix))
         if k:
             r, c = pix[:k].T
             scl[t, r, c], clm[t, r, c] = 9, 1
@@ -107,7 +95,6 @@ def synthetic_cube(
     refl = np.where(inside[None, None], refl, np.nan).astype(np.float32)
     scl = np.where(inside[None], scl, 0).astype(np.uint8)
     clear = (data_mask == 1) & (clm == 0)
-    del rows_in
     times = np.array([np.datetime64(f"{d}T10:30:00") for d in dates], dtype="datetime64[ns]")
     ds = xr.Dataset(
         {

@@ -118,7 +118,7 @@ def test_render_min_clear_drops_cloudy_dates(store: ArtifactStore, tmp_path: Pat
     high = run_render(store, "bcn", "median", date="2024-03-21", scale=1, min_clear=0.5, out_dir=tmp_path / "o")
     assert "2024-03-21" not in high["attrs"]["revisits"] and high["attrs"]["nearest_revisit_days"] == 10
     assert high["attrs"]["min_clear"] == 0.5
-    with pytest.raises(Exception, match="no revisit is at least 100% clear|min_clear"):
+    with pytest.raises(InvalidInputError, match="min_clear must be a fraction"):
         run_render(store, "bcn", "median", date="2024-03-21", scale=1, min_clear=1.5, out_dir=tmp_path / "o")
 
 
