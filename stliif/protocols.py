@@ -479,8 +479,16 @@ def match_target(hr_rgb: np.ndarray, composite: np.ndarray, composite_valid: np.
 
 
 def _require_hr(store: ArtifactStore, aoi: str, ref: str | None) -> None:
-    """Protocol C scores a store AOI only where an HR image exists (``hr/<aoi>/rgbn``)."""
-    if store.version(f"pansharpened/{aoi}", ref=ref) is None and store.version(f"hr/{aoi}/rgbn", ref=ref) is None:
+    """Protocol C scores a store AOI only where an HR image exists (``hr/<aoi>/rgbn``): an AOI
+    whose cube is in the store without one is refused with that reason (one not in the store at
+    all is left to the missing-artifact message, which says what to run)."""
+    from stliif.names import aoi_cube_path
+
+    if (
+        store.version(aoi_cube_path(aoi), ref=ref) is not None
+        and store.version(f"pansharpened/{aoi}", ref=ref) is None
+        and store.version(f"hr/{aoi}/rgbn", ref=ref) is None
+    ):
         raise NoDataError(
             f"{aoi} has no HR image in the store (hr/{aoi}/rgbn): protocol C scores AOIs with one "
             "(WorldStrat imports); an acquired area or a crop can be masked, subset, matched and rendered"
