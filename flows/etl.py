@@ -11,9 +11,8 @@ from tqdm import tqdm
 
 from stliif.config import ETLSpec, Stage, StoreSpec
 from stliif.report import etl_markdown
-from stliif.errors import RunFailures, StliifError
-from stliif.sources.worldstrat import list_aois, resolve_aois
-from stliif.stages import AOI_STAGES, plan_stages, store_aois
+from stliif.errors import RunFailures
+from stliif.stages import AOI_STAGES, FOLDER_STAGES, folder_aois, plan_stages, resolve_run_aois
 from flows.runners import task_runner
 from tasks.common import open_store
 from tasks.etl import split_task, stage_task
@@ -41,16 +40,15 @@ def etl(
     store = store or StoreSpec()
     if stages:
         spec = spec.model_copy(update={"stages": list(stages)})
-    if "import" in spec.stages:
-        aois = resolve_aois(spec.data, spec.aois)  # validates the data root before any write
+    # One rule (stliif.stages.resolve_run_aois): the folder stages (import) run for the WorldStrat
+    # folder's AOIs, the store-only stages for every AOI with a cube in the store (imported,
+    # acquired, a crop); an AOI only in the store skips the folder stages.
+    if set(spec.stages) & FOLDER_STAGES:
+        folder = folder_aois(spec.data) or set(resolve_run_aois(spec.stages, None, data=spec.data, store=None))
         repo = open_store(store)  # creates the store, and fails early on a bad location
-    else:  # stages that read only the store: its AOIs (imported or acquired) are the ones there are
-        repo = open_store(store)
-        try:
-            known = list_aois(spec.data)
-        except StliifError:  # no dataset here (an acquisition-only store)
-            known = []
-        aois = store_aois(repo, spec.aois, known=known)
+    else:
+        repo, folder = open_store(store), set()
+    aois = resolve_run_aois(spec.stages, spec.aois, data=spec.data, store=repo)
     # An import that runs without its downstream stages announces new data, so that an automation
     # (deployment etl-downstream) runs them for the AOIs that changed.
     announce = not set(spec.stages) & {"mask", "pansharpen", "subset", "histogram"}
@@ -60,6 +58,8 @@ def etl(
         done: dict[str, PrefectFuture[dict[str, Any]]] = {}
         for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
             assert stage in AOI_STAGES
+            if stage in FOLDER_STAGES and aoi not in folder:  # in the store only
+                continue
             fut = stage_task.submit(
                 stage, aoi, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
                 announce=announce and stage == "import", wait_for=[done[d] for d in deps if d in done],

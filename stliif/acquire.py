@@ -35,6 +35,7 @@ import xarray as xr
 
 from stliif.config import AcquireSpec
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError, TransientDataAccessError
+from stliif.preprocess.mask import clear_fraction
 from stliif.sources.providers import DEM, S2_L2A, Provider, custom_provider, get_provider
 from stliif.sources.stac import (
     RETRY_STATUSES,
@@ -375,10 +376,8 @@ def load_cube(
         inside = _inside(area, geobox)
         cube["data_mask"] = cube["data_mask"] * inside.astype(np.uint8)
         cube["reflectance"] = cube["reflectance"].where(inside)
-    clear = (cube["data_mask"] == 1) & (cube["clm"] == 0) & ~cube["scl"].isin((0, 1, 3, *CLOUD_CLASSES))
-    n_valid = (cube["data_mask"] == 1).sum(("y", "x"))
     cube = cube.assign_coords(
-        clear_fraction=(clear.sum(("y", "x")) / np.maximum(n_valid, 1)).astype(np.float32),
+        clear_fraction=clear_fraction(cube),  # over the area's pixels, the rule of the mask stage
         revisit=("time", np.arange(1, cube.sizes["time"] + 1, dtype=np.int16)),
     )
     cube["reflectance"].attrs["nodata"] = "NaN"

@@ -179,7 +179,7 @@ class ETLSpec(_Spec):
 class RenderSpec(_Spec):
     """A render request (:func:`stliif.render.run_render`): one date, or a range with a step."""
 
-    aoi: str = Field(description="AOI whose LR cube raw/<aoi> is rendered.")
+    aoi: str = Field(description="AOI whose LR cube is rendered: raw/<aoi>, or a crop's store path crop/raw/<aoi>/<name>.")
     model: str = Field(default_factory=lambda: default_model(), description="Checkpoint file, run folder, or a baseline name.")
     date: str | None = Field(None, description="Date to render (YYYY-MM-DD); or give start and end.")
     start: str | None = Field(None, description="First date of a time series.")
@@ -191,6 +191,7 @@ class RenderSpec(_Spec):
         None, description="Render only this lon/lat box of the AOI (west, south, east, north)."
     )
     k: int = Field(5, ge=1, le=16, description="Revisits given to the model.")
+    min_clear: float = Field(0.5, ge=0, le=1, description="Use only dates whose clear fraction over the area is at least this.")
     max_gap_days: float = Field(30.0, gt=0, description="Refuse dates farther than this from any usable revisit.")
     allow_far: bool = Field(False, description="Render beyond max_gap_days anyway (flagged).")
     max_mb: float = Field(2048.0, gt=0, description="Refuse renders whose output would need more memory (MiB).")
@@ -199,9 +200,9 @@ class RenderSpec(_Spec):
     @field_validator("aoi")
     @classmethod
     def _aoi_name(cls, v: str) -> str:
-        from stliif.names import validate_name
+        from stliif.names import validate_aoi
 
-        return validate_name(v, what="AOI name")
+        return validate_aoi(v)
 
     @model_validator(mode="after")
     def _one_date_one_scale(self) -> RenderSpec:

@@ -1,12 +1,14 @@
 """Render a continuous space-time model at any date and resolution, as georeferenced products.
 
 A render asks a model (a checkpoint, a run folder or any protocol-P style predictor) for the
-image of an LR cube (``raw/<aoi>`` in the store: ``reflectance`` (time, band, y, x) with CRS) at
-one date and one scale:
+image of an LR cube (``raw/<aoi>`` in the store, or a crop of one, ``crop/raw/<aoi>/<name>``:
+``reflectance`` (time, band, y, x) with CRS) at one date and one scale:
 
 1. **Revisits**: the ``k`` revisits closest in time to the date among those with a clear
-   fraction of at least ``min_clear`` (all revisits when no mask is given), in date order.
-2. **Temporal support**: the distance to the nearest revisit used is recorded
+   fraction (over the area, :func:`stliif.preprocess.mask.clear_fraction`) of at least
+   ``min_clear`` (all revisits when the clear fractions are unknown), in date order. Dates are
+   matched by acquisition day: a revisit acquired at 10:30 on the requested day is 0 days away.
+2. **Temporal support**: the distance in days to the nearest revisit used is recorded
    (``nearest_revisit_days``); beyond ``max_gap_days`` the request is refused unless
    ``allow_far=True``, in which case the result is flagged (``temporal_support="extrapolated"``).
 3. **Radiometry**: RGB reflectance (B04, B03, B02) becomes 8-bit: divided by the brightest
@@ -16,6 +18,9 @@ one date and one scale:
 4. **Grid**: the LR footprint divided into ``round(scale * H) x round(scale * W)`` pixels: the
    bounds are the cube's, the CRS the cube's; ``gsd`` (metres) sets the scale from the LR pixel
    size (10 m for Sentinel-2 unless the cube's CRS is projected).
+5. **Area**: output pixels outside the cube's area (its pixels with data on some date,
+   ``data_mask``, within its ``geometry`` attribute when it has one) are NaN, the declared
+   nodata of the render and of its COG.
 
 :func:`render` returns an ``xarray.DataArray`` (band, y, x) with coordinates and CRS
 (rioxarray); :func:`render_series` stacks dates along ``time``. :func:`write_cog`,
@@ -86,6 +91,12 @@ def _date(value: Any, what: str = "date") -> np.datetime64:
     return np.datetime64(ts.tz_localize(None) if ts.tzinfo else ts, "s")
 
 
+def _days(times: Any) -> np.ndarray:
+    """Acquisition days (the time of day dropped), as ``datetime64[s]`` at midnight."""
+    out = np.asarray(times, dtype="datetime64[s]").astype("datetime64[D]").astype("datetime64[s]")
+    return out[()] if out.ndim == 0 else out
+
+
 def _scale(cube: xr.Dataset, scale: float | None, gsd: float | None) -> float:
     if (scale is None) == (gsd is None):
         raise InvalidInputError("give exactly one of scale and gsd")
@@ -108,19 +119,20 @@ def select_revisits(
     clear_fraction: np.ndarray | None = None,
     min_clear: float = 0.5,
 ) -> np.ndarray:
-    """Indices of the ``k`` usable revisits closest to ``date`` (ties: earlier first), in date order.
+    """Indices of the ``k`` usable revisits closest to ``date`` by acquisition day (ties: earlier
+    first), in date order.
 
     Raises:
         NoDataError: No revisit has a clear fraction of at least ``min_clear``.
     """
     if k < 1:
         raise InvalidInputError(f"k must be >= 1, got {k}")
-    t = np.asarray(times, dtype="datetime64[s]")
+    t = _days(times)
     usable = np.ones(t.shape[0], bool) if clear_fraction is None else np.asarray(clear_fraction) >= min_clear
     if not usable.any():
         raise NoDataError(f"no revisit is at least {min_clear:.0%} clear")
     cand = np.flatnonzero(usable)
-    gap = np.abs((t[cand] - _date(date)).astype(np.int64))
+    gap = np.abs((t[cand] - _days(_date(date))).astype(np.int64))
     chosen = cand[np.lexsort((t[cand].astype(np.int64), gap))[:k]]
     return np.sort(chosen)
 
@@ -136,7 +148,10 @@ def _rgb_frames(cube: xr.Dataset, idx: np.ndarray) -> np.ndarray:
     f = np.asarray(refl.transpose("time", "y", "x", "band").values, dtype=np.float32)
     bad = ~np.isfinite(f)
     if bad.any():
-        with np.errstate(all="ignore"):
+        import warnings
+
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: outside the area
             med = np.nanmedian(np.where(bad, np.nan, f), axis=0)
         med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
         f = np.where(bad, med[None], f)
@@ -187,8 +202,8 @@ def temporal_support(
             (unless ``allow_far``).
         NoDataError: No usable revisit.
     """
-    when = _date(when)
-    t = np.asarray(times, dtype="datetime64[s]")
+    when = _days(_date(when))
+    t = _days(times)
     idx = select_revisits(t, when, k=k, clear_fraction=clear_fraction, min_clear=min_clear)
     gaps = (t[idx] - when).astype(np.int64) / 86400.0
     nearest = float(np.min(np.abs(gaps)))
@@ -262,7 +277,7 @@ def render(
     check_render_budget(cube, s, 1, max_mb)
     if cube.rio.crs is None:
         raise InvalidInputError("the cube has no CRS: a render must be georeferenced")
-    times = np.asarray(cube["time"].values, dtype="datetime64[s]")
+    times = _days(cube["time"].values)
     idx, gaps, nearest, support = temporal_support(
         times, when, k=k, clear_fraction=clear_fraction, min_clear=min_clear, max_gap_days=max_gap_days,
         allow_far=allow_far,
@@ -282,6 +297,7 @@ def render(
         raise ModelError(f"the model returned {pred.shape}, expected {(out_h, out_w, 3)}")
     values = pred.astype(np.float32).transpose(2, 0, 1) * np.float32(top / 255.0)
     tr, x, y = _grid(cube, out_h, out_w)
+    values[:, ~_area_on_grid(cube, tr, out_h, out_w)] = np.nan
     da = xr.DataArray(values, dims=("band", "y", "x"), coords={"band": list(RGB_BANDS), "y": y, "x": x},
                       name="reflectance")  # fmt: skip
     da.attrs = {
@@ -293,8 +309,35 @@ def render(
         "temporal_support": support,
         "uint8_scale": float(top),
         "aoi": str(cube.attrs.get("aoi", "")),
+        "min_clear": float(min_clear),
     }
     return da.rio.write_crs(cube.rio.crs).rio.write_transform(tr)
+
+
+def _area_on_grid(cube: xr.Dataset, tr: Affine, h: int, w: int) -> np.ndarray:
+    """Boolean (h, w): output pixels inside the cube's area (:func:`stliif.preprocess.mask.area_mask`,
+    nearest LR pixel) and inside its ``geometry`` attribute (lon/lat GeoJSON) when it has one."""
+    inside = np.ones((h, w), bool)
+    if "data_mask" in cube:
+        from stliif.preprocess.mask import area_mask
+
+        area = np.asarray(area_mask(cube).values, dtype=bool)
+        rows = np.minimum((np.arange(h) + 0.5) * area.shape[0] // h, area.shape[0] - 1).astype(int)
+        cols = np.minimum((np.arange(w) + 0.5) * area.shape[1] // w, area.shape[1] - 1).astype(int)
+        inside &= area[np.ix_(rows, cols)]
+    geom = cube.attrs.get("geometry")
+    if geom:
+        import json
+
+        from odc.geo.geom import Geometry
+        from rasterio.features import geometry_mask
+
+        try:
+            shape = Geometry(json.loads(geom) if isinstance(geom, str) else dict(geom), "EPSG:4326").to_crs(cube.rio.crs)
+            inside &= geometry_mask([shape.geom], out_shape=(h, w), transform=tr, invert=True)
+        except Exception as err:  # noqa: BLE001 - odc-geo and pyproj raise several types
+            raise InvalidInputError(f"the cube's geometry attribute is not a GeoJSON polygon: {err}") from err
+    return inside
 
 
 def series_dates(start: Any, end: Any, step: str = "5D") -> list[np.datetime64]:
@@ -343,7 +386,7 @@ def render_series(
 
 
 def _display(values: np.ndarray, top: float) -> np.ndarray:
-    """(band, y, x) reflectance -> (y, x, 3) uint8 with the render's own 8-bit scale."""
+    """(band, y, x) reflectance -> (y, x, 3) uint8 with the render's own 8-bit scale (NaN: black)."""
     return reflectance_to_uint8(np.moveaxis(values, 0, -1), top)
 
 
@@ -433,6 +476,7 @@ def check_render(
     gsd: float | None = None,
     bbox: tuple[float, float, float, float] | None = None,
     k: int = 5,
+    min_clear: float = 0.5,
     max_gap_days: float = 30.0,
     allow_far: bool = False,
     max_mb: float = 2048.0,
@@ -440,7 +484,10 @@ def check_render(
 ) -> tuple[list[np.datetime64], xr.Dataset, np.ndarray | None, dict[str, str]]:
     """Check a render request against the store before any pixel is computed: the AOI's cube,
     the dates (each within the temporal support), scale or gsd, the memory budget, the bbox and
-    the model. Reads only metadata unless ``load``.
+    the model. Reads only metadata unless ``load``. ``aoi`` is a plain AOI (``raw/<aoi>``) or a
+    crop's store path (``crop/raw/<aoi>/<name>``). Clear fractions come from ``mask/<aoi>`` when
+    the mask stage ran, else from the cube's masks (the same rule); revisits below
+    ``min_clear`` are not used.
 
     Returns:
         ``(dates, cube (cropped to ``bbox``), clear fractions or None, input versions)``.
@@ -449,18 +496,23 @@ def check_render(
         InvalidInputError: a bad argument, a date beyond the support, or over the budget.
         NoDataError: the cube is not in the store, or no revisit is usable.
     """
-    from stliif.names import validate_name
+    from stliif.names import aoi_cube_path, is_crop_aoi
     from stliif.preprocess.crop import crop_square
+    from stliif.preprocess.mask import clear_fraction
 
-    validate_name(aoi, what="AOI name")
+    source = aoi_cube_path(aoi)
     if (date is None) == (start is None and end is None) or (start is None) != (end is None):
         raise InvalidInputError("give a date, or a start and an end (with a step)")
+    if not (isinstance(min_clear, int | float) and 0 <= min_clear <= 1):
+        raise InvalidInputError(f"min_clear must be a fraction in [0, 1], got {min_clear!r}")
     dates = [_date(date)] if date is not None else series_dates(start, end, step)
-    source = f"raw/{aoi}"
     version = store.version(source)
     if version is None:
-        raise NoDataError(f"{source} is not in the store: run `stliif etl --aoi {aoi} --stage import` first")
-    cube = store.read(source, load=load)
+        how = "make it with `stliif crop`" if is_crop_aoi(aoi) else f"import or acquire it (`stliif etl --aoi {aoi} --stage import`, `stliif acquire`)"
+        raise NoDataError(f"{source} is not in the store: {how} first")
+    from stliif.stages import read_cube
+
+    cube = read_cube(store, aoi, load=load)
     s = _scale(cube, scale, gsd)
     if bbox is not None:
         cube = crop_square(cube, bbox=bbox)
@@ -471,9 +523,11 @@ def check_render(
     if store.version(f"mask/{aoi}") is not None:
         clear = np.asarray(store.read(f"mask/{aoi}", load=True)["clear_fraction"].values)
         inputs[f"mask/{aoi}"] = str(store.version(f"mask/{aoi}"))
+    elif {"data_mask", "clm"} <= set(cube.data_vars):  # no mask stage yet: the same rule
+        clear = np.asarray(clear_fraction(cube).values)
     for d in dates if date is not None else []:  # a series flags far dates, one render refuses them
-        temporal_support(cube["time"].values, d, k=k, clear_fraction=clear, max_gap_days=max_gap_days,
-                         allow_far=allow_far)  # fmt: skip
+        temporal_support(cube["time"].values, d, k=k, clear_fraction=clear, min_clear=min_clear,
+                         max_gap_days=max_gap_days, allow_far=allow_far)  # fmt: skip
     return dates, cube, clear, inputs
 
 
@@ -491,13 +545,16 @@ def run_render(
     bbox: tuple[float, float, float, float] | None = None,
     out_dir: str | Path = "stliif-out/render",
     k: int = 5,
+    min_clear: float = 0.5,
     max_gap_days: float = 30.0,
     allow_far: bool = False,
     max_mb: float = 2048.0,
     run_id: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Render ``raw/<aoi>`` from the store at one date or a date range, write the files, commit.
+    """Render ``aoi``'s cube (``raw/<aoi>``, or a crop's path ``crop/raw/<aoi>/<name>``) from the
+    store at one date or a date range, using the revisits at least ``min_clear`` clear; write the
+    files, commit.
 
     One date writes ``<name>.tif`` (COG) and ``<name>.png``; a range writes ``<name>.gif``,
     ``<name>.mp4`` and ``<name>-strip.png`` (renders beside the nearest real revisits) and stores
@@ -509,16 +566,18 @@ def run_render(
     """
     dates, cube, clear, inputs = check_render(
         store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
-        k=k, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, load=True,
+        k=k, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, load=True,
     )  # fmt: skip
-    source = f"raw/{aoi}"
+    from stliif.names import aoi_cube_path
+
+    source = aoi_cube_path(aoi)
     mid = model_name(model)
     tag = f"x{scale:g}" if scale is not None else f"gsd{gsd:g}m"
     name = (f"{str(dates[0])[:10]}-{tag}" if date is not None
             else f"{str(dates[0])[:10]}_{str(dates[-1])[:10]}_{step}-{tag}")  # fmt: skip
     predictor = load_predictor(model)
-    opts = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, max_gap_days=max_gap_days, allow_far=allow_far,
-                max_mb=max_mb)
+    opts = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, min_clear=min_clear, max_gap_days=max_gap_days,
+                allow_far=allow_far, max_mb=max_mb)
     out = Path(out_dir) / aoi / mid
     files: list[Path] = []
     if date is not None:
@@ -532,7 +591,7 @@ def run_render(
     ds = da.to_dataset(name="reflectance")
     ds.attrs = {**attrs, "model_sha256": inputs["model"], "source": source}
     params = {"dates": [str(d)[:10] for d in dates], "scale": scale, "gsd": gsd, "bbox": bbox, "k": k,
-              "max_gap_days": max_gap_days, "allow_far": allow_far}  # fmt: skip
+              "min_clear": min_clear, "max_gap_days": max_gap_days, "allow_far": allow_far}  # fmt: skip
     path = f"render/{aoi}/{mid}/{name}"
     try:
         res = store.commit({path: ds}, stage="render", params=params, inputs=inputs, run_id=run_id)

@@ -15,6 +15,11 @@ Artifacts (``<mode>`` is ``paper`` or ``clean``)::
     matched/<mode>/<aoi>      V-channel matched RGB revisits                stage histogram
     splits/<name>             train / val / test manifest (JSON)            stage split
     crop/<source>/<name>      square, bbox or polygon crop of an artifact   run_crop
+
+AOIs: the ``import`` stage reads the WorldStrat folder, so its AOIs are the folder's; every other
+stage reads only the store, so its AOIs are those with an LR cube there (:func:`store_aois`):
+imported, acquired, or a crop of one, named by its store path (``crop/raw/<aoi>/<name>``, see
+:mod:`stliif.names`). :func:`resolve_run_aois` is that one rule, used by the CLI and the flow.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import xarray as xr
 
 from stliif.config import STAGES
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
-from stliif.names import validate_name
+from stliif.names import aoi_cube_path, validate_aoi, validate_name
 from stliif.preprocess.crop import crop_polygon, crop_square
 from stliif.preprocess.histogram import PAPER_REFERENCE_REVISIT, adapt_clean, adapt_paper
 from stliif.preprocess.mask import compute_masks
@@ -39,7 +44,10 @@ from stliif.preprocess.temporal import select_revisits
 from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
-__all__ = ["AOI_STAGES", "StageResult", "plan_stages", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois"]
+__all__ = [
+    "AOI_STAGES", "FOLDER_STAGES", "StageResult", "folder_aois", "plan_stages", "read_cube",
+    "resolve_run_aois", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,23 @@ def _need(store: ArtifactStore, *paths: str) -> dict[str, str]:
     return out
 
 
+MASK_VARS = ("scl", "clm", "data_mask")
+"""uint8 mask variables of an LR cube, 0 where there is no data."""
+
+
+def read_cube(store: ArtifactStore, aoi: str, *, load: bool = True) -> xr.Dataset:
+    """The LR cube of a store AOI (``raw/<aoi>``, or a crop's path ``crop/raw/<aoi>/<name>``).
+
+    A polygon crop declares 0 as the nodata of its integer masks, which reads back as NaN
+    floats; the masks are given back as uint8 with 0 there (no data, no cloud, SCL "no data").
+    """
+    ds = store.read(aoi_cube_path(aoi), load=load)
+    for var in MASK_VARS:
+        if var in ds and ds[var].dtype.kind == "f":
+            ds[var] = ds[var].fillna(0).astype("uint8")
+    return ds
+
+
 # -- import ----------------------------------------------------------------------------------
 def _import_outputs(aoi: str, params: Mapping[str, Any]) -> list[str]:
     return [f"raw/{aoi}", f"hr/{aoi}/pan", f"hr/{aoi}/rgbn"]
@@ -114,11 +139,11 @@ def _import_summary(out: Artifacts) -> dict[str, Any]:
 
 # -- mask ------------------------------------------------------------------------------------
 def _mask_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
-    return _need(store, f"raw/{aoi}")
+    return _need(store, aoi_cube_path(aoi))
 
 
 def _mask_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
-    return {f"mask/{aoi}": compute_masks(store.read(f"raw/{aoi}", load=True))}
+    return {f"mask/{aoi}": compute_masks(read_cube(store, aoi))}
 
 
 def _mask_summary(out: Artifacts) -> dict[str, Any]:
@@ -141,13 +166,25 @@ def _pansharpen_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapp
 
 # -- subset ----------------------------------------------------------------------------------
 def _subset_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
-    return _need(store, f"raw/{aoi}", f"mask/{aoi}")
+    return _need(store, aoi_cube_path(aoi), f"mask/{aoi}")
 
 
 def _subset_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
-    lr = store.read(f"raw/{aoi}")[["clm"]]  # dates, revisits, HR date: no pixels needed
+    import dataclasses
+
+    lr = read_cube(store, aoi, load=False)[["clm"]]  # dates, revisits, HR date: no pixels needed
     clear = store.read(f"mask/{aoi}", load=True)["clear_fraction"].values.tolist()
-    subset = select_revisits(lr, mode=params["mode"], k=int(params.get("k", 5)), clear_fraction=clear)
+    notes: tuple[str, ...] = ()
+    k = int(params.get("k", 5))
+    if "hr_date" not in lr.attrs:  # an acquired area or a crop: no HR image, maybe few dates
+        if params["mode"] == "paper":
+            raise NoDataError(f"{aoi} has no HR image date: paper mode reproduces the study's AOIs only")
+        lr.attrs["hr_date"] = str(lr["time"].values[-1])[:10]
+        notes = (f"no HR image: revisits nearest the cube's last date {lr.attrs['hr_date']}",)
+        k = min(k, lr.sizes["time"])
+    subset = select_revisits(lr, mode=params["mode"], k=k, clear_fraction=clear)
+    if notes:
+        subset = dataclasses.replace(subset, notes=(*subset.notes, *notes))
     return {f"subset/{params['mode']}/{aoi}": subset.to_dict()}
 
 
@@ -160,12 +197,12 @@ def _subset_summary(out: Artifacts) -> dict[str, Any]:
 # -- histogram -------------------------------------------------------------------------------
 def _histogram_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> dict[str, str]:
     if params["mode"] == "paper":
-        return _need(store, f"raw/{aoi}")
-    return _need(store, f"raw/{aoi}", f"mask/{aoi}", f"subset/clean/{aoi}")
+        return _need(store, aoi_cube_path(aoi))
+    return _need(store, aoi_cube_path(aoi), f"mask/{aoi}", f"subset/clean/{aoi}")
 
 
 def _histogram_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
-    lr = store.read(f"raw/{aoi}", load=True)
+    lr = read_cube(store, aoi)
     if params["mode"] == "paper":
         if aoi not in PAPER_REFERENCE_REVISIT:
             raise NoDataError(f"no recorded paper reference revisit for AOI {aoi!r}")
@@ -197,6 +234,16 @@ if (*AOI_STAGES, "split") != STAGES:  # the one list of stage names is stliif.co
     raise RuntimeError(f"AOI_STAGES {list(AOI_STAGES)} + split differ from stliif.config.STAGES {STAGES}")
 
 
+FOLDER_STAGES = frozenset({"import"})
+"""Stages that read the WorldStrat folder (their AOIs are the folder's); the others read only
+the store."""
+
+
+def _check_aoi(stage: str, aoi: str) -> str:
+    """A folder stage takes a folder AOI (a plain name); a store stage any store AOI name."""
+    return validate_name(aoi, what="AOI") if stage in FOLDER_STAGES else validate_aoi(aoi)
+
+
 def _params(stage: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
     if stage not in AOI_STAGES:
         raise InvalidInputError(f"unknown stage {stage!r}; choose from {sorted(AOI_STAGES)}")
@@ -217,7 +264,7 @@ def stage_key(
     """
     p = _params(stage, params)
     spec = AOI_STAGES[stage]
-    key = run_key(stage, {"aoi": aoi, **p}, spec.inputs(store, Path(data), validate_name(aoi, what="AOI"), p))
+    key = run_key(stage, {"aoi": aoi, **p}, spec.inputs(store, Path(data), _check_aoi(stage, aoi), p))
     if any(store.version(o) != key for o in spec.outputs(aoi, p)):
         return None
     return f"{store.store_id}-{store.spec.branch}-{key}"
@@ -244,7 +291,7 @@ def run_stage(
     p = _params(stage, params)
     spec = AOI_STAGES[stage]
     data = Path(data)
-    validate_name(aoi, what="AOI")
+    _check_aoi(stage, aoi)
     try:
         inputs = spec.inputs(store, data, aoi, p)
         key = run_key(stage, {"aoi": aoi, **p}, inputs)
@@ -314,21 +361,67 @@ def run_split(
 
 
 def store_aois(store: ArtifactStore, aois: Sequence[str] | None = None, *, known: Sequence[str] = ()) -> list[str]:
-    """The AOIs of a run of store-only stages: ``aois`` checked against those with an LR cube
-    ``raw/<aoi>`` in the store (imported or acquired) and the ``known`` ones (a dataset's, whose
-    stages then skip with a record when their inputs are missing); default: the store's.
+    """The AOIs of a run of store-only stages: ``aois`` checked against those with an LR cube in
+    the store (``raw/<aoi>``, imported or acquired, and the crops of such cubes,
+    ``crop/raw/<aoi>/<name>``) and the ``known`` ones (a dataset's, whose stages then skip with a
+    record when their inputs are missing); default: the store's ``raw/<aoi>`` (crops only when
+    named).
 
     Raises:
-        InvalidInputError: an AOI neither in the store nor known.
+        InvalidInputError: a bad name, or an AOI neither in the store nor known.
     """
     available = [p.split("/", 1)[1] for p in store.list("raw")]
     if not aois:
         return available
-    wanted = list(dict.fromkeys(aois))
-    unknown = sorted(set(wanted) - set(available) - set(known))
+    wanted = [validate_aoi(a) for a in dict.fromkeys(aois)]
+    crops = {a for a in wanted if a.startswith("crop/") and store.version(a) is not None}
+    unknown = sorted(set(wanted) - set(available) - set(known) - crops)
     if unknown:
-        raise InvalidInputError(f"no raw/<aoi> cube in the store for {unknown}: import or acquire them first")
+        raise InvalidInputError(
+            f"no raw/<aoi> cube in the store for {unknown} (nor a crop, crop/raw/<aoi>/<name>): "
+            "import, acquire or crop them first"
+        )
     return wanted
+
+
+def resolve_run_aois(
+    stages: Sequence[str], aois: Sequence[str] | None, *, data: str | Path, store: ArtifactStore | None
+) -> list[str]:
+    """The AOIs of an ETL run, by one rule: stages that read the WorldStrat folder
+    (:data:`FOLDER_STAGES`) run for the folder's AOIs; the other stages for every AOI with an LR
+    cube in the store (:func:`store_aois`: imported, acquired or a crop). Default: the folder's
+    AOIs when a folder stage is selected, else the store's. A named AOI must be in the folder or
+    in the store; one only in the store runs the store stages alone (see :func:`folder_aois`).
+
+    Raises:
+        InvalidInputError: a bad folder (folder stages), or an AOI in neither the folder nor the store.
+    """
+    if not set(stages) & FOLDER_STAGES:
+        if store is None:
+            raise InvalidInputError("store-only stages need a store")
+        known = worldstrat.list_aois(data) if Path(data, "lr_dataset").is_dir() else []
+        return store_aois(store, aois, known=known)
+    folder = worldstrat.list_aois(data)  # checks the folder
+    if not aois:
+        return folder
+    wanted = list(dict.fromkeys(aois))
+    elsewhere = [a for a in wanted if a not in folder]
+    if elsewhere:
+        try:
+            if store is None:
+                raise InvalidInputError("no store")
+            store_aois(store, elsewhere)
+        except InvalidInputError as err:
+            raise InvalidInputError(
+                f"unknown AOIs {sorted(elsewhere)}: not in {data} and no LR cube in the store "
+                "(raw/<aoi>, or a crop's path crop/raw/<aoi>/<name>)"
+            ) from err
+    return wanted
+
+
+def folder_aois(data: str | Path) -> set[str]:
+    """The AOIs the folder stages run for: the WorldStrat folder's (none if ``data`` is not one)."""
+    return set(worldstrat.list_aois(data)) if Path(data, "lr_dataset").is_dir() else set()
 
 
 def plan_stages(

@@ -91,15 +91,21 @@ def etl(
         fields["modes"] = mode
     spec = build_spec(ETLSpec, fields, "ETL request")
     st = store_spec(store, branch, endpoint_url, write=True, create="import" in spec.stages)
-    from stliif.sources.worldstrat import list_aois, resolve_aois
-    from stliif.stages import store_aois
+    from stliif.stages import FOLDER_STAGES, resolve_run_aois
     from stliif.store import ArtifactStore
 
-    if "import" in spec.stages:  # refuse bad input before a flow run starts
-        resolve_aois(spec.data, spec.aois)
-    if "import" not in spec.stages:  # store-only stages: their AOIs must be in the store
-        known = list_aois(spec.data) if Path(spec.data, "lr_dataset").is_dir() else []
-        store_aois(ArtifactStore.open(st, create=False), spec.aois, known=known)
+    # Refuse bad input before a flow run starts: folder AOIs for an import, store AOIs otherwise.
+    if set(spec.stages) & FOLDER_STAGES:
+        from stliif.sources.worldstrat import list_aois
+
+        list_aois(spec.data)  # a bad folder is refused first
+    try:
+        repo: ArtifactStore | None = ArtifactStore.open(st, create=False)
+    except StliifError:
+        if not set(spec.stages) & FOLDER_STAGES:
+            raise
+        repo = None  # an import creates the store
+    resolve_run_aois(spec.stages, spec.aois, data=spec.data, store=repo)
     flow = flow_module("etl").etl
     if dask:
         flow = flow.with_options(task_runner=flow_module("runners").task_runner(dask))

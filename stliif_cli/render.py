@@ -18,7 +18,7 @@ console = Console()
 
 
 def render(
-    aoi: Annotated[str, typer.Option("--aoi", help="AOI to render (its raw/<aoi> cube in the store).")],
+    aoi: Annotated[str, typer.Option("--aoi", help="AOI to render: a name (its raw/<aoi> cube in the store) or a crop's store path, crop/raw/<aoi>/<name>.")],
     date: Annotated[str | None, typer.Option(help="Date to render, YYYY-MM-DD.")] = None,
     start: Annotated[str | None, typer.Option(help="First date of a time series.")] = None,
     end: Annotated[str | None, typer.Option(help="Last date of a time series (inclusive).")] = None,
@@ -28,6 +28,7 @@ def render(
     bbox: Annotated[str | None, typer.Option(help="Only this box of the AOI: 'west,south,east,north' (lon/lat).")] = None,
     model: Annotated[str | None, typer.Option(help="Checkpoint, run folder or baseline name [default: $STLIIF_MODEL or models/record].")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("stliif-out/render"),
+    min_clear: Annotated[float, typer.Option("--min-clear", help="Use only dates at least this clear over the area (0-1).")] = 0.5,
     allow_far: Annotated[bool, typer.Option("--allow-far", help="Render far from any revisit anyway (flagged).")] = False,
     max_gap_days: Annotated[float, typer.Option("--max-gap-days", help="Temporal support limit.")] = 30.0,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse renders needing more memory (MiB).")] = 2048.0,
@@ -36,7 +37,8 @@ def render(
     """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it."""
     fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
                                   scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
-                                  allow_far=allow_far, max_gap_days=max_gap_days, max_mb=max_mb)  # fmt: skip
+                                  min_clear=min_clear, allow_far=allow_far, max_gap_days=max_gap_days,
+                                  max_mb=max_mb)  # fmt: skip
     if model:
         fields["model"] = model
     spec = build_spec(RenderSpec, fields, "render request")

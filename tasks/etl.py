@@ -23,7 +23,8 @@ def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
         key = stage_key(open_store(p["store"]), p["stage"], p["aoi"], data=p["data"], params=p.get("params"))
     except StliifError:
         return None
-    return None if key is None else f"{p['stage']}-{p['aoi']}-{key}"  # a plain name: result storage uses it as a path
+    aoi = str(p["aoi"]).replace("/", "~")  # a crop AOI is a store path
+    return None if key is None else f"{p['stage']}-{aoi}-{key}"  # a plain name: result storage uses it as a path
 
 
 def _run_name() -> str:

@@ -60,7 +60,7 @@ from stliif.evaluation.results import (
 from stliif.metrics import SsimTarget, masked_cpsnr
 from stliif.models.baselines import ColourMap, Predictor, resize
 from stliif.models.predictor import UINT8_PEAK, reflectance_to_uint8
-from stliif.names import validate_name
+from stliif.names import aoi_cube_path, validate_aoi
 from stliif.store import ArtifactStore
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "fit_colour_map_clean",
     "load_clean_sample",
     "match_target",
+    "require_hr",
     "score_clean",
 ]
 
@@ -172,20 +173,36 @@ def match_target(hr_rgb: np.ndarray, composite: np.ndarray, composite_valid: np.
     return out
 
 
+def require_hr(store: ArtifactStore, aoi: str, ref: str | None) -> None:
+    """Protocol C scores a store AOI only where an HR image exists (``hr/<aoi>/rgbn``): an AOI
+    whose cube is in the store without one is refused with that reason (one not in the store at
+    all is left to the missing-artifact message, which says what to run)."""
+    if (
+        store.version(aoi_cube_path(aoi), ref=ref) is not None
+        and store.version(f"pansharpened/{aoi}", ref=ref) is None
+        and store.version(f"hr/{aoi}/rgbn", ref=ref) is None
+    ):
+        raise NoDataError(
+            f"{aoi} has no HR image in the store (hr/{aoi}/rgbn): protocol C scores AOIs with one "
+            "(WorldStrat imports); an acquired area or a crop can be masked, subset, matched and rendered"
+        )
+
+
 def load_clean_sample(store: ArtifactStore, aoi: str, *, ref: str | None = None) -> CleanSample:
     """Read an AOI's protocol C inputs and build its target (see the module docstring).
 
     Args:
         store: Store holding the ETL artifacts.
-        aoi: AOI name.
+        aoi: AOI name (a store AOI: see :func:`stliif.names.validate_aoi`).
         ref: Branch, tag or snapshot id (default: the store's branch).
 
     Raises:
-        NoDataError: An artifact is missing (run the ETL for this AOI) or nothing is valid.
+        NoDataError: The AOI has no HR image, an artifact is missing (run the ETL for this
+            AOI) or nothing is valid.
     """
     import rioxarray  # noqa: F401  (registers .rio)
 
-    validate_name(aoi, what="AOI")
+    require_hr(store, validate_aoi(aoi), ref)
     m_path, p_path, s_path = clean_paths(aoi)
     versions = {}
     for p in (m_path, p_path, s_path):

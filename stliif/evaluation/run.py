@@ -25,6 +25,7 @@ from stliif.evaluation.clean import (
     evaluate_clean,
     fit_colour_map_clean,
     load_clean_sample,
+    require_hr,
 )
 from stliif.evaluation.paper import (
     PAPER_SCALES,
@@ -45,7 +46,7 @@ from stliif.evaluation.results import (
 )
 from stliif.models.baselines import Predictor, to_uint8
 from stliif.models.predictor import BASELINE_NAMES, check_protocol, get_predictor, model_name
-from stliif.names import validate_name
+from stliif.names import validate_aoi, validate_name
 from stliif.store import ArtifactStore, run_key
 
 __all__ = [
@@ -140,8 +141,9 @@ def evaluation_plan(
         inputs["splits/paper"] = version
         train = list(manifest["train"])
         split_test = list(manifest["test"])
-        evaluated = [validate_name(a, what="AOI") for a in (aois or split_test)]
+        evaluated = [validate_aoi(a) for a in (aois or split_test)]
         for a in [*evaluated, *train]:
+            require_hr(store, a, ref)
             for p in clean_paths(a):
                 v = store.version(p, ref=ref)
                 if v is None:

@@ -7,7 +7,7 @@ import xarray as xr
 
 from stliif.errors import InvalidInputError
 
-__all__ = ["SCL_INVALID", "clear_mask", "compute_masks"]
+__all__ = ["SCL_INVALID", "area_mask", "clear_fraction", "clear_mask", "compute_masks"]
 
 SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 """Sentinel-2 L2A scene classes treated as not clear: no data, saturated/defective, cloud
@@ -28,12 +28,41 @@ def clear_mask(lr: xr.Dataset) -> xr.DataArray:
     return clear.rename("clear")
 
 
+def area_mask(lr: xr.Dataset) -> xr.DataArray:
+    """Boolean (y, x): the cube's area, the pixels with data (``data_mask == 1``) on any date.
+
+    For an acquired or imported polygon area it is the polygon (pixels outside it have
+    ``data_mask`` 0 on every date), for a polygon crop the crop's polygon, for a WorldStrat AOI
+    the whole grid.
+    """
+    if "data_mask" not in lr:
+        raise InvalidInputError("LR cube lacks variable 'data_mask' needed for its area")
+    dm = lr["data_mask"] == 1
+    return (dm.any("time") if "time" in dm.dims else dm).rename("area")
+
+
+def clear_fraction(lr: xr.Dataset, clear: xr.DataArray | None = None) -> xr.DataArray:
+    """The clear fraction of each date over the cube's area: clear pixels (:func:`clear_mask`,
+    or ``clear`` when given) inside :func:`area_mask` / pixels of the area; 0 for an empty area.
+
+    The one definition: ``acquire``, the ``mask`` stage, the clean subset and ``render`` use it.
+    Lazy (dask) cubes stay lazy.
+    """
+    area = area_mask(lr)
+    if clear is None:
+        clear = clear_mask(lr)
+    n = area.sum(("y", "x"))
+    frac = (clear.astype(bool) & area).sum(("y", "x")) / n.where(n > 0, 1)
+    return frac.astype(np.float32).rename("clear_fraction")
+
+
 def compute_masks(lr: xr.Dataset) -> xr.Dataset:
     """Masks of an LR cube.
 
     Returns:
-        Dataset with ``clear`` (time, y, x) uint8 {0, 1}, ``clear_fraction`` and
-        ``valid_fraction`` (time) float32 in [0, 1], ``revisit`` and the cube's georeference.
+        Dataset with ``clear`` (time, y, x) uint8 {0, 1}, ``clear_fraction`` (time, over the
+        cube's area: :func:`clear_fraction`) and ``valid_fraction`` (time, over the whole grid)
+        float32 in [0, 1], ``revisit`` and the cube's georeference.
     """
     # Only the grid, dates and revisit numbers carry over (an acquired cube's per-date metadata,
     # its own clear_fraction included, stays in raw/<aoi>).
@@ -45,7 +74,7 @@ def compute_masks(lr: xr.Dataset) -> xr.Dataset:
     out = xr.Dataset(
         {
             "clear": clear.astype(np.uint8),
-            "clear_fraction": clear.mean(("y", "x")).astype(np.float32),
+            "clear_fraction": clear_fraction(lr, clear),
             "valid_fraction": valid.mean(("y", "x")).astype(np.float32),
         },
         attrs={

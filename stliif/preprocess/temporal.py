@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 from stliif.errors import InvalidInputError, NoDataError
-from stliif.preprocess.mask import clear_mask
+from stliif.preprocess.mask import clear_fraction
 from stliif.types import DateLike, Dates
 
 __all__ = [
@@ -400,8 +400,8 @@ def read_study_selection(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 
 def clear_fractions(lr: xr.Dataset) -> np.ndarray:
-    """Clear fraction per time step, by :func:`stliif.preprocess.mask.clear_mask`'s rule."""
-    return clear_mask(lr).mean(("y", "x")).values.astype(np.float64)
+    """Clear fraction per time step over the cube's area (:func:`stliif.preprocess.mask.clear_fraction`)."""
+    return clear_fraction(lr).values.astype(np.float64)
 
 
 def select_revisits(
