@@ -1,5 +1,6 @@
-"""Synthetic cubes for tests and examples: a ``raw/<aoi>`` in the acquire schema, no network.
+"""Synthetic cubes for tests and examples, no network.
 
+:func:`grid_cube` builds a plain georeferenced ``(time, band, y, x)`` cube on a given grid.
 :func:`synthetic_cube` builds what :func:`stliif.acquire.run_acquire` commits for a polygon area
 (see :mod:`stliif.acquire`): ``reflectance`` (time, band, y, x) float32, NaN where no data;
 ``scl``, ``clm``, ``data_mask`` (time, y, x) uint8; along ``time`` the coordinates ``provider``,
@@ -20,11 +21,50 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
-__all__ = ["SYNTHETIC_BANDS", "polygon_area", "synthetic_cube", "write_items"]
+__all__ = ["SYNTHETIC_BANDS", "grid_cube", "polygon_area", "synthetic_cube", "write_items"]
 
 SYNTHETIC_BANDS = ("B02", "B03", "B04", "B08")
 _CRS = "EPSG:32631"
 _ORIGIN = (430000.0, 4590000.0)  # UTM 31N, near Barcelona
+
+
+def grid_cube(
+    transform: Affine,
+    shape: tuple[int, int],
+    crs: str = "EPSG:4326",
+    *,
+    times: int | Sequence[str] = 2,
+    bands: Sequence[str] = ("b1", "b2"),
+    reflectance: np.ndarray | None = None,
+    masks: dict[str, np.ndarray] | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """A north-up ``reflectance`` (time, band, y, x) float32 cube with pixel-centre coordinates,
+    CRS and transform.
+
+    Args:
+        transform: The grid's affine transform (north-up).
+        shape: ``(height, width)`` in pixels.
+        crs: The grid's CRS.
+        times: A number of steps (coordinate 0, 1, ...) or ISO dates.
+        bands: Band names.
+        reflectance: The values (default: ``arange`` over the whole cube, every pixel distinct).
+        masks: Extra ``(time, y, x)`` variables, e.g. ``{"data_mask": ..., "clm": ...}``.
+        attrs: The dataset's attributes.
+    """
+    h, w = shape
+    time = np.arange(times) if isinstance(times, int) else np.array(list(times), dtype="datetime64[ns]")
+    n, nb = len(time), len(bands)
+    refl = np.arange(n * nb * h * w, dtype=np.float32).reshape(n, nb, h, w) if reflectance is None else reflectance
+    ds = xr.Dataset(
+        {"reflectance": (("time", "band", "y", "x"), np.asarray(refl, np.float32)),
+         **{k: (("time", "y", "x"), v) for k, v in (masks or {}).items()}},
+        coords={"time": time, "band": list(bands),
+                "y": transform.f + transform.e * (np.arange(h) + 0.5),
+                "x": transform.c + transform.a * (np.arange(w) + 0.5)},
+        attrs=dict(attrs or {}),
+    )  # fmt: skip
+    return ds.rio.write_crs(crs).rio.write_transform(transform)
 
 
 def polygon_area(h: int, w: int, res: float = 10.0) -> list[tuple[float, float]]:

@@ -17,6 +17,7 @@ from stliif.errors import InvalidInputError, NoDataError
 from stliif.preprocess.crop import crop_polygon, crop_square
 from stliif.preprocess.vectors import read_polygon
 from stliif.sources.worldstrat import read_aoi
+from stliif.testing import grid_cube
 
 UTM = "EPSG:32633"
 
@@ -25,16 +26,8 @@ def make_cube(
     transform: Affine, shape: tuple[int, int], crs: str = "EPSG:4326", *, times: int = 2
 ) -> xr.Dataset:
     """A (time, band, y, x) float32 cube plus a (time, y, x) uint8 mask on a north-up grid."""
-    h, w = shape
-    x = transform.c + transform.a * (np.arange(w) + 0.5)
-    y = transform.f + transform.e * (np.arange(h) + 0.5)
-    refl = np.arange(times * 2 * h * w, dtype=np.float32).reshape(times, 2, h, w)
-    mask = np.ones((times, h, w), np.uint8)
-    ds = xr.Dataset(
-        {"reflectance": (("time", "band", "y", "x"), refl), "data_mask": (("time", "y", "x"), mask)},
-        coords={"time": np.arange(times), "band": ["b1", "b2"], "y": y, "x": x},
-    )
-    return ds.rio.write_crs(crs).rio.write_transform(transform)
+    mask = np.ones((times, *shape), np.uint8)
+    return grid_cube(transform, shape, crs, times=times, masks={"data_mask": mask})
 
 
 GEO_T = Affine(1e-4, 0, 10.0, 0, -1e-4, 45.0)  # ~7.9 m x 11.1 m pixels at 45 N

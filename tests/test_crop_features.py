@@ -18,10 +18,11 @@ import xarray as xr
 from affine import Affine
 
 from stliif.errors import InvalidInputError
-from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
 from stliif.preprocess.features import crop_names, feature_attrs, select_features, slugify
+from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
 from stliif.stages import run_crop
 from stliif.store import ArtifactStore
+from stliif.testing import grid_cube
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "vectors"))
 from make_vectors import CRS, NAMES, SLUGS, district, districts, make_vectors
@@ -38,17 +39,10 @@ def vectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def raw_cube() -> xr.Dataset:
     h, w = SHAPE
-    x = T.c + 10.0 * (np.arange(w) + 0.5)
-    y = T.f - 10.0 * (np.arange(h) + 0.5)
     refl = (np.arange(2 * 4 * h * w, dtype=np.float32).reshape(2, 4, h, w) % 9973) / 1e4
     clm = (np.arange(2 * h * w).reshape(2, h, w) % 7 == 0).astype(np.uint8)
-    ds = xr.Dataset(
-        {"reflectance": (("time", "band", "y", "x"), refl), "clm": (("time", "y", "x"), clm)},
-        coords={"time": np.array(["2023-04-12", "2023-04-22"], dtype="datetime64[ns]"),
-                "band": ["red", "green", "blue", "nir"], "y": y, "x": x},
-        attrs={"aoi": "city", "source": "test"},
-    )  # fmt: skip
-    return ds.rio.write_crs(CRS).rio.write_transform(T)
+    return grid_cube(T, SHAPE, CRS, times=["2023-04-12", "2023-04-22"], bands=["red", "green", "blue", "nir"],
+                     reflectance=refl, masks={"clm": clm}, attrs={"aoi": "city", "source": "test"})
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pyproj import Transformer
 from stliif.errors import InvalidInputError, NoDataError
 from stliif.sources.dem import add_dem, load_dem_files
 from stliif.store import ArtifactStore
+from stliif.testing import grid_cube
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "dem"))
 from make_dem import BOX, NODATA_WEST_OF, RES, SPLIT_LAT, make_dem, plane
@@ -32,15 +33,7 @@ def dems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def grid() -> xr.Dataset:
-    h, w = SHAPE
-    x = T.c + 10.0 * (np.arange(w) + 0.5)
-    y = T.f - 10.0 * (np.arange(h) + 0.5)
-    refl = np.ones((1, 1, h, w), np.float32)
-    ds = xr.Dataset(
-        {"reflectance": (("time", "band", "y", "x"), refl)},
-        coords={"time": np.array(["2023-04-12"], dtype="datetime64[ns]"), "band": ["red"], "y": y, "x": x},
-    )
-    return ds.rio.write_crs(CRS).rio.write_transform(T)
+    return grid_cube(T, SHAPE, CRS, times=["2023-04-12"], bands=["red"], reflectance=np.ones((1, 1, *SHAPE)))
 
 
 def lonlat() -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,15 @@ import pytest
 import torch
 
 from stliif.checkpoint import load_checkpoint, load_model, save_checkpoint
-from stliif.data import CropDataset, Scene, frame_times, select_frames
 from stliif.errors import CheckpointError, InvalidInputError
 from stliif.evaluation import PAPER_TEST_AOIS, evaluate_paper, load_paper_samples
+from stliif.models.coords import frame_times
 from stliif.models.inference import ModelPredictor
 from stliif.models.liif import ResidualBase
 from stliif.models.registry import make_model
-from stliif.train import TrainSpec, _forward, _same_run, train
+from stliif.train import TrainSpec, train
+from stliif.train.data import CropDataset, Scene, select_frames
+from stliif.train.loop import _forward, _same_run
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,9 @@ Convention (LIIF's): an image of ``H x W`` pixels covers the square ``[-1, 1]^2`
 has its centre at ``(-1 + (2i + 1) / H, -1 + (2j + 1) / W)``. Coordinates are stored as
 ``(y, x)`` (row first) in the last dimension; :func:`to_grid` flips them to the ``(x, y)`` order of
 :func:`torch.nn.functional.grid_sample` (``align_corners=False`` matches these pixel centres).
-A *cell* is the size of one query pixel in the same units: ``(2 / H_out, 2 / W_out)``.
+A *cell* is the size of one query pixel in the same units: ``(2 / H_out, 2 / W_out)``. Time
+is the third coordinate of Temporal LIIF: :func:`frame_times` gives each frame's time relative to
+the query date, in units of :data:`TIME_SCALE_DAYS`.
 
 Reference: Chen, Liu, Wang, "Learning Continuous Image Representation with Local Implicit Image
 Function", CVPR 2021 (LIIF).
@@ -13,14 +15,17 @@ Function", CVPR 2021 (LIIF).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from stliif.errors import InvalidInputError
 
 __all__ = [
+    "TIME_SCALE_DAYS",
     "LocalCorners",
+    "frame_times",
     "local_corners",
     "make_cell",
     "make_coord",
@@ -146,3 +151,48 @@ def local_corners(
     area = (rel[..., 0] * rel[..., 1]).abs() + 1e-9  # (B, 4, Q)
     weight = area.flip(1) / area.sum(dim=1, keepdim=True)  # opposite corner's area (LIIF's swap)
     return LocalCorners(index, rel, weight)
+
+
+# ------------------------------------------------------------------------------------ time
+
+TIME_SCALE_DAYS = 30.0
+"""Default time unit of the models: one unit = 30 days."""
+
+
+def frame_times(
+    dates: Sequence[Any] | np.ndarray | None,
+    reference: Any | None,
+    *,
+    n: int | None = None,
+    time_scale: float = TIME_SCALE_DAYS,
+) -> np.ndarray:
+    """Frame times ``(date_i - reference) / time_scale`` in days.
+
+    Args:
+        dates: ``T`` dates (anything ``numpy.datetime64`` accepts), or ``None``: no time
+            information, all frames at 0 (then ``n`` gives ``T``).
+        reference: The reference date (the target date); ``None`` uses the midpoint of the first
+            and last dates.
+        n: Number of frames when ``dates`` is ``None``.
+        time_scale: Days per time unit (> 0).
+
+    Returns:
+        ``(T,)`` float32.
+    """
+    if not time_scale > 0:
+        raise InvalidInputError(f"time_scale must be > 0, got {time_scale!r}")
+    if dates is None:
+        if n is None or n < 1:
+            raise InvalidInputError("frame_times needs dates or the number of frames n")
+        return np.zeros(int(n), dtype=np.float32)
+    try:
+        d = np.asarray(dates, dtype="datetime64[s]").astype(np.int64) / 86400.0
+        if reference is None:
+            ref = 0.5 * (d.min() + d.max())
+        else:
+            ref = float(np.asarray(reference, dtype="datetime64[s]").astype(np.int64)) / 86400.0
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"not dates: {dates!r} / {reference!r} ({err})") from err
+    if d.ndim != 1 or (n is not None and d.shape[0] != n):
+        raise InvalidInputError(f"need {n or 'T'} dates, got shape {d.shape}")
+    return ((d - ref) / float(time_scale)).astype(np.float32)

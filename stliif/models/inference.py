@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from stliif.checkpoint import load_checkpoint, load_model
-from stliif.data import TIME_SCALE_DAYS, frame_times
 from stliif.errors import InvalidInputError
 from stliif.models.baselines import to_uint8
 from stliif.models.calibration import Calibration
-from stliif.models.coords import make_cell, make_coord
+from stliif.models.coords import TIME_SCALE_DAYS, frame_times, make_cell, make_coord
 from stliif.models.interface import ImplicitModel, TemporalImplicitModel, check_model
 from stliif.models.liif import default_chunk
 from stliif.types import DateLike, Dates

@@ -39,61 +39,18 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from stliif.errors import InvalidInputError
+from stliif.models.coords import TIME_SCALE_DAYS, frame_times
 
 __all__ = [
     "STRATEGIES",
-    "TIME_SCALE_DAYS",
     "CropDataset",
     "Scene",
     "Strategy",
-    "frame_times",
     "select_frames",
 ]
 
-TIME_SCALE_DAYS = 30.0
-"""Default time unit of the models: one unit = 30 days."""
-
 Strategy = Literal["complete", "groups", "pairs", "single"]
 STRATEGIES: tuple[str, ...] = ("complete", "groups", "pairs", "single")
-
-
-def frame_times(
-    dates: Sequence[Any] | np.ndarray | None,
-    reference: Any | None,
-    *,
-    n: int | None = None,
-    time_scale: float = TIME_SCALE_DAYS,
-) -> np.ndarray:
-    """Frame times ``(date_i - reference) / time_scale`` in days.
-
-    Args:
-        dates: ``T`` dates (anything ``numpy.datetime64`` accepts), or ``None``: no time
-            information, all frames at 0 (then ``n`` gives ``T``).
-        reference: The reference date (the target date); ``None`` uses the midpoint of the first
-            and last dates.
-        n: Number of frames when ``dates`` is ``None``.
-        time_scale: Days per time unit (> 0).
-
-    Returns:
-        ``(T,)`` float32.
-    """
-    if not time_scale > 0:
-        raise InvalidInputError(f"time_scale must be > 0, got {time_scale!r}")
-    if dates is None:
-        if n is None or n < 1:
-            raise InvalidInputError("frame_times needs dates or the number of frames n")
-        return np.zeros(int(n), dtype=np.float32)
-    try:
-        d = np.asarray(dates, dtype="datetime64[s]").astype(np.int64) / 86400.0
-        if reference is None:
-            ref = 0.5 * (d.min() + d.max())
-        else:
-            ref = float(np.asarray(reference, dtype="datetime64[s]").astype(np.int64)) / 86400.0
-    except (TypeError, ValueError) as err:
-        raise InvalidInputError(f"not dates: {dates!r} / {reference!r} ({err})") from err
-    if d.ndim != 1 or (n is not None and d.shape[0] != n):
-        raise InvalidInputError(f"need {n or 'T'} dates, got shape {d.shape}")
-    return ((d - ref) / float(time_scale)).astype(np.float32)
 
 
 def select_frames(n: int, strategy: Strategy, rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Training loop for (temporal) LIIF, and the adapter that evaluates a model on protocol P.
 
 :func:`train` is a plain, seeded loop (no framework): Adam, L1 loss on real-HR queries
-(:class:`stliif.data.CropDataset`), cosine learning-rate decay, a tqdm progress bar with loss and
+(:class:`stliif.train.data.CropDataset`), cosine learning-rate decay, a tqdm progress bar with loss and
 throughput, an atomic checkpoint every ``ckpt_every`` steps (``last.pt``), validation PSNR on the
 *validation* AOIs only (protocol P at x2/x4/x6 through :func:`stliif.evaluation.paper.evaluate_paper`,
 no SSIM), the best-on-validation checkpoint (``best.pt``), and curves (CSV, JSON, PNG).
@@ -24,149 +24,31 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 import stliif
-from stliif.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, update_extra
-from stliif.config import default_data_root
-from stliif.data import TIME_SCALE_DAYS, CropDataset, Scene, Strategy
+from stliif.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
 from stliif.models.baselines import ColourMap, median_bicubic
-from stliif.models.calibration import Calibration, VMeanMode, fit_offset
+from stliif.models.calibration import Calibration, fit_offset
+from stliif.models.coords import TIME_SCALE_DAYS
 from stliif.models.inference import ModelPredictor
 from stliif.models.interface import check_model
 from stliif.models.registry import make_model, model_spec
+from stliif.train.calibrate import trained_offset, init_colour_map
+from stliif.train.data import CropDataset, Scene
+from stliif.train.spec import TrainSpec
 
-__all__ = [
-    "CPU_MODEL",
-    "GPU_MODEL",
-    "TrainResult",
-    "TrainSpec",
-    "load_run",
-    "train",
-    "validate",
-    "write_curves",
-]
+__all__ = ["TrainResult", "load_run", "train", "validate", "write_curves"]
 
 log = logging.getLogger(__name__)
-
-CPU_MODEL: dict[str, Any] = {
-    "name": "temporal-liif",
-    "args": {
-        "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 32, "n_resblocks": 4}},
-        "hidden": [64, 64, 64],
-        "fusion_blocks": 1,
-        "residual": "bilinear",
-        "colour_map": True,
-        "learn_shift": True,
-    },
-}
-"""The CPU configuration (about 0.13 M parameters; see ``docs/models.md`` for timings)."""
-
-GPU_MODEL: dict[str, Any] = {
-    "name": "temporal-liif",
-    "args": {
-        "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 64, "n_resblocks": 16}},
-        "hidden": [256, 256, 256, 256],
-        "fusion_blocks": 2,
-        "residual": "bilinear",
-        "colour_map": True,
-        "learn_shift": True,
-    },
-}
-"""A larger configuration (LIIF-sized encoder and decoder) for a lent GPU."""
-
-
-class TrainSpec(BaseModel):
-    """Everything that defines a training run (stored in its checkpoints)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: dict[str, Any] = Field(
-        default_factory=lambda: json.loads(json.dumps(CPU_MODEL)),
-        description="{name, args} model spec (registry key and constructor arguments).",
-    )
-    data: str = Field(
-        default_factory=lambda: str(default_data_root()),
-        description="WorldStrat subset root (with reference/ for protocol P).",
-    )
-    split_seed: int = Field(0, description="Seed of paper_split (validation AOIs).")
-    n_val: int = Field(
-        3, ge=0,
-        description="Validation AOIs carved from the 21 training AOIs (0: none; the schedule was "
-        "chosen beforehand, e.g. by cross-validation, and best.pt is the last step).",
-    )
-    train_aois: list[str] | None = Field(
-        None, description="Training AOIs (default: the paper split's train part)."
-    )
-    val_aois: list[str] | None = Field(
-        None, description="Validation AOIs (default: the paper split's val part)."
-    )
-    steps: int = Field(2000, ge=1, description="Total optimisation steps (sets the LR schedule).")
-    batch_size: int = Field(8, ge=1, description="Crops per step.")
-    crop: int = Field(32, ge=4, description="LR crop side (px).")
-    queries: int = Field(2304, ge=1, description="HR query points per crop.")
-    scale_min: float = Field(2.0, gt=0, description="Smallest scale (output side / LR side).")
-    scale_max: float = Field(7.0, gt=0, description="Largest scale (capped at the native HR).")
-    strategy: Strategy = Field("complete", description="Temporal strategy of the crops.")
-    augment: bool = Field(True, description="Random flips/transposes.")
-    init_colour: bool = Field(
-        False, description="Start the model's colour map at the 3x4 affine map fitted on the training AOIs."
-    )
-    freeze_colour: bool = Field(
-        False, description="Keep the colour map at that fit (not learned; needs init_colour)."
-    )
-    fit_offset: bool = Field(
-        False, description="Register the targets to the inputs with the grid offset fitted on the "
-        "training AOIs (calibration.fit_offset); the checkpoint's calibration then queries at it.",
-    )
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
-    lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    grad_clip: float | None = Field(1.0, description="Gradient-norm clip (None: off).")
-    seed: int = Field(0, description="Seed of the model init and the batch sequence.")
-    time_scale: float = Field(TIME_SCALE_DAYS, gt=0, description="Days per model time unit.")
-    ckpt_every: int = Field(100, ge=1, description="Save last.pt every N steps.")
-    val_every: int = Field(500, ge=0, description="Validate every N steps (0: only at the end).")
-    val_scales: dict[str, int] = Field(
-        default_factory=lambda: {"x2": 314, "x4": 628, "x6": 1054},
-        description="Protocol P scales for validation: name -> output side (px).",
-    )
-    eval_frame: Literal["middle", "median"] = Field(
-        "middle", description="Single-image models: which input they get at evaluation."
-    )
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: unchanged).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA if present.")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes (spawned).")
-    chunk: int | None = Field(None, ge=1, description="Queries decoded at once at validation (None: per device).")
-
-    @field_validator("train_aois", "val_aois")
-    @classmethod
-    def _no_test(cls, v: list[str] | None) -> list[str] | None:
-        from stliif.evaluation.paper import PAPER_TEST_AOIS
-
-        if v is not None:
-            bad = sorted(set(v) & set(PAPER_TEST_AOIS))
-            if bad:
-                raise InvalidInputError(f"test AOIs must not be used for training or selection: {bad}")
-            if not v:
-                raise InvalidInputError("AOI lists must not be empty")
-        return v
-
-    @field_validator("freeze_colour")
-    @classmethod
-    def _frozen_needs_init(cls, v: bool, info: Any) -> bool:
-        if v and not info.data.get("init_colour"):
-            raise InvalidInputError("freeze_colour keeps the fitted colour map: set init_colour too")
-        return v
 
 
 @dataclass
@@ -191,66 +73,6 @@ class TrainResult:
     validation: list[dict[str, float]] = field(default_factory=list)
     baseline: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] | None = None
-
-
-# ----------------------------------------------------------------------------------- predictor
-
-
-def calibrate(
-    path: str | Path,
-    *,
-    weight: float,
-    v_mean: VMeanMode,
-    offset: bool = False,
-    data: str | Path | None = None,
-) -> Calibration:
-    """Store an output calibration in the checkpoint at ``path`` (atomically) and return it.
-
-    The blend's colour map (and with ``offset``, the grid offset of
-    :func:`~stliif.models.calibration.fit_offset`) is fitted on the checkpoint's own training AOIs
-    (``data["train_aois"]``; test AOIs are refused). ``weight``, ``v_mean`` and whether to fit an
-    offset come from cross-validation on training AOIs (``bench/cv.py``), never from test scores.
-    """
-    from stliif.evaluation.paper import PAPER_TEST_AOIS, load_paper_samples
-
-    Calibration.check(weight, v_mean)
-    ck = load_checkpoint(path)
-    aois = list(ck.data.get("train_aois") or [])
-    if not aois:
-        raise CheckpointError(f"{path}: no training AOIs recorded to fit the colour map on")
-    bad = sorted(set(aois) & set(PAPER_TEST_AOIS))
-    if bad:
-        raise InvalidInputError(f"test AOIs must not be used for calibration: {bad}")
-    root = Path(data) if data is not None else Path(ck.data.get("root") or default_data_root())
-    trained = _trained_offset(ck.extra)  # trained on targets registered with it: always query there
-    fit = offset and trained is None
-    samples = load_paper_samples(root, aois).values() if weight < 1.0 or fit else []
-    pairs = [(s.frames, s.target) for s in samples]
-    cmap = ColourMap.fit(pairs) if weight < 1.0 else None
-    shift = trained or (fit_offset(pairs, cmap or ColourMap.fit(pairs)) if fit else (0.0, 0.0))
-    cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap, offset=shift)
-    update_extra(path, calibration=cal.to_dict())
-    return cal
-
-
-def _trained_offset(extra: Mapping[str, Any]) -> tuple[float, float] | None:
-    """The grid offset a ``fit_offset`` run registered its targets with (``None``: not such a run)."""
-    v = extra.get("target_offset")
-    return None if v is None else (float(v[0]), float(v[1]))
-
-
-def init_colour_map(model: nn.Module, samples: Iterable[Any]) -> None:
-    """Set the model's base colour map to the least-squares affine map of ``samples`` (training
-    AOIs: temporal median -> HR colours, the ``median-colour`` baseline's fit)."""
-    colour = getattr(getattr(model, "base", None), "colour", None)
-    if colour is None:
-        raise ModelError("init_colour needs a model with a learned colour map (colour_map=True)")
-    cmap = ColourMap.fit((s.frames, s.target) for s in samples)
-    m = torch.tensor(np.array(cmap.matrix), dtype=colour.weight.dtype)
-    c = m.shape[0]
-    with torch.no_grad():
-        colour.weight.copy_(m[:, :c, None, None])
-        colour.bias.copy_(m[:, c] / 255.0)
 
 
 def _resolve_device(choice: str) -> torch.device:
@@ -417,7 +239,7 @@ def train(
         validation = [v for v in ck.extra.get("validation", []) if v["step"] <= step]
         best = ck.extra.get("best")
         elapsed = float(ck.extra.get("elapsed_s", 0.0))
-        offset = _trained_offset(ck.extra)
+        offset = trained_offset(ck.extra)
         log.info("resuming %s at step %d", out, step)
 
     t0 = time.perf_counter()

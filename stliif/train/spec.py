@@ -1,0 +1,129 @@
+"""What defines a training run: :class:`TrainSpec` (stored in its checkpoints) and the model presets.
+
+No torch here: a spec can be written, validated and shown without loading the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stliif.config import default_data_root
+from stliif.errors import InvalidInputError
+from stliif.models.coords import TIME_SCALE_DAYS
+from stliif.train.data import Strategy
+
+__all__ = ["CPU_MODEL", "GPU_MODEL", "TrainSpec"]
+
+
+CPU_MODEL: dict[str, Any] = {
+    "name": "temporal-liif",
+    "args": {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 32, "n_resblocks": 4}},
+        "hidden": [64, 64, 64],
+        "fusion_blocks": 1,
+        "residual": "bilinear",
+        "colour_map": True,
+        "learn_shift": True,
+    },
+}
+"""The CPU configuration (about 0.13 M parameters; see ``docs/models.md`` for timings)."""
+
+GPU_MODEL: dict[str, Any] = {
+    "name": "temporal-liif",
+    "args": {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 64, "n_resblocks": 16}},
+        "hidden": [256, 256, 256, 256],
+        "fusion_blocks": 2,
+        "residual": "bilinear",
+        "colour_map": True,
+        "learn_shift": True,
+    },
+}
+"""A larger configuration (LIIF-sized encoder and decoder) for a lent GPU."""
+
+
+class TrainSpec(BaseModel):
+    """Everything that defines a training run (stored in its checkpoints)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: dict[str, Any] = Field(
+        default_factory=lambda: json.loads(json.dumps(CPU_MODEL)),
+        description="{name, args} model spec (registry key and constructor arguments).",
+    )
+    data: str = Field(
+        default_factory=lambda: str(default_data_root()),
+        description="WorldStrat subset root (with reference/ for protocol P).",
+    )
+    split_seed: int = Field(0, description="Seed of paper_split (validation AOIs).")
+    n_val: int = Field(
+        3, ge=0,
+        description="Validation AOIs carved from the 21 training AOIs (0: none; the schedule was "
+        "chosen beforehand, e.g. by cross-validation, and best.pt is the last step).",
+    )
+    train_aois: list[str] | None = Field(
+        None, description="Training AOIs (default: the paper split's train part)."
+    )
+    val_aois: list[str] | None = Field(
+        None, description="Validation AOIs (default: the paper split's val part)."
+    )
+    steps: int = Field(2000, ge=1, description="Total optimisation steps (sets the LR schedule).")
+    batch_size: int = Field(8, ge=1, description="Crops per step.")
+    crop: int = Field(32, ge=4, description="LR crop side (px).")
+    queries: int = Field(2304, ge=1, description="HR query points per crop.")
+    scale_min: float = Field(2.0, gt=0, description="Smallest scale (output side / LR side).")
+    scale_max: float = Field(7.0, gt=0, description="Largest scale (capped at the native HR).")
+    strategy: Strategy = Field("complete", description="Temporal strategy of the crops.")
+    augment: bool = Field(True, description="Random flips/transposes.")
+    init_colour: bool = Field(
+        False, description="Start the model's colour map at the 3x4 affine map fitted on the training AOIs."
+    )
+    freeze_colour: bool = Field(
+        False, description="Keep the colour map at that fit (not learned; needs init_colour)."
+    )
+    fit_offset: bool = Field(
+        False, description="Register the targets to the inputs with the grid offset fitted on the "
+        "training AOIs (calibration.fit_offset); the checkpoint's calibration then queries at it.",
+    )
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
+    lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    grad_clip: float | None = Field(1.0, description="Gradient-norm clip (None: off).")
+    seed: int = Field(0, description="Seed of the model init and the batch sequence.")
+    time_scale: float = Field(TIME_SCALE_DAYS, gt=0, description="Days per model time unit.")
+    ckpt_every: int = Field(100, ge=1, description="Save last.pt every N steps.")
+    val_every: int = Field(500, ge=0, description="Validate every N steps (0: only at the end).")
+    val_scales: dict[str, int] = Field(
+        default_factory=lambda: {"x2": 314, "x4": 628, "x6": 1054},
+        description="Protocol P scales for validation: name -> output side (px).",
+    )
+    eval_frame: Literal["middle", "median"] = Field(
+        "middle", description="Single-image models: which input they get at evaluation."
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: unchanged).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA if present.")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes (spawned).")
+    chunk: int | None = Field(None, ge=1, description="Queries decoded at once at validation (None: per device).")
+
+    @field_validator("train_aois", "val_aois")
+    @classmethod
+    def _no_test(cls, v: list[str] | None) -> list[str] | None:
+        from stliif.evaluation.paper import PAPER_TEST_AOIS
+
+        if v is not None:
+            bad = sorted(set(v) & set(PAPER_TEST_AOIS))
+            if bad:
+                raise InvalidInputError(f"test AOIs must not be used for training or selection: {bad}")
+            if not v:
+                raise InvalidInputError("AOI lists must not be empty")
+        return v
+
+    @field_validator("freeze_colour")
+    @classmethod
+    def _frozen_needs_init(cls, v: bool, info: Any) -> bool:
+        if v and not info.data.get("init_colour"):
+            raise InvalidInputError("freeze_colour keeps the fitted colour map: set init_colour too")
+        return v
