@@ -16,6 +16,7 @@ from stliif.config import STAGES, ETLSpec, default_data_root
 from stliif.errors import InvalidInputError, StliifError
 from stliif_cli.acquire import acquire
 from stliif_cli.evaluate import evaluate
+from stliif_cli.ingest import import_source
 from stliif_cli.options import (
     BranchOpt,
     DataOpt,
@@ -179,6 +180,7 @@ def pipeline(
 
 for _command in (acquire, train, calibrate, evaluate, render, server, worker):
     app.command()(one_line_errors(_command))
+app.command("import")(one_line_errors(import_source))
 
 @store_app.command("log")
 @one_line_errors
