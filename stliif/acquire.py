@@ -35,6 +35,7 @@ import xarray as xr
 
 from stliif.config import AcquireSpec
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError, TransientDataAccessError
+from stliif.raw_schema import check_raw
 from stliif.sources.providers import DEM, S2_L2A, Provider, custom_provider, get_provider
 from stliif.sources.safe import SOURCE
 from stliif.sources.stac import (
@@ -759,6 +760,7 @@ def _commit_items(
         "reflectance_units": REFLECTANCE_UNITS[level], "processing_level": level,
     })
     cube = cube.rio.write_crs(str(geobox.crs)).rio.write_transform(geobox.affine)
+    check_raw(cube, provenance=True)
     inputs = {path: store.version(path) or ""} if stored is not None else {}
     commit = store.commit({path: cube}, stage=stage, params={**params, "items": sorted(_item_ids(cube))},
                           inputs=inputs, run_id=run_id,

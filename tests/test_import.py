@@ -15,6 +15,7 @@ from stliif.acquire import REFLECTANCE_UNITS
 from stliif.config import ImportSpec, StoreSpec
 from stliif.errors import InvalidInputError
 from stliif.ingest import run_import
+from stliif.raw_schema import check_raw
 from stliif.store import ArtifactStore
 from tests.fixtures.safe.make_safe import SIZE_M, ULX, ULY, expected_dn, make_safe
 
@@ -47,6 +48,7 @@ def test_run_import_commits_a_safe_zip_with_provenance(tmp_path: Path) -> None:
     result = run_import(store, spec)
     assert result.status == "committed" and result.dates == ["2023-04-12"] and result.found == {"safe": 1}
     cube = store.read("raw/city", load=True)
+    check_raw(cube, provenance=True)  # as committed, read back
     # the area is the product's footprint: the grid is the product's own 10 m grid
     assert cube.rio.crs.to_epsg() == 32631 and cube.sizes["y"] == cube.sizes["x"] == SIZE_M // 10
     assert tuple(cube.rio.transform())[2] == ULX and tuple(cube.rio.transform())[5] == ULY

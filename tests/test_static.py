@@ -15,6 +15,7 @@ from stliif.acquire import search
 from stliif.config import AcquireSpec, ImportSpec, StoreSpec
 from stliif.errors import InvalidInputError
 from stliif.ingest import read_source, run_import
+from stliif.raw_schema import check_raw
 from stliif.store import ArtifactStore
 from stliif.types import TimeRange
 from tests.fixtures.stac.make_static_catalog import BANDS, DATES, expected_dn, make_static_catalog
@@ -66,6 +67,7 @@ def test_run_import_static_catalog_values_dates_and_provenance(catalog: Path, tm
     result = run_import(store, ImportSpec(source=str(catalog), aoi="cat", bands=list(BANDS), quicklooks=None))
     assert result.status == "committed" and result.dates == ["2023-05-02", "2023-05-12"]
     cube = store.read("raw/cat", load=True)
+    check_raw(cube, provenance=True)
     for k in range(2):
         for band in BANDS:
             np.testing.assert_allclose(cube["reflectance"].sel(band=band).values[k], _expected(band, k), rtol=1e-6)
