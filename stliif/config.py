@@ -157,7 +157,7 @@ class AcquireSpec(_Spec):
 class ImportSpec(_Spec):
     """One import of local or static data (a SAFE product, a static STAC catalog) into ``raw/<aoi>``."""
 
-    source: str = Field(description="A Sentinel-2 SAFE folder or .zip, or a static STAC catalog / collection / item (path or http URL).")
+    source: str = Field(description="A Sentinel-2 SAFE folder or .zip, a static STAC catalog / collection / item (path or http URL), or a folder of dated band files.")
     aoi: str = Field(description="Name of the area: the cube is committed as raw/<aoi>.")
     bbox: tuple[float, float, float, float] | None = Field(
         None, description="Area as lon/lat (west, south, east, north); default the source's footprint."
@@ -170,6 +170,10 @@ class ImportSpec(_Spec):
         description="Bands by common name or Sentinel-2 id (the cloud mask is added when the source has one).",
     )
     min_clear: float = Field(0.0, ge=0, le=1, description="Drop dates whose clear fraction over the area is lower.")
+    offset: float | None = Field(
+        None, description="Band files only: reflectance offset of their DN (-0.1 for baseline >= 04.00, 0 before)."
+    )
+    level: Literal["L1C", "L2A"] = Field("L2A", description="Band files only: their processing level.")
     crs: str | None = Field(None, description="Output CRS; default the area's UTM zone.")
     resolution: float = Field(10.0, gt=0, description="Output pixel size in CRS units (metres for UTM).")
     resampling: Literal["nearest", "bilinear", "cubic"] = Field("bilinear", description="Resampling of the bands.")

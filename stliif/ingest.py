@@ -1,8 +1,9 @@
-"""Import data the user brings (a local SAFE product, a static STAC catalog) into ``raw/<aoi>``.
+"""Import data the user brings (a local SAFE product, a static STAC catalog, a folder of band
+files) into ``raw/<aoi>``.
 
 :func:`read_source` turns a source into harmonised STAC items (SAFE products through
 :mod:`stliif.sources.safe`, static catalogs / collections / items through
-:mod:`stliif.sources.static`); :func:`run_import` filters them by date, takes the area (the
+:mod:`stliif.sources.static`, band files through :mod:`stliif.sources.bandfiles`); :func:`run_import` filters them by date, takes the area (the
 given polygon or bbox, else the items' footprint), and loads and commits them exactly as
 :func:`stliif.acquire.run_acquire` does (same schema, same per-date provenance: ``source_kind``,
 ``source_href``, ``processing_level``, ``processing_baseline``, ``cloud_mask``).
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def source_kind(source: str) -> str:
-    """``"safe"`` (a SAFE folder or zip) or ``"stac"`` (a static catalog / collection / item).
+    """``"safe"`` (a SAFE folder or zip), ``"stac"`` (a static catalog / collection / item) or
+    ``"files"`` (a folder of dated band files).
 
     Raises:
         InvalidInputError: neither.
@@ -43,11 +45,26 @@ def source_kind(source: str) -> str:
         raise InvalidInputError(f"{source} does not exist")
     if path.is_dir() and (path / "catalog.json").is_file():
         return "stac"
+    from stliif.sources.bandfiles import is_band_folder
+    from stliif.sources.safe import is_safe
+
+    if not is_safe(path) and is_band_folder(path):
+        return "files"
     return "safe"
 
 
-def read_source(source: str, bands: Sequence[str], time_range: TimeRange | None = None) -> list[pystac.Item]:
+def read_source(
+    source: str,
+    bands: Sequence[str],
+    time_range: TimeRange | None = None,
+    *,
+    offset: float | None = None,
+    level: str = "L2A",
+) -> list[pystac.Item]:
     """The source's items that have every band, within ``time_range``, harmonised.
+
+    ``offset`` and ``level`` apply to a folder of band files only (SAFE products and STAC items
+    say their own).
 
     Raises:
         InvalidInputError: not a product or catalog, a missing band, nothing in the date range.
@@ -56,6 +73,10 @@ def read_source(source: str, bands: Sequence[str], time_range: TimeRange | None 
     kind = source_kind(source)
     if kind == "safe":
         items = read_safe(source, bands=bands)
+    elif kind == "files":
+        from stliif.sources.bandfiles import read_band_folder
+
+        items = read_band_folder(source, bands=bands, offset=offset, level=level)
     else:
         from stliif.sources.static import read_static
 
@@ -109,7 +130,7 @@ def check_import(spec: ImportSpec) -> tuple[list[pystac.Item], str]:
     Returns:
         The harmonised items that overlap the area, and why there are none (``""`` when some).
     """
-    items = read_source(spec.source, spec.bands, _time_range(spec))
+    items = read_source(spec.source, spec.bands, _time_range(spec), offset=spec.offset, level=spec.level)
     area = import_area(spec, items)
     target_geobox(area, spec.crs, spec.resolution)
     overlapping = [i for i in items if _overlaps(i, area)]
@@ -129,7 +150,7 @@ def run_import(store: ArtifactStore, spec: ImportSpec, *, run_id: str | None = N
         InvalidInputError: bad source, band, dates, area or grid (nothing is committed).
         DataAccessError: a file could not be read.
     """
-    items = read_source(spec.source, spec.bands, _time_range(spec))
+    items = read_source(spec.source, spec.bands, _time_range(spec), offset=spec.offset, level=spec.level)
     area = import_area(spec, items)
     geobox = target_geobox(area, spec.crs, spec.resolution)
     overlapping = [i for i in items if _overlaps(i, area)]

@@ -21,7 +21,7 @@ NO_DATA_EXIT = 3
 
 
 def import_source(
-    source: Annotated[str, typer.Argument(help="A Sentinel-2 SAFE folder or .zip, or a static STAC catalog / collection / item (path or http URL).")],
+    source: Annotated[str, typer.Argument(help="A Sentinel-2 SAFE folder or .zip, a static STAC catalog / collection / item (path or http URL), or a folder of dated band files.")],
     aoi: Annotated[str, typer.Option("--aoi", help="Name of the area: the cube is committed as raw/<aoi>.")],
     polygon: Annotated[str | None, typer.Option(help="GeoJSON, shapefile or GeoPackage path (or GeoJSON text) [default: the source's footprint].")] = None,
     bbox: Annotated[str | None, typer.Option(help="'west,south,east,north' (lon/lat) [default: the source's footprint].")] = None,
@@ -29,6 +29,8 @@ def import_source(
     start: Annotated[str | None, typer.Option(help="First date kept, YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="Last date kept (inclusive), YYYY-MM-DD.")] = None,
     min_clear: Annotated[float, typer.Option("--min-clear", help="Drop dates whose clear fraction over the area is lower.")] = 0.0,
+    offset: Annotated[float | None, typer.Option(help="Band files only: reflectance offset of their DN (-0.1 for baseline >= 04.00, 0 before).")] = None,
+    level: Annotated[str, typer.Option(help="Band files only: their processing level, L1C or L2A.")] = "L2A",
     crs: Annotated[str | None, typer.Option(help="Output CRS [default: the area's UTM zone].")] = None,
     resolution: Annotated[float, typer.Option(help="Pixel size in CRS units.")] = 10.0,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse imports whose cube would exceed this (MiB).")] = 4096.0,
@@ -40,7 +42,7 @@ def import_source(
     """Import a local product or a static catalog: load the area onto one grid, commit raw/<aoi>."""
     fields: dict[str, Any] = dict(
         source=source, aoi=aoi, polygon=polygon, bbox=parse_floats(bbox, 4, "--bbox"), start=start, end=end,
-        bands=[b.strip() for b in bands.split(",") if b.strip()], min_clear=min_clear, crs=crs,
+        bands=[b.strip() for b in bands.split(",") if b.strip()], min_clear=min_clear, offset=offset, level=level, crs=crs,
         resolution=resolution, max_mb=max_mb, quicklooks=str(quicklooks),
     )
     spec = build_spec(ImportSpec, fields, "import")

@@ -120,20 +120,22 @@ def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 def test_docs_sources_examples_run(tmp_path: Path) -> None:
     """Every `stliif import` example of docs/sources.md runs as written (on the fixtures, into a
     fresh store); the SAFE one is the end-to-end check: values, dates, level, provenance."""
+    from tests.fixtures.files.make_band_folder import make_band_folder
     from tests.fixtures.stac.make_static_catalog import make_static_catalog
 
     z = make_safe(tmp_path, level="L1C", baseline="05.09", zipped=True)
     make_static_catalog(tmp_path / "catalog")
+    make_band_folder(tmp_path / "band-files")
     doc = (Path(__file__).parents[1] / "docs" / "sources.md").read_text()
     examples = [line.strip() for line in doc.splitlines() if line.strip().startswith("stliif import ")]
-    assert len(examples) == 2 and z.name in examples[0]
+    assert len(examples) == 3 and z.name in examples[0]
     store = tmp_path / "store"
     for example in examples:
         out = _cli(*shlex.split(example)[1:], "--store", str(store), "--quicklooks", str(tmp_path / "ql"),
                    tmp_path=tmp_path)
         assert out.returncode == 0 and "committed" in out.stdout, (example, out.stderr[-2000:])
     s = ArtifactStore.open(StoreSpec(uri=str(store)), create=False)
-    assert s.list("raw") == ["raw/city", "raw/city-cat"]
+    assert s.list("raw") == ["raw/city", "raw/city-cat", "raw/loose"]
     cube = s.read("raw/city", load=True)
     assert [str(t)[:10] for t in cube["time"].values] == ["2023-04-12"]
     for band in ("B02", "B03", "B04", "B08"):
@@ -143,6 +145,7 @@ def test_docs_sources_examples_run(tmp_path: Path) -> None:
     assert cube["processing_baseline"].values.tolist() == ["05.09"]
     assert cube["cloud_mask"].values.tolist() == ["MSK_CLASSI_B00"]
     assert s.read("raw/city-cat")["source_kind"].values.tolist() == ["stac-static"] * 2
+    assert s.read("raw/loose")["source_kind"].values.tolist() == ["files"] * 2
 
 
 def test_cli_import_errors_and_no_data_exit_codes(tmp_path: Path) -> None:

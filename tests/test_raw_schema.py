@@ -16,7 +16,7 @@ from tests.fixtures.safe.make_safe import SIZE_M, ULX, ULY, make_safe
 
 
 @pytest.fixture
-def cube(tmp_path: Path):  # noqa: ANN201
+def cube(tmp_path: Path):
     from odc.geo.geobox import GeoBox
 
     geobox = GeoBox.from_bbox((ULX, ULY - SIZE_M, ULX + SIZE_M, ULY), "EPSG:32631", resolution=10)
@@ -24,20 +24,20 @@ def cube(tmp_path: Path):  # noqa: ANN201
     return load_cube(items, ["B02", "B04"], geobox).load()
 
 
-def test_a_loaded_cube_passes(cube) -> None:  # noqa: ANN001
+def test_a_loaded_cube_passes(cube) -> None:
     check_raw(cube, provenance=True)
 
 
-def test_every_problem_is_named(cube) -> None:  # noqa: ANN001
+def test_every_problem_is_named(cube) -> None:
     bad = cube.drop_vars("clm").assign(data_mask=cube["data_mask"].astype(np.float32))
     bad.attrs.pop("reflectance_units")
     with pytest.raises(InvalidInputError, match=r"no clm; data_mask is .* float32, not .* uint8; no reflectance_units"):
         check_raw(bad)
-    with pytest.raises(InvalidInputError, match="no provenance coordinate.s. source_href"):
+    with pytest.raises(InvalidInputError, match=r"no provenance coordinate.s. source_href"):
         check_raw(cube.drop_vars("source_href"))
     with pytest.raises(InvalidInputError, match="processing_level attribute 'L2A' is not 'L1C'"):
         check_raw(cube.assign_attrs(processing_level="L2A"))
-    with pytest.raises(InvalidInputError, match="processing_level .'L0'."):
+    with pytest.raises(InvalidInputError, match=r"processing_level .'L0'."):
         check_raw(cube.assign_coords(processing_level=("time", ["L0"])))
     with pytest.raises(InvalidInputError, match="no CRS"):
         check_raw(cube.drop_vars("spatial_ref"))
