@@ -12,7 +12,7 @@ import pytest
 from stliif.acquire import REFLECTANCE_UNITS, load_cube
 from stliif.errors import DataAccessError, InvalidInputError
 from stliif.sources.safe import CLOUD_MASK, SOURCE, is_safe, read_safe
-from stliif.sources.stac import harmonise, processing_level, reflectance_params
+from stliif.sources.stac import harmonise, processing_baseline, processing_level, reflectance_params
 from tests.fixtures.safe.make_safe import (
     SIZE_M,
     ULX,
@@ -185,3 +185,7 @@ def test_processing_level_of_api_items() -> None:
     assert processing_level(item(**{"s2:product_type": "S2MSI1C"})) == "L1C"
     assert processing_level(item(**{"s2:product_uri": "S2B_MSIL1C_20230412T103021_N0509_R108_T31TDF_20230412T170102.SAFE"})) == "L1C"
     assert processing_level(item(**{"processing:level": "L2A"})) == "L2A"
+    # an L1C product name gives its baseline too (the pattern knew MSIL2A only)
+    l1c = item(**{"s2:product_uri": "S2B_MSIL1C_20230412T103021_N0509_R108_T31TDF_20230412T170102.SAFE"})
+    assert processing_baseline(l1c) == "05.09"
+    assert reflectance_params(harmonise([l1c])[0]) == pytest.approx((1e-4, -0.1))
