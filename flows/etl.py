@@ -9,11 +9,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
-from stliif.config import ETLSpec, Stage, StoreSpec
-from stliif.report import etl_markdown
-from stliif.errors import RunFailures
-from stliif.stages import AOI_STAGES, FOLDER_STAGES, folder_aois, plan_stages, resolve_run_aois
 from flows.runners import task_runner
+from stliif.config import ETLSpec, Stage, StoreSpec
+from stliif.errors import RunFailures
+from stliif.report import etl_markdown
+from stliif.stages import AOI_STAGES, FOLDER_STAGES, folder_aois, plan_stages, resolve_run_aois
 from tasks.common import open_store
 from tasks.etl import split_task, stage_task
 

@@ -34,9 +34,17 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from stliif.config import AcquireSpec
-from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError, TransientDataAccessError
+from stliif.errors import (
+    DataAccessError,
+    InvalidInputError,
+    NoDataError,
+    StliifError,
+    TransientDataAccessError,
+)
 from stliif.preprocess.mask import clear_fraction
+from stliif.raw_schema import check_raw
 from stliif.sources.providers import DEM, S2_L2A, Provider, custom_provider, get_provider
+from stliif.sources.safe import SOURCE
 from stliif.sources.stac import (
     RETRY_STATUSES,
     build_search_params,
@@ -46,13 +54,15 @@ from stliif.sources.stac import (
     harmonise,
     make_retrying_client,
     processing_baseline,
+    processing_level,
     provider_of,
     reflectance_params,
     resolve_band_asset,
+    static_stac_hint,
     tag_provider,
 )
 from stliif.store import ArtifactStore
-from stliif.types import AOI, BBox, Bands, TimeRange
+from stliif.types import AOI, Bands, BBox, TimeRange
 
 __all__ = [
     "AcquireResult",
@@ -191,9 +201,12 @@ def _search_one(p: Provider, area: AOI, spec: AcquireSpec, role: str) -> list[py
         params.pop("datetime")
     client = make_retrying_client(p.url, timeout=spec.timeout, retries=spec.retries)
     from pystac_client.exceptions import APIError
+    from pystac_client.warnings import DoesNotConformTo
 
     try:
         items = list(client.search(**params).items())
+    except DoesNotConformTo as err:  # a static catalog: no /search
+        raise InvalidInputError(static_stac_hint(p.url)) from err
     except APIError as err:
         status = getattr(err, "status_code", None)
         kind = TransientDataAccessError if status is None or status in RETRY_STATUSES else DataAccessError
@@ -260,13 +273,13 @@ def search(spec: AcquireSpec, *, role: str = S2_L2A) -> SearchResult:
     by_name = {p.name: p for p in providers}
     items = deduplicate(items, preference=[p.name for p in providers])
     items = harmonise(items)
-    wanted = [*Bands.from_like(spec.bands).names, "SCL"]
+    wanted = [b for b in Bands.from_like(spec.bands).names if b != "SCL"]
     kept = []
     for name, p in by_name.items():
         mine = [i for i in items if provider_of(i) == name]
-        if mine:
+        if mine:  # items without SCL are kept: their cloud mask is CLM, or recorded as none
             mine = filter_items_with_assets(mine, wanted, provider=p, min_items=0)
-            check_asset_hrefs(mine, wanted, provider=p)
+            check_asset_hrefs(mine, [*wanted, "SCL"], provider=p)
             kept += mine
     kept.sort(key=lambda i: (i.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), i.id))
     return SearchResult(kept, counts, errors)
@@ -340,26 +353,52 @@ def load_cube(
     if not items:
         raise NoDataError("no items to load")
     names = [b for b in Bands.from_like(bands).names if b != "SCL"]
+    levels = {processing_level(i) for i in items}
+    if len(levels) > 1:
+        raise InvalidInputError(
+            f"items mix processing levels {sorted(levels)}: top-of-atmosphere (L1C) and surface reflectance (L2A) "
+            "cannot share one cube; load them under different AOI names")
+    level = levels.pop()
     per_item: list[xr.Dataset] = []
-    groups: dict[str, list[pystac.Item]] = {}
+    groups: dict[tuple[str, str | None, str], list[pystac.Item]] = {}
     for it in items:
-        groups.setdefault(provider_of(it), []).append(it)
-    for name, its in groups.items():
+        name = provider_of(it)
         p = (providers or {}).get(name)
-        keys = {b: resolve_band_asset(its[0], b, provider=p) for b in [*names, "SCL"]}
-        has_clm = all("CLM" in i.assets for i in its)
-        assets = [k for k in keys.values() if k] + (["CLM"] if has_clm else [])
-        rs = {"*": resampling, keys["SCL"] or "SCL": "nearest", "CLM": "nearest"}
+        scl_key = resolve_band_asset(it, "SCL", provider=p)
+        groups.setdefault((name, scl_key, _cloud_source(it, scl_key)), []).append(it)
+    for (name, scl_key, cloud), its in groups.items():
+        p = (providers or {}).get(name)
+        keys = {b: resolve_band_asset(its[0], b, provider=p) for b in names}
+        lacking = [b for b, k in keys.items() if k is None]
+        if lacking:
+            raise NoDataError(f"item {its[0].id} has no asset for band(s) {', '.join(lacking)}")
+        extra = {"CLM": ["CLM"], "MSK_CLASSI": ["MSK_CLASSI.1", "MSK_CLASSI.2"]}.get(cloud, [])
+        assets = [k for k in keys.values() if k] + ([scl_key] if scl_key else []) + extra
+        rs = {"*": resampling, **dict.fromkeys([scl_key or "SCL", *extra], "nearest")}
         ds = _odc_load(list(its), assets, geobox, rs, _patch_url(p) if p else None)
         scale = np.array([reflectance_params(i)[0] for i in its], np.float32)
         offset = np.array([reflectance_params(i)[1] for i in its], np.float32)
         dn = xr.concat([ds[keys[b]] for b in names], dim="band").transpose("time", "band", "y", "x")
         refl = dn.astype(np.float32) * xr.DataArray(scale, dims="time") + xr.DataArray(offset, dims="time")
         refl = refl.where(dn != 0)
-        scl = ds[keys["SCL"]].astype(np.uint8)
-        clm = ds["CLM"].astype(np.uint8) if has_clm else scl.isin(CLOUD_CLASSES).astype(np.uint8)
+        data = {"reflectance": refl.assign_coords(band=names)}
+        if scl_key:
+            data["scl"] = ds[scl_key].astype(np.uint8)
+        if cloud == "CLM":
+            data["clm"] = ds["CLM"].astype(np.uint8)
+        elif cloud == "SCL":
+            data["clm"] = data["scl"].isin(CLOUD_CLASSES).astype(np.uint8)
+        elif cloud == "MSK_CLASSI":  # bands 1 and 2: opaque clouds, cirrus (3, snow, is not cloud)
+            data["clm"] = ((ds["MSK_CLASSI.1"] > 0) | (ds["MSK_CLASSI.2"] > 0)).astype(np.uint8)
+        elif cloud == "MSK_CLOUDS":
+            data["clm"] = xr.concat([_gml_cloud_mask(i, geobox) for i in its], dim="time").assign_coords(
+                time=ds["time"])
+        else:
+            log.warning("%d item(s) of %s have no cloud mask (no SCL, CLM, MSK_CLASSI or MSK_CLOUDS): clm is 0, "
+                        "recorded as cloud_mask 'none'", len(its), name)
+            data["clm"] = xr.zeros_like(ds[keys[names[0]]], dtype=np.uint8)
         per_item.append(xr.Dataset(
-            {"reflectance": refl.assign_coords(band=names), "scl": scl, "clm": clm},
+            data,
             coords={
                 "provider": ("time", [name] * len(its)),
                 "item_id": ("time", [i.id for i in its]),
@@ -367,8 +406,14 @@ def load_cube(
                 "cloud_cover": ("time", [float(i.properties.get("eo:cloud_cover", np.nan)) for i in its]),
                 "processing_baseline": ("time", [processing_baseline(i) or "" for i in its]),
                 "reflectance_offset": ("time", offset),
+                "processing_level": ("time", [level] * len(its)),
+                "cloud_mask": ("time", [_CLOUD_MASK_NAMES[cloud]] * len(its)),
+                "source_kind": ("time", [_source(i)[0] for i in its]),
+                "source_href": ("time", [_source(i)[1] for i in its]),
             },
         ).drop_vars("spatial_ref", errors="ignore"))
+    if not all("scl" in d for d in per_item):  # SCL only where every date has one
+        per_item = [d.drop_vars("scl", errors="ignore") for d in per_item]
     cube = xr.concat(per_item, dim="time").sortby(["day", "time"])
     cube = _mosaic_days(cube)
     cube["data_mask"] = cube["reflectance"].notnull().all("band").astype(np.uint8)
@@ -381,8 +426,92 @@ def load_cube(
         revisit=("time", np.arange(1, cube.sizes["time"] + 1, dtype=np.int16)),
     )
     cube["reflectance"].attrs["nodata"] = "NaN"
-    cube.attrs.update({"reflectance_units": "surface reflectance (harmonised: DN x scale + offset)"})
+    cube.attrs.update({"reflectance_units": REFLECTANCE_UNITS[level], "processing_level": level})
     return cube.rio.write_crs(str(geobox.crs)).rio.write_transform(geobox.affine)
+
+
+REFLECTANCE_UNITS = {
+    "L2A": "surface reflectance (harmonised: DN x scale + offset)",
+    "L1C": "top-of-atmosphere reflectance (L1C: DN x scale + offset)",
+}
+"""The cube's ``reflectance_units`` attribute per processing level."""
+_CLOUD_MASK_NAMES = {"SCL": "SCL", "CLM": "CLM", "MSK_CLASSI": "MSK_CLASSI_B00", "MSK_CLOUDS": "MSK_CLOUDS_B00",
+                     "none": "none"}
+
+
+def _cloud_source(item: pystac.Item, scl_key: str | None) -> str:
+    """Where an item's cloud mask comes from: ``CLM``, ``SCL``, ``MSK_CLASSI``, ``MSK_CLOUDS`` or ``none``."""
+    if "CLM" in item.assets:
+        return "CLM"
+    if scl_key:
+        return "SCL"
+    for key in ("MSK_CLASSI", "MSK_CLOUDS"):
+        if key in item.assets:
+            return key
+    return "none"
+
+
+def _source(item: pystac.Item) -> tuple[str, str]:
+    """(kind, href) of where an item came from: a local product's path, else the item's self link."""
+    rec = item.properties.get(SOURCE)
+    if isinstance(rec, Mapping):
+        return str(rec.get("kind", "")), str(rec.get("href", ""))
+    link = item.get_single_link("self")
+    return "stac", (link.get_href(transform_href=False) or "") if link is not None else ""
+
+
+def _gml_cloud_mask(item: pystac.Item, geobox: Any) -> xr.DataArray:
+    """An older L1C product's ``MSK_CLOUDS_B00.gml`` (OPAQUE and CIRRUS polygons) rasterised on ``geobox``."""
+    import xml.etree.ElementTree as ET
+
+    from odc.geo.geom import Geometry
+    from rasterio.features import rasterize
+    from shapely.geometry import Polygon
+
+    href = item.assets["MSK_CLOUDS"].href
+    data = _read_vsi(href)
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as err:
+        raise DataAccessError(f"item {item.id}: cloud mask {href} is not valid XML: {err}") from err
+    ns = "{http://www.opengis.net/gml/3.2}"
+    shapes = []
+    for poly in root.iter(f"{ns}Polygon"):
+        srs = poly.get("srsName") or ""
+        epsg = srs.rsplit(":", 1)[-1] if srs else ""
+        pos = next(poly.iter(f"{ns}posList"), None)
+        if pos is None or not pos.text:
+            continue
+        v = [float(t) for t in pos.text.split()]
+        ring = list(zip(v[0::2], v[1::2], strict=False))
+        if len(ring) >= 3 and epsg.isdigit():
+            shapes.append(Geometry(Polygon(ring), f"EPSG:{epsg}").to_crs(geobox.crs).geom)
+    mask = np.zeros(geobox.shape, np.uint8)
+    if shapes:
+        mask = rasterize([(g, 1) for g in shapes], out_shape=geobox.shape, transform=geobox.affine,
+                         fill=0, dtype="uint8")
+    return xr.DataArray(mask[None], dims=("time", "y", "x"))
+
+
+def _read_vsi(href: str) -> bytes:
+    """The bytes of a local file or a ``/vsizip/`` member."""
+    import zipfile
+    from pathlib import Path
+
+    if href.startswith("/vsizip/"):
+        rest = href[len("/vsizip/"):]
+        i = rest.find(".zip/")
+        if i < 0:
+            raise DataAccessError(f"cannot read {href}")
+        try:
+            with zipfile.ZipFile(rest[: i + 4]) as zf:
+                return zf.read(rest[i + 5:])
+        except (OSError, KeyError, zipfile.BadZipFile) as err:
+            raise DataAccessError(f"cannot read {href}: {err}") from err
+    try:
+        return Path(href).read_bytes()
+    except OSError as err:
+        raise DataAccessError(f"cannot read {href}: {err}") from err
 
 
 def _mosaic_days(cube: xr.Dataset) -> xr.Dataset:
@@ -394,20 +523,27 @@ def _mosaic_days(cube: xr.Dataset) -> xr.Dataset:
     for day in np.unique(days):
         part = cube.isel(time=np.flatnonzero(days == day))
         first = part.isel(time=0)
-        refl, scl, clm = first["reflectance"], first["scl"], first["clm"]
+        masks = [v for v in ("scl", "clm") if v in part]
+        refl = first["reflectance"]
+        layers = {v: first[v] for v in masks}
         for k in range(1, part.sizes["time"]):
             nxt = part.isel(time=k)
             fill = refl.isnull().all("band")
             refl = refl.where(~fill, nxt["reflectance"])
-            scl = scl.where(~fill, nxt["scl"])
-            clm = clm.where(~fill, nxt["clm"])
+            layers = {v: layers[v].where(~fill, nxt[v]) for v in masks}
         merged = first.copy()
-        merged["reflectance"], merged["scl"], merged["clm"] = refl, scl, clm
+        merged["reflectance"] = refl
+        for v in masks:
+            merged[v] = layers[v]
+        joined = {c: "+".join(dict.fromkeys(part[c].values.tolist()))
+                  for c in ("provider", "cloud_mask", "source_kind") if c in part.coords}
         merged = merged.assign_coords(
-            provider="+".join(dict.fromkeys(part["provider"].values.tolist())),
+            **joined,
             item_id=" ".join(part["item_id"].values.tolist()),
             cloud_cover=float(np.nanmean(part["cloud_cover"].values)) if part["cloud_cover"].notnull().any() else np.nan,
         )
+        if "source_href" in part.coords:
+            merged = merged.assign_coords(source_href=" ".join(dict.fromkeys(part["source_href"].values.tolist())))
         out.append(merged)
     return xr.concat(out, dim="time").drop_vars("day")
 
@@ -495,8 +631,18 @@ def metadata_table(cube: xr.Dataset) -> list[dict[str, Any]]:
             "clear_fraction": round(float(c["clear_fraction"]), 4),
             "processing_baseline": str(c["processing_baseline"].values),
             "reflectance_offset": float(c["reflectance_offset"]),
+            **{k: str(c[k].values) for k in ("processing_level", "cloud_mask", "source_kind", "source_href")
+               if k in c.coords},
         })
     return rows
+
+
+def _with_provenance(stored: xr.Dataset) -> xr.Dataset:
+    """A cube committed before per-date provenance existed, with the values it implied (L2A, SCL, STAC)."""
+    n = stored.sizes["time"]
+    defaults = {"processing_level": "L2A", "cloud_mask": "SCL", "source_kind": "stac", "source_href": ""}
+    missing = {k: ("time", [v] * n) for k, v in defaults.items() if k not in stored.coords}
+    return stored.assign_coords(missing) if missing else stored
 
 
 def _item_ids(cube: xr.Dataset) -> list[str]:
@@ -524,50 +670,89 @@ def run_acquire(
             the stored cube's (use another AOI name).
         DataAccessError: every provider failed, or an asset could not be read.
     """
-    path = f"raw/{spec.aoi}"
     area = area_of(spec)
     geobox = target_geobox(area, spec.crs, spec.resolution)
     found = search(spec)
-    result = AcquireResult(spec.aoi, "no-data", found=found.found, errors=found.errors)
+    providers = {p.name: p for p in _providers(spec)}
+
+    def dem() -> xr.DataArray:
+        p = next(iter(providers.values()))
+        return load_dem(search(spec, role=DEM).items, geobox, p)
+
+    return _commit_items(
+        store, spec.aoi, found.items, area, geobox, bands=spec.bands, providers=providers,
+        resampling=spec.resampling, min_clear=spec.min_clear, max_mb=spec.max_mb, stage="acquire",
+        params=spec.model_dump(mode="json"), attrs={"source": "stac", "providers": list(providers)},
+        result=AcquireResult(spec.aoi, "no-data", found=found.found, errors=found.errors),
+        dem=dem if spec.dem else None, run_id=run_id,
+        nothing=f"no items match (providers returned {found.found}"
+                f"{', errors: ' + str(found.errors) if found.errors else ''})",
+    )
+
+
+def _commit_items(
+    store: ArtifactStore,
+    aoi: str,
+    items: Sequence[pystac.Item],
+    area: AOI,
+    geobox: Any,
+    *,
+    bands: Sequence[str],
+    providers: Mapping[str, Provider],
+    resampling: str,
+    min_clear: float,
+    max_mb: float,
+    stage: str,
+    params: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    result: AcquireResult,
+    nothing: str,
+    dem: Callable[[], xr.DataArray] | None = None,
+    run_id: str | None = None,
+) -> AcquireResult:
+    """Load the harmonised ``items`` that ``raw/<aoi>`` lacks and commit the cube once: what
+    :func:`run_acquire` and :func:`stliif.ingest.run_import` share (per-date provenance, the
+    clear-fraction filter, the size budget, appending to a stored cube on the same grid)."""
+    path = f"raw/{aoi}"
     stored = store.read(path, load=True) if store.version(path) is not None else None
     if stored is not None and not _same_grid(stored, geobox):
         raise InvalidInputError(
-            f"{path} exists on another grid (CRS, resolution or extent changed): acquire under a new AOI name"
+            f"{path} exists on another grid (CRS, resolution or extent changed): {stage} under a new AOI name"
         )
     have = set()
     if stored is not None:
         have = set(_item_ids(stored))
         result.dates = [str(t)[:10] for t in stored["time"].values]
-    new_items = [i for i in found.items if i.id not in have]
+    new_items = [i for i in items if i.id not in have]
     if not new_items:
         result.status = "unchanged" if stored is not None else "no-data"
-        result.reason = "no new acquisitions" if stored is not None else (
-            f"no items match (providers returned {found.found}{', errors: ' + str(found.errors) if found.errors else ''})")
+        result.reason = "no new acquisitions" if stored is not None else nothing
         if stored is not None:
             result.snapshot_id = store.snapshot_id(store.spec.branch)
             result.table = metadata_table(stored)
         return result
-    bands = [b for b in Bands.from_like(spec.bands).names if b != "SCL"]
-    need = estimate_bytes(len(new_items), len(bands), geobox) + 2 * (0 if stored is None else int(stored.nbytes))
-    if need > spec.max_mb * 2**20:
+    names = [b for b in Bands.from_like(bands).names if b != "SCL"]
+    need = estimate_bytes(len(new_items), len(names), geobox) + 2 * (0 if stored is None else int(stored.nbytes))
+    if need > max_mb * 2**20:
         raise InvalidInputError(
-            f"request needs about {need / 2**20:.0f} MiB of memory ({len(new_items)} items x {len(bands)} bands on a "
-            f"{geobox.shape[0]}x{geobox.shape[1]} grid), above the budget of {spec.max_mb:g} MiB: narrow the "
+            f"request needs about {need / 2**20:.0f} MiB of memory ({len(new_items)} items x {len(names)} bands on a "
+            f"{geobox.shape[0]}x{geobox.shape[1]} grid), above the budget of {max_mb:g} MiB: narrow the "
             "area, dates or bands, or raise max_mb"
         )
-    providers = {p.name: p for p in _providers(spec)}
-    cube = load_cube(new_items, bands, geobox, providers=providers, area=area, resampling=spec.resampling)
+    cube = load_cube(new_items, names, geobox, providers=providers, area=area, resampling=resampling)
     times = cube["time"].values
     try:  # pixels are read here (the cube is lazy): a bad asset fails now, before any commit
         clear = cube["clear_fraction"].values
-        keep = clear >= spec.min_clear
+        valid = (cube["data_mask"] == 1).any(("y", "x")).values
+        keep = (clear >= min_clear) & valid
         cube = cube.isel(time=np.flatnonzero(keep)).load()
     except Exception as err:  # noqa: BLE001 - rasterio/odc raise many types
         raise DataAccessError(f"loading {len(new_items)} item(s) failed: {err}") from err
-    for t, c in zip(times[~keep], clear[~keep], strict=True):
-        result.dropped[str(t)[:10]] = f"clear fraction {c:.3f} < {spec.min_clear:g}"
+    for t, c, v in zip(times[~keep], clear[~keep], valid[~keep], strict=True):
+        result.dropped[str(t)[:10]] = f"clear fraction {c:.3f} < {min_clear:g}" if v else "no valid pixel over the area"
     if cube.sizes["time"] == 0 and stored is None:
-        result.reason = f"all {len(clear)} date(s) too cloudy over the AOI (min_clear {spec.min_clear:g})"
+        result.reason = (f"all {len(clear)} date(s) too cloudy over the AOI (min_clear {min_clear:g})" if valid.all()
+                         else f"no usable date over the area ({'; '.join(f'{d}: {w}' for d, w in result.dropped.items())})")
         return result
     if cube.sizes["time"] == 0:
         result.status, result.reason = "unchanged", "every new date too cloudy"
@@ -575,25 +760,30 @@ def run_acquire(
         result.table = metadata_table(stored)
         return result
     result.new_dates = [str(t)[:10] for t in cube["time"].values]
-    if spec.dem:
-        dem_found = search(spec, role=DEM)
-        p = next(iter(providers.values()))
-        cube["dem"] = load_dem(dem_found.items, geobox, p).load() if stored is None or "dem" not in stored else stored["dem"]
+    if dem is not None:
+        cube["dem"] = dem().load() if stored is None or "dem" not in stored else stored["dem"]
     if stored is not None:
+        stored = _with_provenance(stored)
+        if str(stored["processing_level"].values[0]) != cube.attrs["processing_level"]:
+            raise InvalidInputError(
+                f"{path} holds {stored['processing_level'].values[0]} data and these items are "
+                f"{cube.attrs['processing_level']}: {stage} under a new AOI name")
         cube = xr.concat([stored.drop_vars("dem", errors="ignore"), cube.drop_vars("dem", errors="ignore")],
                          dim="time", data_vars="all").sortby("time")
         if "dem" in stored:
             cube["dem"] = stored["dem"]
         cube = cube.assign_coords(revisit=("time", np.arange(1, cube.sizes["time"] + 1, dtype=np.int16)))
+    level = str(cube["processing_level"].values[0])
     cube.attrs.update({
-        "aoi": spec.aoi, "source": "stac", "providers": list(providers), "geometry": area.to_geojson(),
-        "reflectance_units": "surface reflectance (harmonised: DN x scale + offset)",
+        "aoi": aoi, **attrs, "geometry": area.to_geojson(),
+        "reflectance_units": REFLECTANCE_UNITS[level], "processing_level": level,
     })
     cube = cube.rio.write_crs(str(geobox.crs)).rio.write_transform(geobox.affine)
-    params = {**spec.model_dump(mode="json"), "items": sorted(_item_ids(cube))}
+    check_raw(cube, provenance=True)
     inputs = {path: store.version(path) or ""} if stored is not None else {}
-    commit = store.commit({path: cube}, stage="acquire", params=params, inputs=inputs, run_id=run_id,
-                          message=f"acquire: {path} (+{len(result.new_dates)} dates)")
+    commit = store.commit({path: cube}, stage=stage, params={**params, "items": sorted(_item_ids(cube))},
+                          inputs=inputs, run_id=run_id,
+                          message=f"{stage}: {path} (+{len(result.new_dates)} dates)")
     result.status = "committed" if commit.created else "unchanged"
     result.snapshot_id = commit.snapshot_id
     result.dates = [str(t)[:10] for t in cube["time"].values]

@@ -20,6 +20,7 @@ from stliif.errors import InvalidInputError
 __all__ = [
     "AcquireSpec",
     "ETLSpec",
+    "ImportSpec",
     "PipelineSpec",
     "RenderSpec",
     "StoreSpec",
@@ -149,6 +150,57 @@ class AcquireSpec(_Spec):
         from stliif.types import Bands, TimeRange
 
         TimeRange.from_like((self.start, self.end))
+        Bands.from_like(self.bands)
+        return self
+
+
+class ImportSpec(_Spec):
+    """One import of local or static data (a SAFE product, a static STAC catalog) into ``raw/<aoi>``."""
+
+    source: str = Field(description="A Sentinel-2 SAFE folder or .zip, a static STAC catalog / collection / item (path or http URL), or a folder of dated band files.")
+    aoi: str = Field(description="Name of the area: the cube is committed as raw/<aoi>.")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="Area as lon/lat (west, south, east, north); default the source's footprint."
+    )
+    polygon: str | None = Field(None, description="Area as a GeoJSON / shapefile / GeoPackage path or GeoJSON text.")
+    start: str | None = Field(None, description="First date kept (YYYY-MM-DD); default no limit.")
+    end: str | None = Field(None, description="Last date kept (inclusive); default no limit.")
+    bands: list[str] = Field(
+        default_factory=lambda: ["red", "green", "blue", "nir"],
+        description="Bands by common name or Sentinel-2 id (the cloud mask is added when the source has one).",
+    )
+    min_clear: float = Field(0.0, ge=0, le=1, description="Drop dates whose clear fraction over the area is lower.")
+    offset: float | None = Field(
+        None, description="Band files only: reflectance offset of their DN (-0.1 for baseline >= 04.00, 0 before)."
+    )
+    level: Literal["L1C", "L2A"] = Field("L2A", description="Band files only: their processing level.")
+    crs: str | None = Field(None, description="Output CRS; default the area's UTM zone.")
+    resolution: float = Field(10.0, gt=0, description="Output pixel size in CRS units (metres for UTM).")
+    resampling: Literal["nearest", "bilinear", "cubic"] = Field("bilinear", description="Resampling of the bands.")
+    max_mb: float = Field(4096.0, gt=0, description="Refuse imports whose loaded cube would exceed this (MiB).")
+    quicklooks: str | None = Field(
+        "stliif-out/import", description="Folder of the quicklook PNGs (None: none written)."
+    )
+
+    @field_validator("aoi")
+    @classmethod
+    def _aoi_name(cls, v: str) -> str:
+        from stliif.names import validate_name
+
+        return validate_name(v, what="AOI name")
+
+    @model_validator(mode="after")
+    def _checked(self) -> ImportSpec:
+        if self.bbox is not None and self.polygon is not None:
+            raise InvalidInputError("give at most one of bbox or polygon")
+        if self.bbox is not None:
+            from stliif.types import BBox
+
+            BBox.from_like(self.bbox)
+        from stliif.types import Bands, TimeRange
+
+        if self.start is not None or self.end is not None:
+            TimeRange.from_like((self.start or "1900-01-01", self.end or ".."))
         Bands.from_like(self.bands)
         return self
 

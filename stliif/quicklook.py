@@ -3,6 +3,7 @@ hillshade, a contact sheet of all dates, and any date as a Cloud-Optimised GeoTI
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from stliif.cog import write_cog
 from stliif.errors import InvalidInputError
 
 __all__ = ["contact_sheet", "export_date_cog", "hillshade", "rgb_image", "write_quicklooks"]
+
+log = logging.getLogger(__name__)
 
 RGB = ("B04", "B03", "B02")
 
@@ -83,10 +86,14 @@ def contact_sheet(cube: xr.Dataset, *, thumb: int = 192, columns: int = 6) -> An
 
 def write_quicklooks(cube: xr.Dataset, out_dir: str | Path) -> dict[str, list[Path]]:
     """Write ``rgb/<date>.png``, ``clouds/<date>.png``, ``contact_sheet.png`` and, when the
-    cube has ``dem``, ``dem_hillshade.png`` under ``out_dir``; return the paths by kind."""
+    cube has ``dem``, ``dem_hillshade.png`` under ``out_dir``; return the paths by kind. A cube
+    without red, green and blue gets no quicklook (logged), not an error: its data is committed."""
     from PIL import Image
 
     out = Path(out_dir)
+    if any(b not in cube["band"].values for b in RGB):
+        log.info("no quicklooks: the cube lacks red, green or blue")
+        return {"rgb": [], "clouds": [], "sheet": [], "dem": []}
     (out / "rgb").mkdir(parents=True, exist_ok=True)
     (out / "clouds").mkdir(parents=True, exist_ok=True)
     top = _stretch_top(cube)

@@ -475,8 +475,8 @@ def run_crop(
     ``crop/<source>/<name>/<slug of ATTR>``, all in one commit. A polygon crop's attrs record
     ``crop_polygon`` (the file), ``crop_features`` (row indices) and, for one feature,
     ``crop_feature_index`` and ``crop_feature`` (its attributes)."""
-    from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
     from stliif.preprocess.features import crop_names, feature_attrs, select_features
+    from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
 
     validate_name(name, what="crop name")
     if (polygon is None) == (center is None and bbox is None):

@@ -43,6 +43,7 @@ def acquire(
     quicklooks: Annotated[Path, typer.Option(help="Folder of the quicklook PNGs.")] = Path("stliif-out/acquire"),
     deadline: Annotated[float, typer.Option("--deadline", help="Seconds each provider has to answer, retries included.")] = 20.0,
     export_cog: Annotated[list[str] | None, typer.Option("--export-cog", help="Also write this date as a COG (repeatable).")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Exit 0 when nothing usable was found (default: exit 3).")] = False,
     store: StoreOpt = None,
     endpoint_url: EndpointOpt = None,
 ) -> None:
@@ -94,6 +95,9 @@ def acquire(
             console.print(f"  {f}")
     for f in cogs:
         console.print(f"  {f}")
+    if result["status"] == "no-data" and not allow_empty:
+        Console(stderr=True, soft_wrap=True).print(f"no usable data for raw/{aoi}: {result['reason']}", highlight=False)
+        raise typer.Exit(3)
     if dem_file and result["status"] in ("committed", "unchanged"):
         from stliif.sources.dem import add_dem
         from stliif.store import ArtifactStore

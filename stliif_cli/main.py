@@ -12,10 +12,9 @@ one ``error:`` line with exit code 2.
 
 from __future__ import annotations
 
-from collections import Counter
 import json
 import os
-from pathlib import Path
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +25,7 @@ from stliif.config import STAGES, ETLSpec, default_data_root
 from stliif.errors import InvalidInputError, StliifError
 from stliif_cli.acquire import acquire
 from stliif_cli.evaluate import evaluate
+from stliif_cli.ingest import import_source
 from stliif_cli.options import (
     BranchOpt,
     DataOpt,
@@ -204,6 +204,7 @@ def pipeline(
 
 for _command in (acquire, train, calibrate, evaluate, render, server, worker):
     app.command()(one_line_errors(_command))
+app.command("import")(one_line_errors(import_source))
 
 @store_app.command("log")
 @one_line_errors

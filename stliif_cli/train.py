@@ -62,7 +62,8 @@ def train(
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over even if the folder holds last.pt.")] = False,
 ) -> None:
     """Train a model on the training AOIs, selecting on the validation AOIs (never on test)."""
-    from stliif.train import TrainSpec, train as run_train
+    from stliif.train import TrainSpec
+    from stliif.train import train as run_train
 
     overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
                  "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed, "fit_offset": fit_offset,

@@ -38,7 +38,7 @@ from stliif.errors import (
     TransientDataAccessError,
 )
 from stliif.sources.providers import PROVIDERS, S2_L2A, Provider, get_provider
-from stliif.types import AOI, S2_BANDS, BBox, Bands, BandsLike, TimeRange, TimeRangeLike
+from stliif.types import AOI, S2_BANDS, Bands, BandsLike, BBox, TimeRange, TimeRangeLike
 
 __all__ = [
     "BOA_ADD_OFFSET_DN",
@@ -54,9 +54,11 @@ __all__ = [
     "make_retrying_client",
     "make_stac_api_io",
     "processing_baseline",
+    "processing_level",
     "provider_of",
     "reflectance_params",
     "resolve_band_asset",
+    "static_stac_hint",
     "tag_provider",
     "to_reflectance",
 ]
@@ -324,10 +326,10 @@ def check_asset_hrefs(
 
 _PB_RE = re.compile(r"^\s*N?(\d{1,2})\.?(\d{2})\s*$")
 _PRODUCT_RE = re.compile(
-    r"(?P<mission>S2[A-D])_MSIL2A_(?P<start>\d{8}T\d{6})_N(?P<pb>\d{4})_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})"
+    r"(?P<mission>S2[A-D])_MSIL(?P<level>1C|2A)_(?P<start>\d{8}T\d{6})_N(?P<pb>\d{4})_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})"
 )
 _PC_ID_RE = re.compile(
-    r"(?P<mission>S2[A-D])_MSIL2A_(?P<start>\d{8}T\d{6})_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})"
+    r"(?P<mission>S2[A-D])_MSIL(?P<level>1C|2A)_(?P<start>\d{8}T\d{6})_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})"
 )
 
 
@@ -368,6 +370,31 @@ def processing_baseline(item: pystac.Item) -> str | None:
         pb = m.group("pb")
         return f"{pb[:2]}.{pb[2:]}"
     return None
+
+
+_LEVELS = {"L1C": "L1C", "L2A": "L2A", "LEVEL-1C": "L1C", "LEVEL-2A": "L2A", "S2MSI1C": "L1C", "S2MSI2A": "L2A",
+           "1C": "L1C", "2A": "L2A"}
+
+
+def processing_level(item: pystac.Item) -> str:
+    """``"L1C"`` (top-of-atmosphere) or ``"L2A"`` (surface reflectance) of a Sentinel-2 item.
+
+    Read from ``processing:level``, ``s2:product_type``, the product name (``MSIL1C`` /
+    ``MSIL2A``) or the collection id (``...l1c``); ``"L2A"`` when nothing says (the STAC API
+    collections stliif searches are L2A).
+    """
+    props = item.properties
+    for key in ("processing:level", "s2:product_type"):
+        v = props.get(key)
+        if isinstance(v, str) and v.strip().upper() in _LEVELS:
+            return _LEVELS[v.strip().upper()]
+    for candidate in (props.get("s2:product_uri"), props.get("sentinel:product_id"), item.id):
+        m = _PRODUCT_RE.search(candidate) if isinstance(candidate, str) else None
+        if m is not None:
+            return _LEVELS[m.group("level")]
+    if (item.collection_id or "").lower().endswith("l1c"):
+        return "L1C"
+    return "L2A"
 
 
 def _band_assets(item: pystac.Item) -> list[str]:
@@ -785,6 +812,12 @@ def make_stac_api_io(
     )
 
 
+def static_stac_hint(url: str) -> str:
+    """The one-line answer to a static STAC catalog, collection or item given as a STAC API."""
+    return (f"{_redact(url)} is a static STAC catalog, collection or item, not a STAC API (no /search): "
+            f"import it with `stliif import {_redact(url)} --aoi NAME`")
+
+
 def make_retrying_client(
     url: str,
     *,
@@ -830,9 +863,13 @@ def make_retrying_client(
         timeout=timeout, retries=retries, backoff=backoff, headers=headers,
         request_modifier=request_modifier,
     )
+    from pystac_client.errors import ClientTypeError
+
     try:
         # Client.open re-applies `timeout` to stac_io (None would erase it): pass it again.
         return Client.open(url, stac_io=stac_io, modifier=modifier, timeout=stac_io.timeout)
+    except ClientTypeError as err:  # an item or collection URL: static STAC, not an API
+        raise InvalidInputError(static_stac_hint(url)) from err
     except APIError as err:
         status = getattr(err, "status_code", None)
         where = _redact(url)

@@ -30,6 +30,7 @@ from affine import Affine
 from rasterio.transform import from_bounds
 
 from stliif.errors import DataAccessError, InvalidInputError
+from stliif.raw_schema import check_raw
 
 __all__ = [
     "BANDS",
@@ -313,7 +314,9 @@ def read_lr(files: AOIFiles) -> xr.Dataset:
     attrs.update({k: first[k] for k in ("lon", "lat", "bounds", "LCCS", "SMOD", "IPCC") if k in first})
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     ds["reflectance"].attrs["nodata"] = "NaN"
-    return ds.rio.write_crs(crs or "EPSG:4326").rio.write_transform(transform)
+    ds = ds.rio.write_crs(crs or "EPSG:4326").rio.write_transform(transform)
+    check_raw(ds)
+    return ds
 
 
 def lr_bounds(ds: xr.Dataset) -> tuple[float, float, float, float]:

@@ -42,7 +42,7 @@ from stliif.models.coords import TIME_SCALE_DAYS
 from stliif.models.inference import ModelPredictor
 from stliif.models.interface import check_model
 from stliif.models.registry import make_model, model_spec
-from stliif.train.calibrate import trained_offset, init_colour_map
+from stliif.train.calibrate import init_colour_map, trained_offset
 from stliif.train.data import CropDataset, Scene
 from stliif.train.spec import TrainSpec
 
