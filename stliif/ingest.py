@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pystac
 
-from stliif.acquire import AcquireResult, _commit_items, target_geobox
+from stliif.acquire import AcquireResult, commit_items, target_geobox
 from stliif.config import AcquireSpec, ImportSpec
 from stliif.errors import InvalidInputError
 from stliif.sources.safe import read_safe
@@ -157,7 +157,7 @@ def run_import(store: ArtifactStore, spec: ImportSpec, *, run_id: str | None = N
     kind = source_kind(spec.source)
     result = AcquireResult(spec.aoi, "no-data", found={kind: len(items)})
     nothing = f"none of the {len(items)} item(s) of {spec.source} overlaps the area"
-    return _commit_items(
+    return commit_items(
         store, spec.aoi, overlapping, area, geobox, bands=spec.bands, providers={},
         resampling=spec.resampling, min_clear=spec.min_clear, max_mb=spec.max_mb, stage="import",
         params=spec.model_dump(mode="json"), attrs={"source": kind, "providers": [kind]},

@@ -47,13 +47,13 @@ from stliif.models.predictor import model_name, reflectance_to_uint8, uint8_scal
 
 __all__ = [
     "RGB_BANDS",
+    "check_render_budget",
     "load_predictor",
     "render",
     "render_series",
     "select_revisits",
     "series_dates",
     "write_animation",
-    "check_render_budget",
     "write_cog",
     "write_quicklook",
 ]
@@ -335,7 +335,7 @@ def _area_on_grid(cube: xr.Dataset, tr: Affine, h: int, w: int) -> np.ndarray:
         try:
             shape = Geometry(json.loads(geom) if isinstance(geom, str) else dict(geom), "EPSG:4326").to_crs(cube.rio.crs)
             inside &= geometry_mask([shape.geom], out_shape=(h, w), transform=tr, invert=True)
-        except Exception as err:  # noqa: BLE001 - odc-geo and pyproj raise several types
+        except Exception as err:
             raise InvalidInputError(f"the cube's geometry attribute is not a GeoJSON polygon: {err}") from err
     return inside
 
@@ -510,7 +510,7 @@ def check_render(
     if version is None:
         how = "make it with `stliif crop`" if is_crop_aoi(aoi) else f"import or acquire it (`stliif etl --aoi {aoi} --stage import`, `stliif acquire`)"
         raise NoDataError(f"{source} is not in the store: {how} first")
-    from stliif.stages import read_cube
+    from stliif.cubes import read_cube
 
     cube = read_cube(store, aoi, load=load)
     s = _scale(cube, scale, gsd)

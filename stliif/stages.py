@@ -33,6 +33,7 @@ from typing import Any
 import xarray as xr
 
 from stliif.config import STAGES
+from stliif.cubes import read_cube
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.names import aoi_cube_path, validate_aoi, validate_name
 from stliif.preprocess.crop import crop_polygon, crop_square
@@ -45,7 +46,7 @@ from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
 __all__ = [
-    "AOI_STAGES", "FOLDER_STAGES", "StageResult", "folder_aois", "plan_stages", "read_cube",
+    "AOI_STAGES", "FOLDER_STAGES", "StageResult", "folder_aois", "plan_stages",
     "resolve_run_aois", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois",
 ]
 
@@ -89,23 +90,6 @@ def _need(store: ArtifactStore, *paths: str) -> dict[str, str]:
             raise NoDataError(f"input artifact {p!r} is missing: run its stage first")
         out[p] = v
     return out
-
-
-MASK_VARS = ("scl", "clm", "data_mask")
-"""uint8 mask variables of an LR cube, 0 where there is no data."""
-
-
-def read_cube(store: ArtifactStore, aoi: str, *, load: bool = True) -> xr.Dataset:
-    """The LR cube of a store AOI (``raw/<aoi>``, or a crop's path ``crop/raw/<aoi>/<name>``).
-
-    A polygon crop declares 0 as the nodata of its integer masks, which reads back as NaN
-    floats; the masks are given back as uint8 with 0 there (no data, no cloud, SCL "no data").
-    """
-    ds = store.read(aoi_cube_path(aoi), load=load)
-    for var in MASK_VARS:
-        if var in ds and ds[var].dtype.kind == "f":
-            ds[var] = ds[var].fillna(0).astype("uint8")
-    return ds
 
 
 # -- import ----------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def synthetic_cube(
 def write_items(cube: xr.Dataset, folder: Any, *, scale: float = 1e-4) -> list[Any]:
     """Write a :func:`synthetic_cube` as one harmonised STAC item per date over local GeoTIFFs
     (a band file per band, DN = (reflectance - offset) / ``scale``, 0 = no data, and ``SCL``),
-    as :func:`stliif.acquire.search` would return them for :func:`stliif.acquire.load_cube`."""
+    as :func:`stliif.acquire.search` would return them for :func:`stliif.sources.load.load_cube`."""
     import datetime as dt
     from pathlib import Path
 

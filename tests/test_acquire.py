@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-
 from conftest import dem_plane, free_port
-from stliif.acquire import area_of, load_cube, run_acquire, search, target_geobox
+
+from stliif.acquire import area_of, run_acquire, search, target_geobox
 from stliif.config import AcquireSpec, StoreSpec
 from stliif.errors import DataAccessError, InvalidInputError
-from stliif.sources.worldstrat import find_aoi_files, read_lr
+from stliif.sources.load import load_cube
 from stliif.sources.providers import get_provider
+from stliif.sources.worldstrat import find_aoi_files, read_lr
 from stliif.store import ArtifactStore
 
 AOI = "Landcover-14956"
@@ -218,8 +219,8 @@ def test_assets_on_s3_load_through_gdal(stac_api: dict[str, Any], worldstrat: Pa
     import os
 
     import boto3
-
     from stac_server import catalog_objects
+
     from stliif.sources.stac_export import export_worldstrat_stac
 
     bucket = os.environ["STLIIF_TEST_BUCKET"]
@@ -248,7 +249,7 @@ def test_planetary_computer_assets_are_signed_at_read_time_only() -> None:
     read (tokens expire inside long lazy loads). Non-Azure URLs pass through unchanged."""
     import planetary_computer
 
-    from stliif.acquire import _patch_url
+    from stliif.sources.load import _patch_url
     from stliif.sources.providers import PLANETARY_COMPUTER
 
     signer = _patch_url(PLANETARY_COMPUTER)

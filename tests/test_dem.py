@@ -123,7 +123,7 @@ def test_acquire_load_dem_fills_nan_not_zero(tmp_path: Path) -> None:
     from odc.geo.geobox import GeoBox
     from rasterio.transform import from_origin
 
-    from stliif.acquire import load_dem
+    from stliif.sources.load import load_dem
     from stliif.sources.providers import get_provider
 
     w, s, e, n = BOX[0], BOX[1], (BOX[0] + BOX[2]) / 2, BOX[3]  # the western half

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stliif.acquire import REFLECTANCE_UNITS
 from stliif.config import ImportSpec, StoreSpec
 from stliif.errors import InvalidInputError
 from stliif.ingest import run_import
 from stliif.raw_schema import check_raw
+from stliif.sources.load import REFLECTANCE_UNITS
 from stliif.store import ArtifactStore
 from tests.fixtures.safe.make_safe import SIZE_M, ULX, ULY, expected_dn, make_safe
 

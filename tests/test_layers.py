@@ -72,3 +72,10 @@ def test_layers(package: str, forbidden: tuple[str, ...]) -> None:
     for m in members:
         bad = sorted(d for d in _reaches(graph, m) if d.startswith(forbidden))
         assert not bad, f"{m} depends on {bad}"
+
+
+def test_modules_stay_small() -> None:
+    """One concept per module: none of the library's modules grows past 700 lines."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    big = {n: s for n, s in sizes.items() if s > 700}
+    assert not big, f"split these modules: {big}"

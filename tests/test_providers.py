@@ -35,13 +35,10 @@ from stliif.sources.providers import (
 from stliif.sources.stac import (
     HARMONISATION,
     acquisition_of,
-    build_search_params,
     check_asset_hrefs,
     deduplicate,
     filter_items_with_assets,
     harmonise,
-    make_retrying_client,
-    make_stac_api_io,
     processing_baseline,
     provider_of,
     reflectance_params,
@@ -49,7 +46,8 @@ from stliif.sources.stac import (
     tag_provider,
     to_reflectance,
 )
-from stliif.types import S2_BANDS, AOI, BBox
+from stliif.sources.stac_search import build_search_params, make_retrying_client, make_stac_api_io
+from stliif.types import AOI, S2_BANDS, BBox
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "stac"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stliif.acquire import load_cube
 from stliif.errors import InvalidInputError
 from stliif.raw_schema import check_raw
+from stliif.sources.load import load_cube
 from stliif.sources.safe import read_safe
 from stliif.sources.stac import harmonise
 from tests.fixtures.safe.make_safe import SIZE_M, ULX, ULY, make_safe

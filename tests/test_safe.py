@@ -9,8 +9,8 @@ import numpy as np
 import pystac
 import pytest
 
-from stliif.acquire import REFLECTANCE_UNITS, load_cube
 from stliif.errors import DataAccessError, InvalidInputError
+from stliif.sources.load import REFLECTANCE_UNITS, load_cube
 from stliif.sources.safe import CLOUD_MASK, SOURCE, is_safe, read_safe
 from stliif.sources.stac import harmonise, processing_baseline, processing_level, reflectance_params
 from tests.fixtures.safe.make_safe import (

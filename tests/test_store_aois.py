@@ -151,7 +151,8 @@ def test_one_clear_fraction_in_acquire_and_mask(tmp_path: Path) -> None:
     the clear fraction over the polygon's pixels is the same number, and the truth."""
     from odc.geo.geobox import GeoBox
 
-    from stliif.acquire import load_cube, metadata_table
+    from stliif.acquire import metadata_table
+    from stliif.sources.load import load_cube
     from stliif.types import AOI
 
     truth = synthetic_cube("bcn")

@@ -2,7 +2,7 @@
 
 :func:`read_safe` reads the product's own metadata (``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml``,
 ``GRANULE/<id>/MTD_TL.xml``) with ElementTree and each band file's header with rasterio, and
-returns one ``pystac.Item`` per granule, ready for :func:`stliif.acquire.load_cube` (odc-stac
+returns one ``pystac.Item`` per granule, ready for :func:`stliif.sources.load.load_cube` (odc-stac
 reads the JPEG 2000 files, through GDAL's ``/vsizip/`` for zipped products):
 
 - one asset per band (key = band id, ``B02`` ...), at the finest resolution the product has,

@@ -4,7 +4,7 @@
 against each file's own location), keeps the items that have every requested band and returns
 them with absolute asset hrefs, ``stliif:provider = "static"`` and ``stliif:source`` (kind
 ``stac-static``, the item's own href), ready for harmonisation and
-:func:`stliif.acquire.load_cube`. Filtering by area and dates is the caller's
+:func:`stliif.sources.load.load_cube`. Filtering by area and dates is the caller's
 (:mod:`stliif.ingest`).
 """
 

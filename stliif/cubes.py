@@ -1,0 +1,26 @@
+"""Reading an AOI's LR cube from the store, for every stage and for rendering."""
+
+from __future__ import annotations
+
+import xarray as xr
+
+from stliif.names import aoi_cube_path
+from stliif.store import ArtifactStore
+
+__all__ = ["MASK_VARS", "read_cube"]
+
+MASK_VARS = ("scl", "clm", "data_mask")
+"""uint8 mask variables of an LR cube, 0 where there is no data."""
+
+
+def read_cube(store: ArtifactStore, aoi: str, *, load: bool = True) -> xr.Dataset:
+    """The LR cube of a store AOI (``raw/<aoi>``, or a crop's path ``crop/raw/<aoi>/<name>``).
+
+    A polygon crop declares 0 as the nodata of its integer masks, which reads back as NaN
+    floats; the masks are given back as uint8 with 0 there (no data, no cloud, SCL "no data").
+    """
+    ds = store.read(aoi_cube_path(aoi), load=load)
+    for var in MASK_VARS:
+        if var in ds and ds[var].dtype.kind == "f":
+            ds[var] = ds[var].fillna(0).astype("uint8")
+    return ds
