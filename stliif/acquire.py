@@ -438,6 +438,7 @@ def commit_items(
                          else f"no usable date over the area ({'; '.join(f'{d}: {w}' for d, w in result.dropped.items())})")
         return result
     if cube.sizes["time"] == 0:
+        assert stored is not None  # a first acquisition without a usable date returned above
         result.status, result.reason = "unchanged", "every new date too cloudy"
         result.snapshot_id = store.snapshot_id(store.spec.branch)
         result.table = metadata_table(stored)

@@ -358,7 +358,7 @@ def series_dates(start: Any, end: Any, step: str = "5D") -> list[np.datetime64]:
 
 def render_series(
     model: str | Path | Predictor,
-    cube: xr.DataArray | xr.Dataset,
+    cube: xr.Dataset,
     dates: Sequence[Any],
     *,
     progress: bool = False,
@@ -576,8 +576,8 @@ def run_render(
     name = (f"{str(dates[0])[:10]}-{tag}" if date is not None
             else f"{str(dates[0])[:10]}_{str(dates[-1])[:10]}_{step}-{tag}")  # fmt: skip
     predictor = load_predictor(model)
-    opts = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, min_clear=min_clear, max_gap_days=max_gap_days,
-                allow_far=allow_far, max_mb=max_mb)
+    opts: dict[str, Any] = dict(scale=scale, gsd=gsd, k=k, clear_fraction=clear, min_clear=min_clear,
+                                max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb)
     out = Path(out_dir) / aoi / mid
     files: list[Path] = []
     if date is not None:

@@ -340,7 +340,8 @@ def run_split(
     return StageResult(
         "split", None, "committed" if created else "unchanged", result.run_key,
         result.snapshot_id, result.artifacts,
-        summary={k.split("/")[1]: {p: len(v[p]) for p in ("train", "val", "test")} for k, v in manifests.items()},  # type: ignore[index]
+        summary={k.split("/")[1]: {p: len(v[p]) for p in ("train", "val", "test")}  # type: ignore[call-overload]
+                 for k, v in manifests.items()},
     )
 
 
@@ -495,7 +496,7 @@ def run_crop(
         params.update(center=center, size_m=size_m, bbox=bbox)
         ds = store.read(source, load=True)
         crops[out] = crop_square(ds, center=center, size_m=size_m, bbox=bbox)
-    result = store.commit(crops, stage="crop", params=params, inputs=inputs, run_id=run_id)  # type: ignore[arg-type]
+    result = store.commit(crops, stage="crop", params=params, inputs=inputs, run_id=run_id)
     first = next(iter(crops.values()))
     summary: dict[str, Any] = {"size": [int(first.sizes["y"]), int(first.sizes["x"])], "bounds": list(first.rio.bounds())}
     if each is not None:

@@ -14,6 +14,12 @@ SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 shadow, cloud medium and high probability, thin cirrus."""
 
 
+def _finite(reflectance: xr.DataArray) -> xr.DataArray:
+    """Pixels whose every band is a finite number."""
+    ok: xr.DataArray = xr.apply_ufunc(np.isfinite, reflectance, dask="allowed")
+    return ok.all("band")
+
+
 def clear_mask(lr: xr.Dataset) -> xr.DataArray:
     """Boolean (time, y, x): pixel has data, is not cloud (CLM) and, where SCL exists, not a
     cloud, shadow, cirrus or defective class; where reflectance exists, every band finite."""
@@ -24,7 +30,7 @@ def clear_mask(lr: xr.Dataset) -> xr.DataArray:
     if "scl" in lr:
         clear = clear & ~lr["scl"].isin(SCL_INVALID)
     if "reflectance" in lr:
-        clear = clear & np.isfinite(lr["reflectance"]).all("band")
+        clear = clear & _finite(lr["reflectance"])
     return clear.rename("clear")
 
 
@@ -70,7 +76,7 @@ def compute_masks(lr: xr.Dataset) -> xr.Dataset:
     clear = clear_mask(lr)
     valid = lr["data_mask"] == 1
     if "reflectance" in lr:
-        valid = valid & np.isfinite(lr["reflectance"]).all("band")
+        valid = valid & _finite(lr["reflectance"])
     out = xr.Dataset(
         {
             "clear": clear.astype(np.uint8),

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CLOUD_CLASSES = (8, 9, 10)
 """SCL classes counted as cloud in ``clm``: cloud medium / high probability, thin cirrus."""
-GDAL_HTTP = {
+GDAL_HTTP: dict[str, Any] = {
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_TIMEOUT": "60",
@@ -60,7 +60,7 @@ def _patch_url(p: Provider) -> Callable[[str], str] | None:
         return None
     import planetary_computer
 
-    return planetary_computer.sign_url  # type: ignore[no-any-return]
+    return planetary_computer.sign_url
 
 
 def _solar_day(item: pystac.Item) -> np.datetime64:
@@ -298,7 +298,7 @@ def _mosaic_days(cube: xr.Dataset) -> xr.Dataset:
         merged["reflectance"] = refl
         for v in masks:
             merged[v] = layers[v]
-        joined = {c: "+".join(dict.fromkeys(part[c].values.tolist()))
+        joined: dict[str, Any] = {c: "+".join(dict.fromkeys(part[c].values.tolist()))
                   for c in ("provider", "cloud_mask", "source_kind") if c in part.coords}
         merged = merged.assign_coords(
             **joined,

@@ -227,7 +227,8 @@ def _set_proj(asset: pystac.Asset, info: dict[str, Any]) -> None:
 def _footprint(info: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
     from odc.geo.geom import box
 
-    geom = box(*info["bounds"], info["crs"]).to_crs("EPSG:4326")
+    left, bottom, right, top = info["bounds"]
+    geom = box(left, bottom, right, top, info["crs"]).to_crs("EPSG:4326")
     return geom.json, list(geom.boundingbox.bbox)
 
 

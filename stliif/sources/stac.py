@@ -188,7 +188,8 @@ def filter_items_with_assets(
         NoDataError: fewer than ``min_items`` items remain.
     """
     wanted = Bands.from_like(bands)
-    kept, dropped = [], []
+    kept: list[tuple[pystac.Item, list[str]]] = []
+    dropped: list[tuple[pystac.Item, list[str]]] = []
     for item in items:
         missing = [b for b in wanted if resolve_band_asset(item, b, provider=provider) is None]
         (dropped if missing else kept).append((item, missing))
