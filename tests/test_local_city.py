@@ -1,0 +1,80 @@
+"""A user's own city end to end through the command line: a local L1C product -> mask -> a crop per
+district (a zipped shapefile) -> one district rendered as a COG, checked as QGIS would read it."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rioxarray  # noqa: F401  (registers .rio)
+import shapely
+
+from stliif.store import ArtifactStore
+from tests.fixtures.safe.make_safe import make_safe
+
+STLIIF = Path(sys.executable).with_name("stliif")
+NAMES = ["Sarrià-Sant Gervasi", "Gràcia", "Horta-Guinardó", "Sant Martí"]
+
+
+def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.pop("PREFECT_API_URL", None)
+    out = subprocess.run([str(STLIIF), *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
+    assert out.returncode == 0, f"stliif {' '.join(args)}: {out.stderr[-3000:]}"
+    return out
+
+
+def _districts(bounds: tuple[float, float, float, float], crs: str, dest: Path) -> Path:
+    """Four districts (a 2 x 2 grid inside ``bounds``), zipped with their .shp in a subfolder and
+    macOS junk beside it, as such files arrive."""
+    x0, y0, x1, y1 = bounds
+    dx, dy = (x1 - x0) / 2, (y1 - y0) / 2
+    cells = [shapely.box(x0 + i * dx, y0 + j * dy, x0 + (i + 1) * dx, y0 + (j + 1) * dy).buffer(-20)
+             for j in range(2) for i in range(2)]  # fmt: skip
+    folder = dest / "shp"
+    folder.mkdir()
+    gpd.GeoDataFrame({"NAME": NAMES}, geometry=cells, crs=crs).to_file(folder / "districts.shp", engine="pyogrio")
+    zpath = dest / "districts.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for f in folder.iterdir():
+            z.write(f, f"barcelona/{f.name}")
+            z.writestr(f"__MACOSX/barcelona/._{f.name}", b"\x00\x05\x16\x07junk")
+    return zpath
+
+
+def test_local_product_to_district_cog(tmp_path: Path) -> None:
+    product = make_safe(tmp_path / "in", level="L1C", bands=("B02", "B03", "B04", "B08"), zipped=True)
+    store = str(tmp_path / "store")
+    _run(tmp_path, "import", str(product), "--aoi", "city", "--store", store)
+    _run(tmp_path, "etl", "--stage", "mask", "--aoi", "city", "--store", store)
+    st = ArtifactStore.open(store, create=False)
+    cube = st.read("raw/city", load=True)
+    assert cube.attrs["processing_level"] == "L1C" and "top-of-atmosphere" in cube.attrs["reflectance_units"]
+    assert st.version("mask/city") is not None
+    zpath = _districts(cube.rio.bounds(), str(cube.rio.crs), tmp_path)
+    _run(tmp_path, "crop", "raw/city", "districts", "--polygon", str(zpath), "--each", "NAME", "--store", store)
+    st = ArtifactStore.open(store, create=False)
+    crops = sorted(st.list("crop/raw/city/districts"))
+    assert crops == sorted(f"crop/raw/city/districts/{s}" for s in
+                           ("sarria-sant-gervasi", "gracia", "horta-guinardo", "sant-marti"))  # fmt: skip
+    aoi = "crop/raw/city/districts/gracia"
+    day = str(cube["time"].values[0])[:10]
+    out = _run(tmp_path, "render", "--aoi", aoi, "--date", day, "--scale", "4", "--model", "median",
+               "--min-clear", "0", "--out", str(tmp_path / "out"), "--store", store)
+    cog = next((tmp_path / "out").rglob("*.tif"))
+    crop = st.read(aoi, load=True)
+    with rasterio.open(cog) as src:
+        assert src.crs.to_string() == str(cube.rio.crs)
+        assert np.allclose(tuple(src.bounds), crop.rio.bounds(), atol=1e-6)
+        assert (src.width, src.height) == (4 * crop.sizes["x"], 4 * crop.sizes["y"])
+        assert math.isnan(src.nodata)
+        data = src.read()
+    assert np.isfinite(data).mean() > 0.9  # the district is rendered; only its edge is outside
+    assert "at revisit" in out.stdout  # the product's own day: 0 days from it
