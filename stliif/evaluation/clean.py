@@ -47,7 +47,7 @@ from PIL import Image
 from scipy import ndimage
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
-from stliif.evaluation.paper import PAPER_SCALES
+from stliif.evaluation.paper import PAPER_SCALES, TargetSizes
 from stliif.evaluation.results import (
     CLEAN_CPSNR_SHIFT,
     CLEAN_METRICS,
@@ -76,7 +76,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class CleanSample:
+class CleanSample(TargetSizes):
     """One AOI of protocol C.
 
     Attributes:
@@ -107,13 +107,6 @@ class CleanSample:
     versions: dict[str, str]
     _cache: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def target_at(self, size: int) -> np.ndarray:
-        """Target at ``size`` px: the native one, or its Pillow bicubic float resize (NaN spreads)."""
-        if size == self.target.shape[0]:
-            return self.target
-        if size not in self._cache:
-            self._cache[size] = resize(self.target, size)
-        return self._cache[size]
 
 
 def _fill_nearest(image: np.ndarray, valid: np.ndarray) -> np.ndarray:

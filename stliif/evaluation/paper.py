@@ -95,8 +95,24 @@ def paper_train_aois(root: str | Path) -> list[str]:
     return [a for a in paper_aois(root) if a not in PAPER_TEST_AOIS]
 
 
+class TargetSizes:
+    """``target_at(size)`` of a sample: its native target, or the Pillow bicubic resize of it
+    (uint8 for a uint8 target, float for a float one, NaN spreading), computed once per size."""
+
+    target: np.ndarray
+    _cache: dict[int, np.ndarray]
+
+    def target_at(self, size: int) -> np.ndarray:
+        """The target at ``size`` px."""
+        if size == self.target.shape[0]:
+            return self.target
+        if size not in self._cache:
+            self._cache[size] = resize(self.target, size)
+        return self._cache[size]
+
+
 @dataclass(frozen=True)
-class PaperSample:
+class PaperSample(TargetSizes):
     """One AOI of protocol P.
 
     Attributes:
@@ -116,13 +132,6 @@ class PaperSample:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def target_at(self, size: int) -> np.ndarray:
-        """Ground truth at ``size`` px: the x6 target, or its Pillow BICUBIC resize (uint8)."""
-        if size == self.target.shape[0]:
-            return self.target
-        if size not in self._cache:
-            self._cache[size] = resize(self.target, size)
-        return self._cache[size]
 
 
 def load_paper_dates(root: str | Path, aoi: str) -> tuple[np.ndarray, np.datetime64]:

@@ -239,8 +239,41 @@ def _default_encoder() -> dict[str, Any]:
     return {"name": "edsr-baseline", "args": {"n_feats": 64, "n_resblocks": 16}}
 
 
+class DecodesQueries:
+    """``query_rgb`` of LIIF and Temporal LIIF: a model with an :class:`ImplicitDecoder`
+    ``decoder`` and a :class:`ResidualBase` ``base`` (mixed in before ``nn.Module``)."""
+
+    decoder: ImplicitDecoder
+    base: ResidualBase
+
+    def query_rgb(
+        self,
+        feat: torch.Tensor,
+        coord: torch.Tensor,
+        cell: torch.Tensor | None = None,
+        *,
+        base: torch.Tensor | None = None,
+        chunk: int | None = DEFAULT_CHUNK,
+    ) -> torch.Tensor:
+        """Decode queries from a latent grid (a temporal model's: at the time ``gen_feat`` fused for).
+
+        Args:
+            feat: ``(B, F, H, W)`` from ``gen_feat`` (Temporal LIIF: ``TemporalLatent.feat``).
+            coord: ``(B, Q, 2)`` ``(y, x)`` in ``[-1, 1]``.
+            cell: ``(B, Q, 2)`` cell sizes.
+            base: ``(B, C, H, W)`` image the residual is added to (the input, or the fused image;
+                residual models only).
+            chunk: Queries decoded at once; memory is bounded by the chunk, not by ``Q``.
+
+        Returns:
+            ``(B, Q, C)`` values in ``[0, 1]`` units (not clipped).
+        """
+        proj = self.decoder.project(feat)
+        return _decode(self.decoder, self.base, proj, coord, cell, base, chunk)
+
+
 @register("liif")
-class LIIF(nn.Module):
+class LIIF(DecodesQueries, nn.Module):
     """Single-image LIIF: encoder + :class:`ImplicitDecoder` (+ optional :class:`ResidualBase`).
 
     Reference: Chen, Liu, Wang, "Learning Continuous Image Representation with Local Implicit
@@ -303,30 +336,6 @@ class LIIF(nn.Module):
                 f"inp must be (B, {self.in_channels}, H, W), got {tuple(inp.shape)}"
             )
         return self.encoder((inp - 0.5) / 0.5)
-
-    def query_rgb(
-        self,
-        feat: torch.Tensor,
-        coord: torch.Tensor,
-        cell: torch.Tensor | None = None,
-        *,
-        base: torch.Tensor | None = None,
-        chunk: int | None = DEFAULT_CHUNK,
-    ) -> torch.Tensor:
-        """Decode queries from a latent grid.
-
-        Args:
-            feat: ``(B, F, H, W)`` from :meth:`gen_feat`.
-            coord: ``(B, Q, 2)`` ``(y, x)`` in ``[-1, 1]``.
-            cell: ``(B, Q, 2)`` cell sizes.
-            base: ``(B, C, H, W)`` image the residual is added to (the input; residual only).
-            chunk: Queries decoded at once; memory is bounded by the chunk, not by ``Q``.
-
-        Returns:
-            ``(B, Q, C)`` values in ``[0, 1]`` units (not clipped).
-        """
-        proj = self.decoder.project(feat)
-        return _decode(self.decoder, self.base, proj, coord, cell, base, chunk)
 
     def forward(
         self,

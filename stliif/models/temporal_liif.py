@@ -43,7 +43,13 @@ from torch import nn
 
 from stliif.errors import ModelError
 from stliif.models.encoders import ResBlock2d
-from stliif.models.liif import DEFAULT_CHUNK, ImplicitDecoder, ResidualBase, ResidualMode, _decode
+from stliif.models.liif import (
+    DEFAULT_CHUNK,
+    DecodesQueries,
+    ImplicitDecoder,
+    ResidualBase,
+    ResidualMode,
+)
 from stliif.models.registry import make_model, register
 
 __all__ = [
@@ -199,7 +205,7 @@ def _default_encoder() -> dict[str, Any]:
 
 
 @register("temporal-liif")
-class TemporalLIIF(nn.Module):
+class TemporalLIIF(DecodesQueries, nn.Module):
     """Space-time LIIF over a variable number of dated revisits (see the module docstring).
 
     Reference: Chen, Liu, Wang, "Learning Continuous Image Representation with Local Implicit
@@ -333,30 +339,6 @@ class TemporalLIIF(nn.Module):
         dt = times - t_query[:, None]
         fused, image, weights = self.fusion(feats, frames, dev, dt, mask)
         return TemporalLatent(self.post(fused), image, weights)
-
-    def query_rgb(
-        self,
-        feat: torch.Tensor,
-        coord: torch.Tensor,
-        cell: torch.Tensor | None = None,
-        *,
-        base: torch.Tensor | None = None,
-        chunk: int | None = DEFAULT_CHUNK,
-    ) -> torch.Tensor:
-        """Decode spatial queries at the time :meth:`gen_feat` fused for.
-
-        Args:
-            feat: ``(B, F, H, W)`` (``TemporalLatent.feat``).
-            coord: ``(B, Q, 2)`` ``(y, x)`` in ``[-1, 1]``.
-            cell: ``(B, Q, 2)`` cell sizes.
-            base: ``(B, C, H, W)`` fused image (``TemporalLatent.base``; residual models).
-            chunk: Queries decoded at once.
-
-        Returns:
-            ``(B, Q, C)`` in ``[0, 1]`` units (not clipped).
-        """
-        proj = self.decoder.project(feat)
-        return _decode(self.decoder, self.base, proj, coord, cell, base, chunk)
 
     def forward(
         self,
