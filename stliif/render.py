@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,7 @@ def render(
     h, w = frames.shape[1:3]
     out_h, out_w = max(1, round(s * h)), max(1, round(s * w))
     predictor = load_predictor(model)
+    level = str(cube.attrs.get("processing_level", "L2A"))
     pred = np.asarray(
         predictor(reflectance_to_uint8(frames, top), size=(out_h, out_w), dates=used, target_date=when)
     )
@@ -310,7 +312,15 @@ def render(
         "uint8_scale": float(top),
         "aoi": str(cube.attrs.get("aoi", "")),
         "min_clear": float(min_clear),
+        "processing_level": level,
+        "reflectance_units": str(cube.attrs.get("reflectance_units", "surface reflectance")),
     }
+    if level == "L1C" and hasattr(predictor, "model"):  # a trained checkpoint: WorldStrat L2A
+        da.attrs["warning"] = (
+            "a top-of-atmosphere (L1C) cube rendered with a model trained on surface reflectance "
+            "(L2A): the inputs carry the atmosphere the model never saw"
+        )
+        warnings.warn(da.attrs["warning"], UserWarning, stacklevel=2)
     return da.rio.write_crs(cube.rio.crs).rio.write_transform(tr)
 
 

@@ -220,3 +220,31 @@ def test_etl_flow_skips_the_import_of_store_only_aois(store: ArtifactStore, tmp_
     out = etl(ETLSpec(data=str(ws), stages=["import", "mask"], aois=["bcn", CROP]), store.spec)
     assert [(r["stage"], r["aoi"], r["status"]) for r in out["records"]] == [
         ("mask", "bcn", "committed"), ("mask", CROP, "committed")]
+
+
+def test_l1c_render_is_labelled_and_warns_with_a_trained_model(tmp_path: Path) -> None:
+    """An L1C cube's render says top-of-atmosphere in its COG tags; a trained (L2A) model warns."""
+    import warnings
+
+    import rasterio
+
+    from stliif.cog import write_cog
+    from stliif.models.inference import ModelPredictor
+    from stliif.models.registry import make_model
+    from stliif.render import render
+
+    cube = synthetic_cube("toa")
+    cube.attrs.update(processing_level="L1C", reflectance_units="top-of-atmosphere reflectance (DN x scale + offset)")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        base = render("median", cube, "2024-03-11", scale=1, min_clear=0)  # a baseline: no warning
+    assert not [w for w in seen if "top-of-atmosphere" in str(w.message)]
+    assert base.attrs["processing_level"] == "L1C" and "warning" not in base.attrs
+    with rasterio.open(write_cog(base, tmp_path / "toa.tif")) as src:
+        tags = src.tags()
+    assert tags["processing_level"] == "L1C" and tags["reflectance_units"].startswith("top-of-atmosphere")
+    model = make_model({"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline",
+                        "args": {"n_feats": 4, "n_resblocks": 1}}, "hidden": [8]}})  # fmt: skip
+    with pytest.warns(UserWarning, match="top-of-atmosphere"):
+        out = render(ModelPredictor(model), cube, "2024-03-11", scale=1, min_clear=0)
+    assert "L2A" in out.attrs["warning"]
