@@ -12,7 +12,17 @@ from rich.table import Table
 from stliif.config import AcquireSpec
 from stliif.errors import InvalidInputError
 from stliif.types import TimeRange
-from stliif_cli.options import EndpointOpt, StoreOpt, build_spec, parse_floats, store_spec
+from stliif_cli.options import (
+    DemFileOpt,
+    DemNodataOpt,
+    EndpointOpt,
+    StoreOpt,
+    add_dem_files,
+    build_spec,
+    no_data_exit,
+    parse_floats,
+    store_spec,
+)
 from stliif_cli.runtime import flow_module, run_flow
 
 __all__ = ["acquire"]
@@ -34,8 +44,8 @@ def acquire(
     crs: Annotated[str | None, typer.Option(help="Output CRS [default: the area's UTM zone].")] = None,
     resolution: Annotated[float, typer.Option(help="Pixel size in CRS units.")] = 10.0,
     dem: Annotated[bool, typer.Option("--dem", help="Also load the Copernicus DEM onto the grid.")] = False,
-    dem_file: Annotated[list[Path] | None, typer.Option("--dem-file", help="Local DEM GeoTIFF put on the grid as dem (repeatable: tiles are mosaicked); instead of --dem.")] = None,
-    dem_nodata: Annotated[float | None, typer.Option("--dem-nodata", help="Nodata value of the --dem-file files, overriding theirs (e.g. 0 for clipped copies written without one).")] = None,
+    dem_file: DemFileOpt = None,
+    dem_nodata: DemNodataOpt = None,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse requests whose cube would exceed this (MiB).")] = 4096.0,
     collection: Annotated[str | None, typer.Option(help="Sentinel-2 collection id (STAC API URL providers).")] = None,
     dem_collection: Annotated[str | None, typer.Option("--dem-collection", help="DEM collection id (STAC API URL providers).")] = None,
@@ -95,13 +105,7 @@ def acquire(
             console.print(f"  {f}")
     for f in cogs:
         console.print(f"  {f}")
-    if result["status"] == "no-data" and not allow_empty:
-        Console(stderr=True, soft_wrap=True).print(f"no usable data for raw/{aoi}: {result['reason']}", highlight=False)
-        raise typer.Exit(3)
-    if dem_file and result["status"] in ("committed", "unchanged"):
-        from stliif.sources.dem import add_dem
-        from stliif.store import ArtifactStore
-
-        added = add_dem(ArtifactStore.open(st), aoi, dem_file, dem_nodata)
-        console.print(f"{'committed' if added.created else 'unchanged'} dem of [bold]raw/{aoi}[/] from "
-                      f"{len(dem_file)} file(s), snapshot {added.snapshot_id}")
+    if result["status"] == "no-data":
+        no_data_exit(aoi, result["reason"], allow_empty)
+    elif dem_file:
+        add_dem_files(st, aoi, dem_file, dem_nodata)

@@ -10,14 +10,23 @@ from rich.console import Console
 from rich.table import Table
 
 from stliif.config import ImportSpec
-from stliif_cli.options import EndpointOpt, StoreOpt, build_spec, parse_floats, store_spec
+from stliif.errors import InvalidInputError
+from stliif_cli.options import (
+    DemFileOpt,
+    DemNodataOpt,
+    EndpointOpt,
+    StoreOpt,
+    add_dem_files,
+    build_spec,
+    no_data_exit,
+    parse_floats,
+    store_spec,
+)
 from stliif_cli.runtime import flow_module, run_flow
 
 __all__ = ["import_source"]
 
 console = Console()
-NO_DATA_EXIT = 3
-"""Exit status of an import that found nothing usable (0 with ``--allow-empty``)."""
 
 
 def import_source(
@@ -36,6 +45,8 @@ def import_source(
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse imports whose cube would exceed this (MiB).")] = 4096.0,
     quicklooks: Annotated[Path, typer.Option(help="Folder of the quicklook PNGs.")] = Path("stliif-out/import"),
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Exit 0 when nothing usable was found (default: exit 3).")] = False,
+    dem_file: DemFileOpt = None,
+    dem_nodata: DemNodataOpt = None,
     store: StoreOpt = None,
     endpoint_url: EndpointOpt = None,
 ) -> None:
@@ -46,12 +57,18 @@ def import_source(
         resolution=resolution, max_mb=max_mb, quicklooks=str(quicklooks),
     )
     spec = build_spec(ImportSpec, fields, "import")
+    if dem_nodata is not None and not dem_file:
+        raise InvalidInputError("--dem-nodata applies to --dem-file files only")
     st = store_spec(store, endpoint_url=endpoint_url, write=True, create=True)
     from stliif.ingest import check_import
 
     _, why = check_import(spec)  # a bad source, band or date range: one line, exit 2, before any flow
+    if dem_file:  # a bad DEM file commits nothing either
+        from stliif.sources.dem import check_dem_files
+
+        check_dem_files(dem_file, dem_nodata)
     if why:
-        _no_data(aoi, why, allow_empty)
+        no_data_exit(aoi, why, allow_empty)
         return
     result = run_flow(flow_module("ingest").import_source, spec, st)
     if result["status"] != "no-data":
@@ -68,13 +85,6 @@ def import_source(
     for f in result.get("quicklooks", {}).get("sheet", []):
         console.print(f"  {f}")
     if result["status"] == "no-data":
-        _no_data(aoi, result["reason"], allow_empty)
-
-
-def _no_data(aoi: str, reason: str, allow_empty: bool) -> None:
-    """Say why nothing was committed; exit 3 unless ``--allow-empty``."""
-    if allow_empty:
-        console.print(f"no-data [bold]raw/{aoi}[/] ({reason})")
-        return
-    Console(stderr=True, soft_wrap=True).print(f"no usable data for raw/{aoi}: {reason}", highlight=False)
-    raise typer.Exit(NO_DATA_EXIT)
+        no_data_exit(aoi, result["reason"], allow_empty)
+    elif dem_file:
+        add_dem_files(st, aoi, dem_file, dem_nodata)

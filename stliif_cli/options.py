@@ -19,12 +19,17 @@ if TYPE_CHECKING:
     from stliif.store import ArtifactStore
 
 __all__ = [
+    "NO_DATA_EXIT",
     "BranchOpt",
     "DataOpt",
+    "DemFileOpt",
+    "DemNodataOpt",
     "EndpointOpt",
     "StoreOpt",
+    "add_dem_files",
     "build_spec",
     "check_out_dir",
+    "no_data_exit",
     "one_line_errors",
     "one_sentence",
     "open_store",
@@ -133,3 +138,34 @@ def check_out_dir(path: Path) -> None:
         raise InvalidInputError(f"--out {str(path)!r} is a file, not a folder")
     if (target := unwritable(p)) is not None:
         raise InvalidInputError(f"--out {str(path)!r}: {str(target)!r} is not a writable folder")
+
+
+DemFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--dem-file", help="Local DEM GeoTIFF put on the grid as dem (repeatable: tiles are mosaicked)."),
+]
+DemNodataOpt = Annotated[
+    float | None,
+    typer.Option("--dem-nodata", help="Nodata value of the --dem-file files, overriding theirs (e.g. 0 for clipped copies written without one)."),
+]
+NO_DATA_EXIT = 3
+"""Exit status of an acquisition or import that found nothing usable (0 with ``--allow-empty``)."""
+
+
+def no_data_exit(aoi: str, reason: str, allow_empty: bool) -> None:
+    """Say why nothing was committed; exit 3 unless ``--allow-empty``."""
+    if allow_empty:
+        Console().print(f"no-data [bold]raw/{escape(aoi)}[/] ({escape(reason)})")
+        return
+    Console(stderr=True, soft_wrap=True).print(f"no usable data for raw/{aoi}: {reason}", highlight=False)
+    raise typer.Exit(NO_DATA_EXIT)
+
+
+def add_dem_files(spec: StoreSpec, aoi: str, files: list[Path], nodata: float | None) -> None:
+    """Commit the local DEM ``files`` into ``raw/<aoi>`` (:func:`stliif.sources.dem.add_dem`) and say so."""
+    from stliif.sources.dem import add_dem
+    from stliif.store import ArtifactStore
+
+    added = add_dem(ArtifactStore.open(spec, create=False), aoi, files, nodata)
+    Console().print(f"{'committed' if added.created else 'unchanged'} dem of [bold]raw/{escape(aoi)}[/] from "
+                    f"{len(files)} file(s), snapshot {added.snapshot_id}")

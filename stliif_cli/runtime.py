@@ -158,7 +158,7 @@ def _cancel_flow_run(reason: str, timeout: float = 1.5) -> None:
         from prefect.context import FlowRunContext
 
         ctx = FlowRunContext.get()
-    except Exception:  # noqa: BLE001 - nothing to cancel
+    except Exception:
         return
     if ctx is None or ctx.flow_run is None:
         return

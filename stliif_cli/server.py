@@ -12,7 +12,7 @@ import typer
 
 from stliif.errors import InvalidInputError
 
-__all__ = ["server", "worker", "POOL"]
+__all__ = ["POOL", "server", "worker"]
 
 POOL = "stliif-process"
 

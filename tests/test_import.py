@@ -17,7 +17,7 @@ from stliif.ingest import run_import
 from stliif.raw_schema import check_raw
 from stliif.sources.load import REFLECTANCE_UNITS
 from stliif.store import ArtifactStore
-from tests.fixtures.safe.make_safe import SIZE_M, ULX, ULY, expected_dn, make_safe
+from tests.fixtures.safe.make_safe import EPSG, SIZE_M, ULX, ULY, expected_dn, make_safe
 
 STLIIF = Path(sys.executable).with_name("stliif")
 
@@ -173,3 +173,32 @@ def test_cli_import_errors_and_no_data_exit_codes(tmp_path: Path) -> None:
     assert allowed.exit_code == 0 and "no-data" in allowed.stdout
     store = tmp_path / "store"
     assert not store.exists() or ArtifactStore.open(StoreSpec(uri=str(store)), create=False).list("raw") == []
+
+
+def test_cli_import_with_a_local_dem(tmp_path: Path) -> None:
+    """``stliif import ... --dem-file`` puts the DEM on the cube's grid; nodata stays NaN; a
+    ``--dem-nodata`` without files, or a missing file, is one line and commits nothing."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    z = make_safe(tmp_path / "in", level="L1C", zipped=True)
+    dem = tmp_path / "dem.tif"
+    heights = np.full((SIZE_M // 10, SIZE_M // 10), 120.0, np.float32)
+    heights[:, :5] = -9999.0  # a nodata strip on the west edge
+    with rasterio.open(dem, "w", driver="GTiff", width=heights.shape[1], height=heights.shape[0], count=1,
+                       dtype="float32", crs=f"EPSG:{EPSG}", transform=from_origin(ULX, ULY, 10, 10),
+                       nodata=-9999.0) as dst:  # fmt: skip
+        dst.write(heights, 1)
+    store = str(tmp_path / "store")
+    for bad, why in ((["--dem-nodata", "0"], "--dem-nodata applies to --dem-file files only"),
+                     (["--dem-file", str(tmp_path / "none.tif")], "not found")):  # fmt: skip
+        out = _cli("import", str(z), "--aoi", "city", "--store", store, *bad, tmp_path=tmp_path)
+        assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr
+    assert not Path(store).exists() or ArtifactStore.open(store, create=False).list("raw") == []
+    out = _cli("import", str(z), "--aoi", "city", "--store", store, "--dem-file", str(dem), tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "committed dem of raw/city" in " ".join(out.stdout.split())
+    cube = ArtifactStore.open(store, create=False).read("raw/city", load=True)
+    d = cube["dem"].values
+    assert d.shape == (cube.sizes["y"], cube.sizes["x"])
+    assert np.isnan(d[:, :3]).all() and np.allclose(d[:, 8:], 120.0)  # nodata stays NaN, no cliff to 0
