@@ -7,7 +7,7 @@ Usage::
 
 The product is written by the SAFE fixture generator (tests/fixtures/safe/make_safe.py: real
 layout, JPEG 2000 band files), the districts as a zipped 10-feature shapefile (a 2 x 5 grid over
-the product, non-ASCII names). Timed with the library calls the commands run (no Prefect server):
+the product, non-ASCII names, :func:`stliif.testing.districts_zip`). Timed with the library calls the commands run (no Prefect server):
 ``run_import``, the ``mask`` stage, ``run_crop(each=...)``, ``run_render`` of one district.
 """
 
@@ -18,42 +18,24 @@ import os
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import geopandas as gpd  # noqa: E402
 import rasterio  # noqa: E402
-import shapely  # noqa: E402
 
 from stliif.config import ImportSpec, StoreSpec  # noqa: E402
 from stliif.ingest import run_import  # noqa: E402
 from stliif.render import run_render  # noqa: E402
 from stliif.stages import run_crop, run_stage  # noqa: E402
 from stliif.store import ArtifactStore  # noqa: E402
+from stliif.testing import districts_zip  # noqa: E402
 from tests.fixtures.safe.make_safe import make_safe  # noqa: E402
 
 SIZE_M = (15_000, 17_040)
 NAMES = ["Ciutat Vella", "Eixample", "Sants-Montjuïc", "Les Corts", "Sarrià-Sant Gervasi",
          "Gràcia", "Horta-Guinardó", "Nou Barris", "Sant Andreu", "Sant Martí"]  # fmt: skip
-
-
-def districts(bounds: tuple[float, float, float, float], crs: str, dest: Path) -> Path:
-    """A zipped shapefile of 10 districts: a 2 x 5 grid over ``bounds`` (in ``crs``)."""
-    x0, y0, x1, y1 = bounds
-    dx, dy = (x1 - x0) / 5, (y1 - y0) / 2
-    cells = [shapely.box(x0 + i * dx, y0 + j * dy, x0 + (i + 1) * dx, y0 + (j + 1) * dy).buffer(-50)
-             for j in range(2) for i in range(5)]  # fmt: skip
-    folder = dest / "districts"
-    folder.mkdir()
-    gpd.GeoDataFrame({"NAME": NAMES}, geometry=cells, crs=crs).to_file(folder / "districts.shp", engine="pyogrio")
-    zpath = dest / "districts.zip"
-    with zipfile.ZipFile(zpath, "w") as z:
-        for f in folder.iterdir():
-            z.write(f, f"districts/{f.name}")
-    return zpath
 
 
 def main() -> None:
@@ -70,7 +52,7 @@ def main() -> None:
         mask = run_stage(store, "mask", "city", data=tmp)
         t2 = time.perf_counter()
         cube = store.read("raw/city")
-        zpath = districts(cube.rio.bounds(), str(cube.rio.crs), tmp_path)
+        zpath = districts_zip(cube.rio.bounds(), str(cube.rio.crs), NAMES, tmp_path, inset=50)
         t3 = time.perf_counter()
         crops = run_crop(store, "raw/city", "districts", polygon=str(zpath), each="NAME")
         t4 = time.perf_counter()

@@ -14,6 +14,7 @@ polygon's pixels on each date. Acquisition times carry the hour (10:30 UTC), as 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
-__all__ = ["SYNTHETIC_BANDS", "grid_cube", "polygon_area", "synthetic_cube", "write_items"]
+__all__ = ["SYNTHETIC_BANDS", "districts_zip", "grid_cube", "polygon_area", "synthetic_cube", "write_items"]
 
 SYNTHETIC_BANDS = ("B02", "B03", "B04", "B08")
 _CRS = "EPSG:32631"
@@ -213,3 +214,37 @@ def write_items(cube: xr.Dataset, folder: Any, *, scale: float = 1e-4) -> list[A
                                              extra_fields={"raster:bands": [{"nodata": 0, "data_type": dtype}]}))  # fmt: skip
         items.append(item)
     return items
+
+
+def districts_zip(
+    bounds: tuple[float, float, float, float],
+    crs: str,
+    names: Sequence[str],
+    dest: Path,
+    *,
+    rows: int = 2,
+    inset: float = 20.0,
+) -> Path:
+    """A zipped shapefile of districts as such files arrive: one feature per name (attribute
+    ``NAME``), a ``rows`` x ``len(names) / rows`` grid over ``bounds`` (in ``crs``) inset by
+    ``inset`` units, the ``.shp`` in a subfolder of the zip and macOS ``__MACOSX/._*`` junk beside it.
+    """
+    import zipfile
+
+    import geopandas as gpd
+    import shapely
+
+    cols = -(-len(names) // rows)
+    x0, y0, x1, y1 = bounds
+    dx, dy = (x1 - x0) / cols, (y1 - y0) / rows
+    cells = [shapely.box(x0 + (k % cols) * dx, y0 + (k // cols) * dy, x0 + (k % cols + 1) * dx,
+                         y0 + (k // cols + 1) * dy).buffer(-inset) for k in range(len(names))]  # fmt: skip
+    folder = dest / "districts-shp"
+    folder.mkdir(parents=True)
+    gpd.GeoDataFrame({"NAME": list(names)}, geometry=cells, crs=crs).to_file(folder / "districts.shp", engine="pyogrio")
+    zpath = dest / "districts.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"districts/{f.name}")
+            z.writestr(f"__MACOSX/districts/._{f.name}", b"\x00\x05\x16\x07junk")
+    return zpath

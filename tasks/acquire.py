@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from stliif.acquire import run_acquire
 from stliif.config import AcquireSpec, StoreSpec
 from stliif.quicklook import write_quicklooks
+from stliif.store import ArtifactStore
 from tasks.common import embed_image, open_store, retry_transient
 from tasks.etl import announce_commit
 
@@ -23,12 +24,20 @@ def acquire_task(spec: AcquireSpec, store: StoreSpec, announce: bool = True) -> 
 
     s = open_store(store)
     result = run_acquire(s, spec, run_id=str(flow_run.id or "")).to_dict()
-    if spec.quicklooks and result["status"] in ("committed", "unchanged") and result["dates"]:
-        files = write_quicklooks(s.read(f"raw/{spec.aoi}", load=True), Path(spec.quicklooks) / spec.aoi)
+    return after_raw(s, store, spec.aoi, spec.quicklooks, result, announce)
+
+
+def after_raw(
+    s: ArtifactStore, store: StoreSpec, aoi: str, quicklooks: str | None, result: dict[str, Any], announce: bool
+) -> dict[str, Any]:
+    """After an acquisition or an import of ``raw/<aoi>``: the quicklooks of the stored cube, and
+    on a commit the ``stliif.artifact.committed`` event (stage ``acquire``) its downstream follows."""
+    if quicklooks and result["status"] in ("committed", "unchanged") and result["dates"]:
+        files = write_quicklooks(s.read(f"raw/{aoi}", load=True), Path(quicklooks) / aoi)
         result["quicklooks"] = {k: [str(p) for p in v] for k, v in files.items()}
     if announce and result["status"] == "committed":
-        announce_commit(store, {"stage": "acquire", "aoi": spec.aoi, "snapshot_id": result["snapshot_id"],
-                                "artifacts": [f"raw/{spec.aoi}"], "run_key": ""})
+        announce_commit(store, {"stage": "acquire", "aoi": aoi, "snapshot_id": result["snapshot_id"],
+                                "artifacts": [f"raw/{aoi}"], "run_key": ""})
     return result
 
 

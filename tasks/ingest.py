@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from stliif.config import ImportSpec, StoreSpec
 from stliif.ingest import run_import
-from stliif.quicklook import write_quicklooks
+from tasks.acquire import after_raw
 from tasks.common import open_store, retry_transient
-from tasks.etl import announce_commit
 
 
 @task(task_run_name="import-{spec.aoi}", retries=1, retry_delay_seconds=[5], retry_condition_fn=retry_transient)
@@ -23,10 +21,4 @@ def import_task(spec: ImportSpec, store: StoreSpec, announce: bool = True) -> di
 
     s = open_store(store)
     result = run_import(s, spec, run_id=str(flow_run.id or "")).to_dict()
-    if spec.quicklooks and result["status"] in ("committed", "unchanged") and result["dates"]:
-        files = write_quicklooks(s.read(f"raw/{spec.aoi}", load=True), Path(spec.quicklooks) / spec.aoi)
-        result["quicklooks"] = {k: [str(p) for p in v] for k, v in files.items()}
-    if announce and result["status"] == "committed":
-        announce_commit(store, {"stage": "acquire", "aoi": spec.aoi, "snapshot_id": result["snapshot_id"],
-                                "artifacts": [f"raw/{spec.aoi}"], "run_key": ""})
-    return result
+    return after_raw(s, store, spec.aoi, spec.quicklooks, result, announce)

@@ -7,16 +7,14 @@ import math
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import rasterio
 import rioxarray  # noqa: F401  (registers .rio)
-import shapely
 
 from stliif.store import ArtifactStore
+from stliif.testing import districts_zip
 from tests.fixtures.safe.make_safe import make_safe
 
 STLIIF = Path(sys.executable).with_name("stliif")
@@ -31,24 +29,6 @@ def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return out
 
 
-def _districts(bounds: tuple[float, float, float, float], crs: str, dest: Path) -> Path:
-    """Four districts (a 2 x 2 grid inside ``bounds``), zipped with their .shp in a subfolder and
-    macOS junk beside it, as such files arrive."""
-    x0, y0, x1, y1 = bounds
-    dx, dy = (x1 - x0) / 2, (y1 - y0) / 2
-    cells = [shapely.box(x0 + i * dx, y0 + j * dy, x0 + (i + 1) * dx, y0 + (j + 1) * dy).buffer(-20)
-             for j in range(2) for i in range(2)]  # fmt: skip
-    folder = dest / "shp"
-    folder.mkdir()
-    gpd.GeoDataFrame({"NAME": NAMES}, geometry=cells, crs=crs).to_file(folder / "districts.shp", engine="pyogrio")
-    zpath = dest / "districts.zip"
-    with zipfile.ZipFile(zpath, "w") as z:
-        for f in folder.iterdir():
-            z.write(f, f"barcelona/{f.name}")
-            z.writestr(f"__MACOSX/barcelona/._{f.name}", b"\x00\x05\x16\x07junk")
-    return zpath
-
-
 def test_local_product_to_district_cog(tmp_path: Path) -> None:
     product = make_safe(tmp_path / "in", level="L1C", bands=("B02", "B03", "B04", "B08"), zipped=True)
     store = str(tmp_path / "store")
@@ -58,7 +38,7 @@ def test_local_product_to_district_cog(tmp_path: Path) -> None:
     cube = st.read("raw/city", load=True)
     assert cube.attrs["processing_level"] == "L1C" and "top-of-atmosphere" in cube.attrs["reflectance_units"]
     assert st.version("mask/city") is not None
-    zpath = _districts(cube.rio.bounds(), str(cube.rio.crs), tmp_path)
+    zpath = districts_zip(cube.rio.bounds(), str(cube.rio.crs), NAMES, tmp_path)
     _run(tmp_path, "crop", "raw/city", "districts", "--polygon", str(zpath), "--each", "NAME", "--store", store)
     st = ArtifactStore.open(store, create=False)
     crops = sorted(st.list("crop/raw/city/districts"))
