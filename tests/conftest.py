@@ -170,6 +170,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     shared WorldStrat data), else ``unit`` (tiny synthetic inputs): ``pytest -m unit``."""
     for item in items:
         needs = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("services"):  # marked by hand: it starts a server through the CLI
+            continue
         if needs & SERVICES:
             item.add_marker(pytest.mark.services)
         elif needs & DATA or item.get_closest_marker("integration"):

@@ -143,6 +143,7 @@ def test_corrupted_checkpoint_is_one_clear_error(tmp_path: Path, worldstrat: Pat
     assert "Traceback" not in res.output
 
 
+@pytest.mark.services  # the CLI starts its Prefect server
 def test_commit_runs_the_evaluate_flow(worldstrat: Path, tmp_path: Path) -> None:
     """``--commit`` goes through the evaluate flow: metrics in the store, a rerun commits nothing."""
     import os

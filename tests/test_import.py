@@ -175,6 +175,7 @@ def test_cli_import_errors_and_no_data_exit_codes(tmp_path: Path) -> None:
     assert not store.exists() or ArtifactStore.open(StoreSpec(uri=str(store)), create=False).list("raw") == []
 
 
+@pytest.mark.services  # the CLI starts its Prefect server
 def test_cli_import_with_a_local_dem(tmp_path: Path) -> None:
     """``stliif import ... --dem-file`` puts the DEM on the cube's grid; nodata stays NaN; a
     ``--dem-nodata`` without files, or a missing file, is one line and commits nothing."""

@@ -10,12 +10,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import rioxarray  # noqa: F401  (registers .rio)
 
 from stliif.store import ArtifactStore
 from stliif.testing import districts_zip
 from tests.fixtures.safe.make_safe import make_safe
+
+pytestmark = pytest.mark.services  # every command starts its Prefect server
 
 STLIIF = Path(sys.executable).with_name("stliif")
 NAMES = ["Sarrià-Sant Gervasi", "Gràcia", "Horta-Guinardó", "Sant Martí"]

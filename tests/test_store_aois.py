@@ -85,6 +85,7 @@ def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(STLIIF), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.services  # the CLI starts its Prefect server
 def test_cli_etl_mask_on_store_aois(store: ArtifactStore, tmp_path: Path) -> None:
     """`stliif etl --stage mask --aoi <acquired area> --aoi <crop path>` with no WorldStrat folder."""
     uri = store.spec.uri
