@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -95,7 +95,32 @@ class StoreSpec(_Spec):
         return self.uri.startswith("s3://")
 
 
-class AcquireSpec(_Spec):
+class _RawSpec(_Spec):
+    """What an acquisition and an import share: an ``aoi`` that names ``raw/<aoi>``, an area
+    (``bbox`` or ``polygon``) and bands, checked once here."""
+
+    @field_validator("aoi", check_fields=False)
+    @classmethod
+    def _aoi_name(cls, v: str) -> str:
+        from stliif.names import validate_name
+
+        return validate_name(v, what="AOI name")
+
+    def _check_area(self, bbox: Any, polygon: Any, bands: list[str], *, required: bool) -> None:
+        if required and (bbox is None) == (polygon is None):
+            raise InvalidInputError("give exactly one of bbox or polygon")
+        if bbox is not None and polygon is not None:
+            raise InvalidInputError("give at most one of bbox or polygon")
+        if bbox is not None:
+            from stliif.types import BBox
+
+            BBox.from_like(bbox)
+        from stliif.types import Bands
+
+        Bands.from_like(bands)
+
+
+class AcquireSpec(_RawSpec):
     """One acquisition query: area, dates, bands, cloud cover, providers, grid and budget."""
 
     aoi: str = Field(description="Name of the area: the cube is committed as raw/<aoi>.")
@@ -132,29 +157,16 @@ class AcquireSpec(_Spec):
         "stliif-out/acquire", description="Folder of the quicklook PNGs (None: none written)."
     )
 
-    @field_validator("aoi")
-    @classmethod
-    def _aoi_name(cls, v: str) -> str:
-        from stliif.names import validate_name
-
-        return validate_name(v, what="AOI name")
-
     @model_validator(mode="after")
     def _one_area(self) -> AcquireSpec:
-        if (self.bbox is None) == (self.polygon is None):
-            raise InvalidInputError("give exactly one of bbox or polygon")
-        if self.bbox is not None:
-            from stliif.types import BBox
+        from stliif.types import TimeRange
 
-            BBox.from_like(self.bbox)
-        from stliif.types import Bands, TimeRange
-
+        self._check_area(self.bbox, self.polygon, self.bands, required=True)
         TimeRange.from_like((self.start, self.end))
-        Bands.from_like(self.bands)
         return self
 
 
-class ImportSpec(_Spec):
+class ImportSpec(_RawSpec):
     """One import of local or static data (a SAFE product, a static STAC catalog) into ``raw/<aoi>``."""
 
     source: str = Field(description="A Sentinel-2 SAFE folder or .zip, a static STAC catalog / collection / item (path or http URL), or a folder of dated band files.")
@@ -182,26 +194,13 @@ class ImportSpec(_Spec):
         "stliif-out/import", description="Folder of the quicklook PNGs (None: none written)."
     )
 
-    @field_validator("aoi")
-    @classmethod
-    def _aoi_name(cls, v: str) -> str:
-        from stliif.names import validate_name
-
-        return validate_name(v, what="AOI name")
-
     @model_validator(mode="after")
     def _checked(self) -> ImportSpec:
-        if self.bbox is not None and self.polygon is not None:
-            raise InvalidInputError("give at most one of bbox or polygon")
-        if self.bbox is not None:
-            from stliif.types import BBox
+        from stliif.types import TimeRange
 
-            BBox.from_like(self.bbox)
-        from stliif.types import Bands, TimeRange
-
+        self._check_area(self.bbox, self.polygon, self.bands, required=False)
         if self.start is not None or self.end is not None:
             TimeRange.from_like((self.start or "1900-01-01", self.end or ".."))
-        Bands.from_like(self.bands)
         return self
 
 

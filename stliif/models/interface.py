@@ -20,51 +20,42 @@ from stliif.errors import ModelError
 __all__ = ["ImplicitModel", "TemporalImplicitModel", "check_model"]
 
 
-@runtime_checkable
-class ImplicitModel(Protocol):
-    """A single-image implicit model (LIIF): ``temporal`` is False."""
+class _Decodes(Protocol):
+    """What both kinds share: the ``temporal`` flag and decoding queries from a latent grid."""
 
     temporal: bool
+
+    def query_rgb(
+        self,
+        feat: torch.Tensor,
+        coord: torch.Tensor,
+        cell: torch.Tensor | None = None,
+        *,
+        base: torch.Tensor | None = None,
+        chunk: int | None = None,
+    ) -> torch.Tensor:
+        """``(B, Q, 2)`` ``(y, x)`` queries in ``[-1, 1]`` (and cell sizes) -> ``(B, Q, C)`` in ``[0, 1]``
+        (a temporal model: at the time ``gen_feat`` fused for)."""
+        ...
+
+
+@runtime_checkable
+class ImplicitModel(_Decodes, Protocol):
+    """A single-image implicit model (LIIF): ``temporal`` is False."""
 
     def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` in ``[0, 1]`` -> ``(B, F, H, W)`` latent grid."""
         ...
 
-    def query_rgb(
-        self,
-        feat: torch.Tensor,
-        coord: torch.Tensor,
-        cell: torch.Tensor | None = None,
-        *,
-        base: torch.Tensor | None = None,
-        chunk: int | None = None,
-    ) -> torch.Tensor:
-        """``(B, Q, 2)`` ``(y, x)`` queries in ``[-1, 1]`` (and cell sizes) -> ``(B, Q, C)`` in ``[0, 1]``."""
-        ...
-
 
 @runtime_checkable
-class TemporalImplicitModel(Protocol):
+class TemporalImplicitModel(_Decodes, Protocol):
     """A space-time implicit model (Temporal LIIF): ``temporal`` is True."""
-
-    temporal: bool
 
     def gen_feat(
         self, frames: torch.Tensor, times: torch.Tensor, t_query: torch.Tensor, mask: torch.Tensor | None = None
     ) -> Any:
         """Dated frames fused for ``t_query`` -> an object with ``feat`` ``(B, F, H, W)`` and ``base``."""
-        ...
-
-    def query_rgb(
-        self,
-        feat: torch.Tensor,
-        coord: torch.Tensor,
-        cell: torch.Tensor | None = None,
-        *,
-        base: torch.Tensor | None = None,
-        chunk: int | None = None,
-    ) -> torch.Tensor:
-        """As :meth:`ImplicitModel.query_rgb`, at the time ``gen_feat`` fused for."""
         ...
 
 
