@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+from affine import Affine
 
 from stliif.errors import DataAccessError
 
-__all__ = ["write_cog"]
+__all__ = ["write_cog", "write_cog_blocks"]
 
 
 def write_cog(da: xr.DataArray, path: str | Path) -> Path:
     """Write ``da`` (``(band,) y, x`` with a CRS) as a float32 COG (deflate, overviews), nodata
     declared: ``da``'s own (``.rio.nodata``) or NaN, the value of pixels outside a render's area."""
-    import numpy as np
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     plain = da.copy()
@@ -27,4 +29,44 @@ def write_cog(da: xr.DataArray, path: str | Path) -> Path:
         plain.rio.to_raster(p, driver="COG", compress="DEFLATE", dtype="float32")
     except OSError as err:
         raise DataAccessError(f"{p}: cannot write the GeoTIFF ({err})") from err
+    return p
+
+
+def write_cog_blocks(
+    path: str | Path,
+    blocks: Iterable[tuple[int, int, np.ndarray]],
+    *,
+    shape: tuple[int, int, int],
+    crs: Any,
+    transform: Affine,
+    tags: Mapping[str, Any] | None = None,
+    band_names: Sequence[str] = (),
+) -> Path:
+    """Write a float32 COG of ``shape`` (bands, rows, cols) from ``(row, col, values (bands, h, w))``
+    blocks, never holding more than one block: the blocks go into a tiled GeoTIFF, which GDAL's
+    COG driver copies with overviews (average of the valid pixels). Nodata is NaN; ``tags``
+    (lists joined with ", ") and band names are written as metadata."""
+    import rasterio
+    import rasterio.shutil
+    from rasterio.windows import Window
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tiles.tif")
+    bands, h, w = shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": bands, "dtype": "float32", "crs": crs,
+               "transform": transform, "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
+               "compress": "DEFLATE", "BIGTIFF": "IF_SAFER"}  # fmt: skip
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for r0, c0, values in blocks:
+                dst.write(np.asarray(values, dtype=np.float32), window=Window(c0, r0, values.shape[2], values.shape[1]))
+            dst.update_tags(**{k: (", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)) for k, v in (tags or {}).items()})
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, str(name))
+        rasterio.shutil.copy(tmp, p, driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER", OVERVIEW_RESAMPLING="AVERAGE")
+    except (OSError, rasterio.errors.RasterioError) as err:
+        raise DataAccessError(f"{p}: cannot write the GeoTIFF ({err})") from err
+    finally:
+        tmp.unlink(missing_ok=True)
     return p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -245,8 +246,18 @@ class RenderSpec(_Spec):
     min_clear: float = Field(0.5, ge=0, le=1, description="Use only dates whose clear fraction over the area is at least this.")
     max_gap_days: float = Field(30.0, gt=0, description="Refuse dates farther than this from any usable revisit.")
     allow_far: bool = Field(False, description="Render beyond max_gap_days anyway (flagged).")
-    max_mb: float = Field(2048.0, gt=0, description="Refuse renders whose output would need more memory (MiB).")
+    max_mb: float = Field(2048.0, gt=0, description="Memory budget of one tile (MiB): sizes the tiles.")
+    tile: int | None = Field(None, ge=16, le=16384, description="Tile side in output pixels (default: sized from max_mb).")
+    dask: str | None = Field(None, description="Spread tiles on Dask: 'local' (a LocalCluster) or a scheduler's tcp://host:port.")
+    workers: int | None = Field(None, ge=1, le=256, description="Worker processes of dask='local' (default: one per core).")
     out_dir: str = Field("stliif-out/render", description="Folder of the GeoTIFF / PNG / GIF / MP4 files.")
+
+    @field_validator("dask")
+    @classmethod
+    def _dask_address(cls, v: str | None) -> str | None:
+        if v is not None and v != "local" and not re.fullmatch(r"tcp://[\w.\-\[\]:]+:\d+", v):
+            raise InvalidInputError(f"dask must be 'local' or a scheduler address tcp://host:port, got {v!r}")
+        return v
 
     @field_validator("aoi")
     @classmethod

@@ -325,12 +325,15 @@ class ArtifactStore:
         run_id: str | None = None,
         message: str | None = None,
         force: bool = False,
+        chunks: Mapping[str, int] | None = None,
     ) -> CommitResult:
         """Write ``artifacts`` (path -> Dataset or JSON document) and commit them once.
 
         The run key is derived from ``stage``, ``params`` and ``inputs`` (input artifact path ->
         version). When every artifact already carries that key, nothing is written and the
-        current snapshot is returned with ``created=False`` (unless ``force``).
+        current snapshot is returned with ``created=False`` (unless ``force``). Datasets are
+        stored one chunk per time step, other dimensions whole, except those ``chunks`` sizes
+        (e.g. ``{"y": 1024, "x": 1024}``: a large render, one chunk per tile).
         """
         paths = tuple(validate_artifact_path(p) for p in artifacts)
         inputs = dict(inputs or {})
@@ -343,7 +346,7 @@ class ArtifactStore:
             session = self.repo.writable_session(branch)
             for path, obj in artifacts.items():
                 try:
-                    self._write(session, path, obj, key, stage)
+                    self._write(session, path, obj, key, stage, chunks or {})
                 except (icechunk.IcechunkError, OSError) as err:
                     # Nothing is committed: the branch stays at its last good snapshot (the
                     # chunks written so far are orphans until garbage collection).
@@ -370,7 +373,7 @@ class ArtifactStore:
         return CommitResult(snap, key, True, paths)
 
     @staticmethod
-    def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str) -> None:
+    def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str, chunks: Mapping[str, int]) -> None:
         attrs = {VERSION_ATTR: key, "stliif:stage": stage}
         if isinstance(obj, xr.Dataset):
             ds = obj.copy()
@@ -380,7 +383,8 @@ class ArtifactStore:
                 if var.dtype.kind in "UT":  # variable-length strings have a Zarr v3 spec
                     ds[name] = var = var.astype(object)
                 # One chunk per time step (a revisit is read whole); other dims whole.
-                var.encoding = {"chunks": tuple(1 if d == "time" else n for d, n in var.sizes.items())} if var.ndim else {}
+                sizes = (1 if d == "time" else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
+                var.encoding = {"chunks": tuple(sizes)} if var.ndim else {}
             to_icechunk(ds, session, group=path, mode="w")
         else:
             group = zarr.open_group(session.store, path=path, mode="w")

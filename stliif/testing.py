@@ -22,7 +22,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
-__all__ = ["SYNTHETIC_BANDS", "districts_zip", "grid_cube", "polygon_area", "synthetic_cube", "write_items"]
+__all__ = ["SYNTHETIC_BANDS", "CountingBaseline", "districts_zip", "grid_cube", "polygon_area", "synthetic_cube", "write_items"]
 
 SYNTHETIC_BANDS = ("B02", "B03", "B04", "B08")
 _CRS = "EPSG:32631"
@@ -248,3 +248,26 @@ def districts_zip(
             z.write(f, f"districts/{f.name}")
             z.writestr(f"__MACOSX/districts/._{f.name}", b"\x00\x05\x16\x07junk")
     return zpath
+
+
+class CountingBaseline:
+    """A windowed ``median`` baseline that counts, per process, how often it was unpickled:
+    a tiled render on Dask sends its predictor once to each worker (tests read the count)."""
+
+    loads = 0
+
+    def __init__(self) -> None:
+        from stliif.models.window import BaselineWindow
+
+        self.inner = BaselineWindow("median")
+        self.__name__ = "median"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).loads += 1
+        self.__dict__.update(state)
+
+    def halo(self, scale: float) -> int:
+        return self.inner.halo(scale)
+
+    def predict_window(self, frames: Any, window: Any, **kwargs: Any) -> Any:
+        return self.inner.predict_window(frames, window, **kwargs)

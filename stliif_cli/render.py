@@ -31,14 +31,21 @@ def render(
     min_clear: Annotated[float, typer.Option("--min-clear", help="Use only dates at least this clear over the area (0-1).")] = 0.5,
     allow_far: Annotated[bool, typer.Option("--allow-far", help="Render far from any revisit anyway (flagged).")] = False,
     max_gap_days: Annotated[float, typer.Option("--max-gap-days", help="Temporal support limit.")] = 30.0,
-    max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse renders needing more memory (MiB).")] = 2048.0,
+    max_mb: Annotated[float, typer.Option("--max-mb", help="Memory budget of one tile (MiB): sizes the tiles.")] = 2048.0,
+    tile: Annotated[int | None, typer.Option("--tile", help="Tile side in output pixels [default: sized from --max-mb].")] = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Spread tiles on Dask: 'local' or a scheduler's tcp://host:8786.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes of --dask local [default: one per core].")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it."""
+    """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it.
+
+    The render goes tile by tile (memory bounded by --max-mb), resumes from the finished tiles
+    when the same command is run again after a kill, and spreads tiles over Dask with --dask.
+    """
     fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
                                   scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
                                   min_clear=min_clear, allow_far=allow_far, max_gap_days=max_gap_days,
-                                  max_mb=max_mb)  # fmt: skip
+                                  max_mb=max_mb, tile=tile, dask=dask, workers=workers)  # fmt: skip
     if model:
         fields["model"] = model
     spec = build_spec(RenderSpec, fields, "render request")
@@ -54,5 +61,7 @@ def render(
     console.print(f"{record['status']} [bold]{record['path']}[/] (snapshot {record['snapshot_id']})")
     if "revisits" in a:
         console.print(f"revisits {', '.join(a['revisits'])}; nearest {a['nearest_revisit_days']:.1f} days ({a['temporal_support']})")
+    if a.get("tiles_resumed"):
+        console.print(f"resumed {a['tiles_resumed']} of {a['tiles']} tiles from an interrupted run")
     for f in record["files"]:
         console.print(f"  {f}")

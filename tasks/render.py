@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 
 from stliif.config import RenderSpec, StoreSpec
 from stliif.render import run_render
@@ -17,7 +22,25 @@ from tasks.common import embed_image, open_store, retry_transient
 def render_task(spec: RenderSpec, store: StoreSpec, run_id: str = "") -> dict[str, Any]:
     """Render ``spec`` (see :func:`stliif.render.run_render`) and commit it."""
     fields = spec.model_dump(exclude={"aoi", "model"})
-    return run_render(open_store(store), spec.aoi, spec.model, run_id=run_id, **fields)
+    return run_render(open_store(store), spec.aoi, spec.model, run_id=run_id, progress=True,
+                      on_progress=_progress_artifact(spec.aoi), **fields)  # fmt: skip
+
+
+def _progress_artifact(aoi: str) -> Callable[[int, int], None]:
+    """A Prefect progress artifact of the tiles done, updated at each whole percent."""
+    state: dict[str, Any] = {"id": None, "pct": -1}
+
+    def update(done: int, total: int) -> None:
+        pct = int(100 * done / max(1, total))
+        if pct == state["pct"]:
+            return
+        state["pct"] = pct
+        if state["id"] is None:
+            state["id"] = create_progress_artifact(float(pct), description=f"Render of {aoi}: tiles done (%)")
+        else:
+            update_progress_artifact(state["id"], float(pct))
+
+    return update
 
 
 @task

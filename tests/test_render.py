@@ -149,12 +149,12 @@ def test_record_model_renders_follow_the_date(worldstrat: Path) -> None:
     September revisits, one in mid October like the October ones (the scene changes in between)."""
     from stliif.config import default_model
     from stliif.preprocess.mask import compute_masks
-    from stliif.render import _rgb_frames
+    from stliif.render.tiles import LowRes
     from stliif.sources.worldstrat import find_aoi_files, read_lr
 
     cube = read_lr(find_aoi_files(worldstrat, "Landcover-14956"))
     clear = compute_masks(cube)["clear_fraction"].values
-    frames = _rgb_frames(cube, np.arange(cube.sizes["time"]))
+    frames = LowRes(cube, range(cube.sizes["time"])).window(np.arange(cube.sizes["time"]), slice(None), slice(None))
     sep, octo = 1, 6  # 2019-09-03 and 2019-10-18, both fully clear
     corr = {}
     for i in (sep, octo):
@@ -183,5 +183,7 @@ def test_files_of_a_render_whose_commit_fails_are_removed(tmp_path: Path, monkey
     monkeypatch.setattr(store, "commit", fail)
     with pytest.raises(StoreError, match="No space left"):
         run_render(store, "synthetic", "median", date="2020-01-21", scale=2, out_dir=out)
-    left = sorted(p.name for p in out.rglob("*") if p.is_file())
+    left = sorted(p.name for p in out.rglob("*") if p.is_file() and ".partial" not in str(p))
     assert left == sorted(Path(f).name for f in ok["files"])  # only the committed render's files
+    # the finished tiles stay in the hidden scratch folder, for a retry to resume from
+    assert [p.name for p in out.rglob(".*.partial")] == [".2020-01-21-x2.partial"]

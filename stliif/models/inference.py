@@ -22,9 +22,10 @@ from stliif.models.calibration import Calibration
 from stliif.models.coords import TIME_SCALE_DAYS, frame_times, make_cell, make_coord
 from stliif.models.interface import ImplicitModel, TemporalImplicitModel, check_model
 from stliif.models.liif import default_chunk
+from stliif.models.window import Window
 from stliif.types import DateLike, Dates
 
-__all__ = ["ModelPredictor"]
+__all__ = ["ModelPredictor", "receptive_radius"]
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -102,32 +103,76 @@ class ModelPredictor:
             h_out = w_out = int(size)
         else:
             h_out, w_out = (int(v) for v in size)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            x = torch.from_numpy(f.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-            x = x.to(self.device)[None]  # (1, T, C, H, W)
-            coord = make_coord((h_out, w_out), device=self.device)[None]
-            cell = make_cell((h_out, w_out), coord.shape[1], device=self.device)[None]
-            if self.calibration is not None and any(self.calibration.offset):
-                dy, dx = self.calibration.offset  # input pixels -> [-1, 1] units of the input
-                coord = coord + torch.tensor([2 * dy / f.shape[1], 2 * dx / f.shape[2]], device=self.device)
-            if self.model.temporal:
-                tm = cast(TemporalImplicitModel, self.model)
-                times = frame_times(dates, target_date, n=f.shape[0], time_scale=self.time_scale)
-                t = torch.from_numpy(times).to(self.device)[None]
-                lat = tm.gen_feat(x, t, torch.zeros(1, device=self.device))
-                out = tm.query_rgb(lat.feat, coord, cell, base=lat.base, chunk=self.chunk)
-            else:
-                if self.frame == "median":
-                    inp = x.quantile(0.5, dim=1)  # numpy's median (mean of the middle two)
-                else:
-                    inp = x[:, f.shape[0] // 2]
-                im = cast(ImplicitModel, self.model)
-                out = im.query_rgb(im.gen_feat(inp), coord, cell, base=inp, chunk=self.chunk)
-        finally:
-            self.model.train(was_training)
+        x = torch.from_numpy(f.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+        coord = make_coord((h_out, w_out), device=self.device)[None]
+        cell = make_cell((h_out, w_out), coord.shape[1], device=self.device)[None]
+        if self.calibration is not None and any(self.calibration.offset):
+            dy, dx = self.calibration.offset  # input pixels -> [-1, 1] units of the input
+            coord = coord + torch.tensor([2 * dy / f.shape[1], 2 * dx / f.shape[2]], device=self.device)
+        out = self._query(x, coord, cell, dates, target_date)
         img = out[0].view(h_out, w_out, -1).float().cpu().numpy() * 255.0
         if self.calibration is not None:
             img = self.calibration.apply(img, f)
         return to_uint8(img)
+
+    def _query(
+        self, x: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, dates: Dates | None, target_date: DateLike | None
+    ) -> torch.Tensor:
+        """The model's ``(1, Q, C)`` output in ``[0, 1]`` units for frames ``x (T, C, H, W)``."""
+        n = x.shape[0]
+        x = x.to(self.device)[None]  # (1, T, C, H, W)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.model.temporal:
+                tm = cast(TemporalImplicitModel, self.model)
+                times = frame_times(dates, target_date, n=n, time_scale=self.time_scale)
+                t = torch.from_numpy(times).to(self.device)[None]
+                lat = tm.gen_feat(x, t, torch.zeros(1, device=self.device))
+                return tm.query_rgb(lat.feat, coord, cell, base=lat.base, chunk=self.chunk)
+            inp = x.quantile(0.5, dim=1) if self.frame == "median" else x[:, n // 2]  # numpy's median
+            im = cast(ImplicitModel, self.model)
+            return im.query_rgb(im.gen_feat(inp), coord, cell, base=inp, chunk=self.chunk)
+        finally:
+            self.model.train(was_training)
+
+    def halo(self, scale: float) -> int:
+        """LR pixels each side that a window needs (:class:`~stliif.models.window.WindowPredictor`):
+        the spatial reach of every convolution and pooling of the model, plus the 3x3 feature
+        unfolding, the local ensemble and the bicubic base (one pixel each, two for the base)."""
+        return receptive_radius(self.model) + 5
+
+    @torch.no_grad()
+    def predict_window(
+        self,
+        frames: np.ndarray,
+        window: Window,
+        *,
+        dates: Dates | None = None,
+        target_date: DateLike | None = None,
+    ) -> np.ndarray:
+        """The model at ``window``'s pixels (:class:`~stliif.models.window.WindowPredictor`):
+        ``(ny, nx, C)`` float32 in 0..255 units, neither calibrated nor rounded."""
+        f = np.asarray(frames)
+        if f.ndim != 4 or f.dtype != np.uint8:
+            raise InvalidInputError(f"frames must be (T, H, W, C) uint8, got {f.shape} {f.dtype}")
+        h, w = f.shape[1:3]
+        ys = torch.from_numpy(-1.0 + 2.0 * window.ys / h).float()
+        xs = torch.from_numpy(-1.0 + 2.0 * window.xs / w).float()
+        coord = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(1, -1, 2).to(self.device)
+        cell = torch.tensor([2.0 * window.cell[0] / h, 2.0 * window.cell[1] / w], device=self.device)
+        x = torch.from_numpy(f.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+        out = self._query(x, coord, cell.expand(1, coord.shape[1], 2), dates, target_date)
+        return out[0].view(*window.shape, -1).float().cpu().numpy() * np.float32(255.0)
+
+
+def receptive_radius(model: nn.Module) -> int:
+    """Spatial reach (pixels each side) of a model's stacked convolutions and poolings: the sum of
+    their ``dilation * (kernel - 1) // 2`` over the two spatial dimensions (the larger of them),
+    plus one for each 3x3 average pooling done functionally (Temporal LIIF's deviation map)."""
+    reach = 0
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Conv3d):
+            ks, dil = m.kernel_size[-2:], m.dilation[-2:]
+            reach += max(d * (k - 1) // 2 for k, d in zip(ks, dil, strict=True))
+    return reach + (1 if getattr(model, "temporal", False) else 0)

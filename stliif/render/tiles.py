@@ -1,0 +1,445 @@
+"""Tiled rendering: memory bounded by the tile, tiles resumable and spread over Dask workers.
+
+A render's output grid (``round(scale * H) x round(scale * W)`` pixels over the LR cube's
+bounds) is cut into square tiles of ``tile`` output pixels (:func:`plan_tiles`). Each tile is
+predicted from the LR window around it, widened by the model's halo
+(:meth:`~stliif.models.window.WindowPredictor.halo`: its receptive field), so that the mosaic
+equals a one-shot render; a one-shot render is the plan with one tile.
+
+What is global to a date is computed from the LR inputs before any tile, by blocks of rows
+(:meth:`LowRes.date_stats`): the 8-bit display scale and the mean of ``V = max(R, G, B)`` over
+the inputs. The one statistic of the output, its mean ``V`` (the V-mean match of a calibrated
+checkpoint), is summed per tile and applied when the tiles are finalised (:func:`finalise`).
+
+Tiles go to a sink as they finish: memory (:class:`MemorySink`) or a Zarr folder with one chunk
+per tile and a marker per finished tile (:class:`ZarrSink`), which a rerun of the same request
+resumes from. :func:`render_tiles` runs the tiles in this process or on a Dask cluster
+(``client``), the predictor sent once to each worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from affine import Affine
+
+from stliif.errors import InvalidInputError, NoDataError
+from stliif.models.predictor import reflectance_to_uint8
+from stliif.models.window import Window, WindowPredictor
+from stliif.render.request import BYTES_PER_OUTPUT_PIXEL, RGB_BANDS
+
+__all__ = [
+    "DateJob",
+    "LowRes",
+    "MemorySink",
+    "Tile",
+    "ZarrSink",
+    "finalise",
+    "plan_tiles",
+    "predict_tile",
+    "render_tiles",
+    "tile_side",
+    "tile_window",
+]
+
+#: Bytes per LR window pixel and frame of a learned model's encoder (features, residuals,
+#: fusion, projection), measured with bench/render_tiles.py, with margin.
+MODEL_BYTES_PER_LR_PIXEL_FRAME = 4096
+BASELINE_BYTES_PER_LR_PIXEL_FRAME = 64
+_BLOCK_BYTES = 32 * 2**20  # LR rows read at once by the statistics pass
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Output pixels ``[r0, r1) x [c0, c1)`` and the LR window ``[a0, a1) x [b0, b1)`` they need."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    a0: int
+    a1: int
+    b0: int
+    b1: int
+
+    @property
+    def key(self) -> str:
+        """Name of the tile in markers: its first output row and column."""
+        return f"{self.r0}_{self.c0}"
+
+
+def plan_tiles(lr_hw: tuple[int, int], out_hw: tuple[int, int], tile: int, halo: int) -> list[Tile]:
+    """Tiles of side ``tile`` (output pixels) over ``out_hw``, each with its LR window: the LR
+    pixels under the tile plus ``halo`` each side (clipped at the cube's edges)."""
+    (h, w), (oh, ow) = lr_hw, out_hw
+
+    def spans(n_out: int, n_lr: int) -> list[tuple[int, int, int, int]]:
+        out = []
+        for s in range(0, n_out, tile):
+            e = min(n_out, s + tile)
+            lo, hi = s * n_lr / n_out, e * n_lr / n_out  # the tile's extent in LR pixels
+            out.append((s, e, max(0, math.floor(lo) - halo), min(n_lr, math.ceil(hi) + halo)))
+        return out
+
+    return [Tile(r0, r1, c0, c1, a0, a1, b0, b1) for r0, r1, a0, a1 in spans(oh, h) for c0, c1, b0, b1 in spans(ow, w)]
+
+
+def tile_window(t: Tile, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> Window:
+    """The tile's output pixel centres on its LR window's grid."""
+    cy, cx = lr_hw[0] / out_hw[0], lr_hw[1] / out_hw[1]
+    return Window((np.arange(t.r0, t.r1) + 0.5) * cy - t.a0, (np.arange(t.c0, t.c1) + 0.5) * cx - t.b0, (cy, cx))
+
+
+def tile_side(predictor: WindowPredictor, scale: float, n_frames: int, max_mb: float, out_hw: tuple[int, int]) -> int:
+    """The largest tile side (a multiple of 64 output pixels, at most 4096) whose working memory,
+    output pixels and the LR window with its halo, fits in ``max_mb``.
+
+    Raises:
+        InvalidInputError: Not even a 64 px tile fits.
+    """
+    halo = predictor.halo(scale)
+    per_lr = (MODEL_BYTES_PER_LR_PIXEL_FRAME if hasattr(predictor, "model") else BASELINE_BYTES_PER_LR_PIXEL_FRAME) * max(1, n_frames)
+
+    def need(side: int) -> float:
+        return side * side * BYTES_PER_OUTPUT_PIXEL + (side / scale + 2 * halo + 2) ** 2 * per_lr
+
+    budget = max_mb * 2**20
+    if need(64) > budget:
+        raise InvalidInputError(f"a tile of 64 px needs about {need(64) / 2**20:.0f} MiB, above the budget of {max_mb:g} MiB: raise max_mb")
+    side = 64
+    while side < 4096 and need(side + 64) <= budget:
+        side += 64
+    return min(side, max(64, math.ceil(max(out_hw) / 64) * 64))
+
+
+def check_tile(predictor: WindowPredictor, scale: float, tile: int) -> None:
+    """Refuse a tile whose LR span is smaller than the model's halo (most of the work would be halo).
+
+    Raises:
+        InvalidInputError: The tile is smaller than its halo.
+    """
+    halo = predictor.halo(scale)
+    if not isinstance(tile, int) or tile < 1 or tile / scale < halo:
+        raise InvalidInputError(
+            f"tile {tile!r} px covers {tile / scale if isinstance(tile, int | float) else 0:.0f} LR px, less than the "
+            f"model's halo of {halo} LR px: use a tile of at least {math.ceil(halo * scale)} px"
+        )
+
+
+@dataclass
+class DateJob:
+    """One date of a render: the revisits it uses and its global statistics."""
+
+    when: Any
+    idx: np.ndarray
+    used: np.ndarray
+    gaps: np.ndarray
+    nearest: float
+    support: str
+    top: float = math.nan
+    ref_v: float = math.nan
+
+
+class LowRes:
+    """The RGB reflectance, clear masks and area of the revisits a render uses, read by windows.
+
+    Held in memory, or copied once, one revisit at a time, into a Zarr group at ``scratch``
+    (read back by windows; a resumed render finds the copy done).
+    """
+
+    def __init__(self, cube: xr.Dataset, idx: Sequence[int] | np.ndarray, scratch: Path | None = None) -> None:
+        if "reflectance" not in cube:
+            raise InvalidInputError("the cube has no 'reflectance' variable (an LR cube, raw/<aoi>, is needed)")
+        missing = sorted(set(RGB_BANDS) - {str(b) for b in cube["band"].values})
+        if missing:
+            raise InvalidInputError(f"the cube lacks bands {missing}")
+        self.union = sorted({int(i) for i in idx})
+        self.pos = {t: p for p, t in enumerate(self.union)}
+        self.hw = (cube.sizes["y"], cube.sizes["x"])
+        self.has_clear = {"data_mask", "clm"} <= set(cube.data_vars)
+        if scratch is None:
+            self.rgb: Any = np.stack([self._rgb(cube, t) for t in self.union])
+            self.clear: Any = np.stack([self._clear(cube, t) for t in self.union])
+            self.area: Any = self._area(cube)
+        else:
+            self.rgb, self.clear, self.area = self._copy(cube, scratch)
+
+    @staticmethod
+    def _rgb(cube: xr.Dataset, t: int) -> np.ndarray:
+        refl = cube["reflectance"].isel(time=t).sel(band=list(RGB_BANDS)).transpose("y", "x", "band")
+        return np.asarray(refl.values, dtype=np.float32)
+
+    def _clear(self, cube: xr.Dataset, t: int) -> np.ndarray:
+        if not self.has_clear:
+            return np.zeros(self.hw, bool)
+        from stliif.preprocess.mask import clear_mask
+
+        return np.asarray(clear_mask(cube.isel(time=[t])).values[0], dtype=bool)
+
+    @staticmethod
+    def _area(cube: xr.Dataset) -> np.ndarray:
+        if "data_mask" not in cube:
+            return np.ones((cube.sizes["y"], cube.sizes["x"]), bool)
+        from stliif.preprocess.mask import area_mask
+
+        return np.asarray(area_mask(cube).values, dtype=bool)
+
+    def _copy(self, cube: xr.Dataset, scratch: Path) -> tuple[Any, Any, Any]:
+        import zarr
+
+        path = scratch / "lowres.zarr"
+        done = scratch / "lowres.done"
+        if done.exists():
+            g = zarr.open_group(str(path), mode="r")
+            return g["rgb"], g["clear"], g["area"]
+        h, w = self.hw
+        g = zarr.open_group(str(path), mode="w")
+        rgb = g.create_array("rgb", shape=(len(self.union), h, w, 3), chunks=(1, 512, 512, 3), dtype="float32")
+        clear = g.create_array("clear", shape=(len(self.union), h, w), chunks=(1, 512, 512), dtype="bool")
+        for p, t in enumerate(self.union):
+            rgb[p] = self._rgb(cube, t)
+            clear[p] = self._clear(cube, t)
+        area = g.create_array("area", shape=(h, w), chunks=(512, 512), dtype="bool")
+        area[:] = self._area(cube)
+        done.touch()
+        return rgb, clear, area
+
+    def window(self, idx: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        """``(T, h, w, 3)`` float32 reflectance of revisits ``idx`` over the window, each missing
+        pixel filled with the median of the others at that pixel (0 where none has data)."""
+        f = np.stack([np.asarray(self.rgb[self.pos[int(t)], rows, cols]) for t in idx]).astype(np.float32)
+        bad = ~np.isfinite(f)
+        if bad.any():
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: outside the area
+                med = np.nanmedian(np.where(bad, np.nan, f), axis=0)
+            med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+            f = np.where(bad, med[None], f)
+        return f
+
+    def _blocks(self) -> Iterator[slice]:
+        h, w = self.hw
+        rows = max(1, _BLOCK_BYTES // max(1, len(self.union) * w * 3 * 4))
+        for a in range(0, h, rows):
+            yield slice(a, min(h, a + rows))
+
+    def date_stats(self, job: DateJob, *, v_mean: bool) -> None:
+        """Set ``job.top`` (the brightest clear pixel of the revisits used, at least the maximum
+        of their temporal median, so no clear pixel is clipped) and, with ``v_mean``,
+        ``job.ref_v`` (the mean of ``V = max(R, G, B)`` over their 8-bit frames)."""
+        med_max, clear_max, all_max = -math.inf, -math.inf, -math.inf
+        cols = slice(0, self.hw[1])
+        for rows in self._blocks():
+            f = self.window(job.idx, rows, cols)
+            med_max = max(med_max, float(np.median(f, axis=0).max()))
+            all_max = max(all_max, float(f.max()))
+            if self.has_clear:
+                c = np.stack([np.asarray(self.clear[self.pos[int(t)], rows, cols]) for t in job.idx])
+                if c.any():
+                    clear_max = max(clear_max, float(f[c].max()))
+        if not med_max > 0:
+            raise NoDataError("frames have no positive reflectance: no uint8 scale")
+        job.top = max(med_max, clear_max if clear_max > -math.inf else all_max)
+        if v_mean:
+            total, count = 0.0, 0
+            for rows in self._blocks():
+                u = reflectance_to_uint8(self.window(job.idx, rows, cols), job.top)
+                total += float(u.max(axis=-1).sum(dtype=np.float64))
+                count += u.shape[0] * u.shape[1] * u.shape[2]
+            job.ref_v = total / count
+
+    def frames(self, job: DateJob, t: Tile) -> np.ndarray:
+        """The 8-bit ``(T, h, w, 3)`` window of a tile, on the date's display scale."""
+        return reflectance_to_uint8(self.window(job.idx, slice(t.a0, t.a1), slice(t.b0, t.b1)), job.top)
+
+
+class MemorySink:
+    """Raw tiles (float32, 0..255 units, before calibration) in one in-memory array."""
+
+    def __init__(self, n_dates: int, out_hw: tuple[int, int]) -> None:
+        self.raw = np.full((n_dates, 3, *out_hw), np.nan, np.float32)
+        self.vsum: dict[tuple[int, str], float] = {}
+
+    def has(self, d: int, t: Tile) -> bool:
+        return (d, t.key) in self.vsum
+
+    def put(self, d: int, t: Tile, raw: np.ndarray) -> None:
+        self.raw[d, :, t.r0 : t.r1, t.c0 : t.c1] = raw
+        self._mark(d, t, float(raw.max(axis=0).sum(dtype=np.float64)))
+
+    def _mark(self, d: int, t: Tile, vsum: float) -> None:
+        self.vsum[(d, t.key)] = vsum
+
+    def get(self, d: int, t: Tile) -> np.ndarray:
+        return np.asarray(self.raw[d, :, t.r0 : t.r1, t.c0 : t.c1])
+
+    def mean_v(self, d: int, n_pixels: int) -> float:
+        return sum(v for (dd, _), v in self.vsum.items() if dd == d) / n_pixels
+
+
+class ZarrSink(MemorySink):
+    """Raw tiles in a Zarr array on disk, one chunk per tile, a JSON marker per finished tile:
+    a render killed at any point resumes from the tiles whose marker exists."""
+
+    def __init__(self, folder: Path, n_dates: int, out_hw: tuple[int, int], tile: int) -> None:
+        import zarr
+
+        self.folder = folder
+        self.marks = folder / "done"
+        self.marks.mkdir(parents=True, exist_ok=True)
+        path = str(folder / "raw.zarr")
+        shape, chunks = (n_dates, 3, *out_hw), (1, 3, tile, tile)
+        try:
+            raw = zarr.open_array(path, mode="r+")
+            if raw.shape != shape or raw.chunks != chunks:
+                raise ValueError("another layout")
+        except (FileNotFoundError, ValueError, KeyError):
+            raw = zarr.create_array(path, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan, overwrite=True)
+            shutil.rmtree(self.marks)
+            self.marks.mkdir()
+        self.raw = raw  # type: ignore[assignment]
+        self.vsum = {}
+        for f in self.marks.glob("*.json"):
+            d, key = f.stem.split("-", 1)
+            self.vsum[(int(d), key)] = float(json.loads(f.read_text())["vsum"])
+
+    def _mark(self, d: int, t: Tile, vsum: float) -> None:
+        tmp = self.marks / f".{d}-{t.key}.tmp"
+        tmp.write_text(json.dumps({"vsum": vsum}))
+        os.replace(tmp, self.marks / f"{d}-{t.key}.json")  # the chunk is written before its marker
+        self.vsum[(d, t.key)] = vsum
+
+
+def predict_tile(predictor: WindowPredictor, frames: np.ndarray, window: Window, dates: np.ndarray, when: Any) -> np.ndarray:
+    """One tile: ``(3, ny, nx)`` float32 (runs on Dask workers too)."""
+    out = np.asarray(predictor.predict_window(frames, window, dates=dates, target_date=when), dtype=np.float32)
+    if out.shape != (*window.shape, 3):
+        from stliif.errors import ModelError
+
+        raise ModelError(f"the model returned {out.shape} for a tile, expected {(*window.shape, 3)}")
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def render_tiles(
+    predictor: WindowPredictor,
+    jobs: Sequence[DateJob],
+    tiles: Sequence[Tile],
+    lowres: LowRes,
+    sink: MemorySink,
+    out_hw: tuple[int, int],
+    *,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Predict every (date, tile) the sink lacks, in this process or on ``client``'s workers
+    (at most two tiles in flight per worker, the predictor sent once to each). Returns
+    the number of tiles predicted (the others were resumed)."""
+    todo = [(d, t) for d in range(len(jobs)) for t in tiles if not sink.has(d, t)]
+    total, done = len(jobs) * len(tiles), len(jobs) * len(tiles) - len(todo)
+    if progress:
+        progress(done, total)
+
+    def args(d: int, t: Tile) -> tuple[np.ndarray, Window, np.ndarray, Any]:
+        return lowres.frames(jobs[d], t), tile_window(t, lowres.hw, out_hw), jobs[d].used, jobs[d].when
+
+    if client is None:
+        for d, t in todo:
+            sink.put(d, t, predict_tile(predictor, *args(d, t)))
+            done += 1
+            if progress:
+                progress(done, total)
+        return len(todo)
+    import uuid
+
+    from distributed import as_completed
+
+    from stliif.render.workers import Install, predict_installed
+
+    key = uuid.uuid4().hex
+    client.register_plugin(Install(key, predictor), name=f"stliif-render-{key}")  # once per worker
+    try:
+        limit = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+        pending = iter(todo)
+        futures = {}
+        for d, t in pending:
+            futures[client.submit(predict_installed, key, predict_tile, *args(d, t), pure=False)] = (d, t)
+            if len(futures) >= limit:
+                break
+        queue = as_completed(list(futures))
+        for fut in queue:
+            d, t = futures.pop(fut)
+            sink.put(d, t, fut.result())
+            fut.release()
+            done += 1
+            if progress:
+                progress(done, total)
+            nxt = next(pending, None)
+            if nxt is not None:
+                new = client.submit(predict_installed, key, predict_tile, *args(*nxt), pure=False)
+                futures[new] = nxt
+                queue.add(new)
+    finally:
+        client.unregister_worker_plugin(f"stliif-render-{key}")
+    return len(todo)
+
+
+@dataclass
+class Area:
+    """Where a render has data: the LR area (nearest LR pixel) within an optional polygon."""
+
+    lowres: LowRes
+    out_hw: tuple[int, int]
+    transform: Affine
+    shape: Any = None
+    _area: np.ndarray | None = field(default=None, repr=False)
+
+    def tile(self, t: Tile) -> np.ndarray:
+        """Boolean ``(ny, nx)``: the tile's pixels inside the area."""
+        (h, w), (oh, ow) = self.lowres.hw, self.out_hw
+        rows = np.minimum((np.arange(t.r0, t.r1) + 0.5) * h // oh, h - 1).astype(int)
+        cols = np.minimum((np.arange(t.c0, t.c1) + 0.5) * w // ow, w - 1).astype(int)
+        a0, b0 = int(rows.min()), int(cols.min())
+        block = np.asarray(self.lowres.area[a0 : int(rows.max()) + 1, b0 : int(cols.max()) + 1], dtype=bool)
+        inside = block[np.ix_(rows - a0, cols - b0)]
+        if self.shape is not None:
+            from rasterio.features import geometry_mask
+
+            tr = self.transform * Affine.translation(t.c0, t.r0)
+            inside &= geometry_mask([self.shape], out_shape=inside.shape, transform=tr, invert=True)
+        return inside
+
+
+def finalise(
+    job: DateJob,
+    d: int,
+    tiles: Sequence[Tile],
+    sink: MemorySink,
+    area: Area,
+    v_mean: str,
+    write: Callable[[int, Tile, np.ndarray], None],
+) -> None:
+    """Calibrate, scale and mask every tile of date ``d``: the output's mean ``V`` matched to the
+    inputs' (``v_mean`` ``"add"`` or ``"mul"``, over the whole output), clipped to 0..255,
+    mapped back to reflectance with the date's display scale, NaN outside the area; each tile
+    handed to ``write(d, tile, values (3, ny, nx))``."""
+    n = area.out_hw[0] * area.out_hw[1]
+    cur = sink.mean_v(d, n) if v_mean != "none" else 0.0
+    for t in tiles:
+        raw = sink.get(d, t).astype(np.float64)
+        if v_mean == "add":
+            raw += job.ref_v - cur
+        elif v_mean == "mul" and cur > 0:
+            raw *= job.ref_v / cur
+        values = (np.clip(raw, 0.0, 255.0) * (job.top / 255.0)).astype(np.float32)
+        values[:, ~area.tile(t)] = np.nan
+        write(d, t, values)
