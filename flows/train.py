@@ -21,15 +21,16 @@ def train(
     store: StoreSpec | None = None,
 ) -> dict[str, Any]:
     """Train ``spec`` into ``out_dir`` (default ``stliif-runs/<name>``; resumed when it holds a
-    ``last.pt``), commit ``models/<name>`` to the store with its lineage, and publish the
-    validation table and training curves. Selection uses the validation AOIs only.
+    ``last.pt``), commit ``models/<name>`` to the store with its lineage (a ``source="store"``
+    spec reads its scenes from that store, and the commit lists their versions as its inputs),
+    and publish the validation table and training curves. Selection uses the validation AOIs only.
     """
     from prefect.runtime import flow_run
 
     name = validate_name(name, what="model name")
     spec = spec or TrainSpec()
     store = store or StoreSpec()
-    record = train_task(spec, out_dir or f"stliif-runs/{name}", name, time_limit_s)
+    record = train_task(spec, out_dir or f"stliif-runs/{name}", name, time_limit_s, store)
     publish_training_task(record, name)
     if record["best"] is None:
         return {**record, "model": None}

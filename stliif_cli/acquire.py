@@ -17,10 +17,10 @@ from stliif_cli.options import (
     DemNodataOpt,
     EndpointOpt,
     StoreOpt,
-    add_dem_files,
     build_spec,
     no_data_exit,
     parse_floats,
+    print_dem_files,
     store_spec,
 )
 from stliif_cli.runtime import flow_module, run_flow
@@ -82,7 +82,8 @@ def acquire(
         from stliif.sources.dem import check_dem_files
 
         check_dem_files(dem_file, dem_nodata, bounds=area_of(spec).geometry.bounds)
-    result = run_flow(flow_module("acquire").acquire, spec, st)
+    result = run_flow(flow_module("acquire").acquire, spec, st, dem_files=[str(f) for f in dem_file or []] or None,
+                      dem_nodata=dem_nodata)
     cogs = []
     if export_cog and result["dates"]:
         from stliif.quicklook import export_date_cog
@@ -107,5 +108,4 @@ def acquire(
         console.print(f"  {f}")
     if result["status"] == "no-data":
         no_data_exit(aoi, result["reason"], allow_empty)
-    elif dem_file:
-        add_dem_files(st, aoi, dem_file, dem_nodata)
+    print_dem_files(aoi, result.get("dem_files"))

@@ -16,10 +16,10 @@ from stliif_cli.options import (
     DemNodataOpt,
     EndpointOpt,
     StoreOpt,
-    add_dem_files,
     build_spec,
     no_data_exit,
     parse_floats,
+    print_dem_files,
     store_spec,
 )
 from stliif_cli.runtime import flow_module, run_flow
@@ -70,7 +70,8 @@ def import_source(
     if why:
         no_data_exit(aoi, why, allow_empty)
         return
-    result = run_flow(flow_module("ingest").import_source, spec, st)
+    result = run_flow(flow_module("ingest").import_source, spec, st,
+                      dem_files=[str(f) for f in dem_file or []] or None, dem_nodata=dem_nodata)
     if result["status"] != "no-data":
         console.print(f"{result['status']} [bold]raw/{aoi}[/] {('(' + result['reason'] + ')') if result['reason'] else ''}")
     if result["table"]:
@@ -86,5 +87,4 @@ def import_source(
         console.print(f"  {f}")
     if result["status"] == "no-data":
         no_data_exit(aoi, result["reason"], allow_empty)
-    elif dem_file:
-        add_dem_files(st, aoi, dem_file, dem_nodata)
+    print_dem_files(aoi, result.get("dem_files"))

@@ -1,13 +1,13 @@
 """``stliif``: run the pipeline's flows and inspect the versioned store.
 
 One rule: a command that commits artifacts to the store runs its Prefect flow (``etl``,
-``pipeline``, ``acquire``, ``render``, ``evaluate --commit``), so that every commit is a flow run
-with its logs, artifacts and events. Commands that only read the store or write local files call
-the library: ``evaluate`` (without ``--commit``), ``train`` and ``calibrate`` (checkpoint
-folders), ``providers`` and ``store log|refs|ls|show``. Named exceptions: ``crop`` (a single
-commit of one cut, no downstream event yet), the ``--dem-file`` step of ``import`` and
-``acquire`` (committed after their flow, from local files) and ``store tag`` (it moves a name,
-it writes no artifact). Every command checks its arguments before any server starts and turns errors into
+``pipeline``, ``acquire`` and ``import``, their ``--dem-file`` step included, ``render``,
+``evaluate --commit``), so that every commit is a flow run with its logs, artifacts and events.
+Commands that only read the store or write local files call the library: ``evaluate`` (without
+``--commit``), ``train`` and ``calibrate`` (checkpoint folders; ``train --from-store`` only
+reads the store), ``providers`` and ``store log|refs|ls|show``. Named exceptions: ``crop`` (a
+single commit of one cut, no downstream event yet) and ``store tag`` (it moves a name, it writes
+no artifact). Every command checks its arguments before any server starts and turns errors into
 one ``error:`` line with exit code 2.
 """
 

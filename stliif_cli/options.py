@@ -26,7 +26,6 @@ __all__ = [
     "DemNodataOpt",
     "EndpointOpt",
     "StoreOpt",
-    "add_dem_files",
     "build_spec",
     "check_out_dir",
     "no_data_exit",
@@ -34,6 +33,7 @@ __all__ = [
     "one_sentence",
     "open_store",
     "parse_floats",
+    "print_dem_files",
     "store_spec",
 ]
 
@@ -161,11 +161,9 @@ def no_data_exit(aoi: str, reason: str, allow_empty: bool) -> None:
     raise typer.Exit(NO_DATA_EXIT)
 
 
-def add_dem_files(spec: StoreSpec, aoi: str, files: list[Path], nodata: float | None) -> None:
-    """Commit the local DEM ``files`` into ``raw/<aoi>`` (:func:`stliif.sources.dem.add_dem`) and say so."""
-    from stliif.sources.dem import add_dem
-    from stliif.store import ArtifactStore
-
-    added = add_dem(ArtifactStore.open(spec, create=False), aoi, files, nodata)
-    Console().print(f"{'committed' if added.created else 'unchanged'} dem of [bold]raw/{escape(aoi)}[/] from "
-                    f"{len(files)} file(s), snapshot {added.snapshot_id}")
+def print_dem_files(aoi: str, added: dict[str, Any] | None) -> None:
+    """Say what the flow's commit of local DEM files into ``raw/<aoi>`` did (``added``: its
+    ``dem_files`` record; nothing when the flow added no DEM)."""
+    if added:
+        Console().print(f"{'committed' if added['created'] else 'unchanged'} dem of [bold]raw/{escape(aoi)}[/] from "
+                        f"{added['files']} file(s), snapshot {added['snapshot_id']}")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from stliif.errors import InvalidInputError
-from stliif_cli.options import build_spec
+from stliif_cli.options import BranchOpt, EndpointOpt, StoreOpt, build_spec, open_store
 
 __all__ = ["calibrate", "train"]
 
@@ -60,6 +60,12 @@ def train(
         float | None, typer.Option("--time-limit", help="Stop (checkpointed, resumable) after this many seconds.")
     ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over even if the folder holds last.pt.")] = False,
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="Train on the store's artifacts (protocol C scenes of its splits/paper AOIs; their versions go into the checkpoint) instead of the WorldStrat reference files.")
+    ] = False,
+    store: StoreOpt = None,
+    branch: BranchOpt = "main",
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Train a model on the training AOIs, selecting on the validation AOIs (never on test)."""
     from stliif.train import TrainSpec
@@ -67,9 +73,10 @@ def train(
 
     overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
                  "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed, "fit_offset": fit_offset,
-                 "threads": threads, "device": device}  # fmt: skip
+                 "threads": threads, "device": device, "source": "store" if from_store else None}  # fmt: skip
     spec = build_spec(TrainSpec, _spec_fields(spec_file, preset, overrides), "train spec")
-    result = run_train(spec, out, resume=not fresh, time_limit_s=time_limit)
+    source = open_store(store, branch, endpoint_url) if spec.source == "store" else None
+    result = run_train(spec, out, store=source, resume=not fresh, time_limit_s=time_limit)
     state = "finished" if result.finished else "stopped (rerun the same command to continue)"
     console.print(f"{result.step} steps, {state}; run folder {result.out_dir}")
     if result.best and not result.baseline:
@@ -87,11 +94,17 @@ def calibrate(
     v_mean: Annotated[str, typer.Option("--v-mean", help="Match the mean of V = max(R,G,B) to the inputs': none, add or mul.")] = "add",
     offset: Annotated[bool, typer.Option("--offset/--no-offset", help="Fit the targets' sub-pixel offset on the input grid (training AOIs).")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="WorldStrat root [default: the checkpoint's]")] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="The store a checkpoint trained --from-store read its scenes from.")
+    ] = None,
+    branch: BranchOpt = "main",
+    endpoint_url: EndpointOpt = None,
 ) -> None:
     """Store an output calibration in a checkpoint (choose its settings with bench/cv.py, never on test)."""
     from stliif.train import calibrate as run_calibrate
 
     path = model / "best.pt" if model.is_dir() else model
-    cal = run_calibrate(path, weight=weight, v_mean=v_mean, offset=offset, data=data)  # type: ignore[arg-type]
+    source = open_store(store, branch, endpoint_url) if store is not None else None
+    cal = run_calibrate(path, weight=weight, v_mean=v_mean, offset=offset, data=data, store=source)  # type: ignore[arg-type]
     dy, dx = cal.offset
     console.print(f"{path}: calibration stored (weight {cal.weight}, V mean {cal.v_mean}, offset dy {dy:+.2f} dx {dx:+.2f} px)")

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from stliif.acquire import run_acquire
 from stliif.config import AcquireSpec, StoreSpec
 from stliif.quicklook import write_quicklooks
+from stliif.sources.dem import add_dem
 from stliif.store import ArtifactStore
 from tasks.common import embed_image, open_store, retry_transient
 from tasks.etl import announce_commit
@@ -25,6 +26,16 @@ def acquire_task(spec: AcquireSpec, store: StoreSpec, announce: bool = True) -> 
     s = open_store(store)
     result = run_acquire(s, spec, run_id=str(flow_run.id or "")).to_dict()
     return after_raw(s, store, spec.aoi, spec.quicklooks, result, announce)
+
+
+@task(task_run_name="dem-{aoi}")
+def add_dem_task(store: StoreSpec, aoi: str, files: list[str], nodata: float | None = None) -> dict[str, Any]:
+    """Commit local DEM ``files`` into ``raw/<aoi>`` (:func:`stliif.sources.dem.add_dem`), after
+    an acquisition or import of the area; a rerun with the same files commits nothing."""
+    from prefect.runtime import flow_run
+
+    res = add_dem(open_store(store), aoi, files, nodata, run_id=str(flow_run.id or ""))
+    return {"created": res.created, "snapshot_id": res.snapshot_id, "files": len(files)}
 
 
 def after_raw(

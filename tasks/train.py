@@ -16,24 +16,30 @@ from tasks.common import embed_image, open_store
 
 
 @task(task_run_name="train-{name}", retries=1, retry_delay_seconds=5)
-def train_task(spec: TrainSpec, out_dir: str, name: str, time_limit_s: float | None = None) -> dict[str, Any]:
-    """Train into ``out_dir``; a retry (or a later run) resumes from its ``last.pt``."""
-    res = train(spec, out_dir, resume=True, time_limit_s=time_limit_s)
+def train_task(
+    spec: TrainSpec, out_dir: str, name: str, time_limit_s: float | None = None, store: StoreSpec | None = None
+) -> dict[str, Any]:
+    """Train into ``out_dir`` (a ``source="store"`` spec reading ``store``); a retry (or a later
+    run) resumes from its ``last.pt``."""
+    source = open_store(store) if spec.source == "store" and store is not None else None
+    res = train(spec, out_dir, store=source, resume=True, time_limit_s=time_limit_s)
     return {"out_dir": str(res.out_dir), "step": res.step, "finished": res.finished,
             "best": res.best, "baseline": res.baseline, "validation": res.validation}  # fmt: skip
 
 
 @task(task_run_name="commit-model-{name}")
 def commit_model_task(store: StoreSpec, name: str, out_dir: str, run_id: str = "") -> dict[str, Any]:
-    """Commit ``models/<name>`` (the best checkpoint's bytes and description) once per checkpoint."""
+    """Commit ``models/<name>`` (the best checkpoint's bytes and description) once per checkpoint;
+    its inputs are the store artifacts' versions the run read, or the fingerprint of its files."""
     best = Path(out_dir) / "best.pt"
     ds = checkpoint_dataset(best)
     path = f"models/{name}"
+    data = json.loads(ds.attrs["data"])
     res = open_store(store).commit(
         {path: ds}, stage="train",
         params={"model": ds.attrs["model"], "train_spec": ds.attrs["train_spec"], "step": ds.attrs["step"],
                 "best": ds.attrs["best"]},
-        inputs={"data": str(json.loads(ds.attrs["data"]).get("fingerprint", ""))},
+        inputs=data.get("versions") or {"data": str(data.get("fingerprint", ""))},
         run_id=run_id,
     )  # fmt: skip
     return {"path": path, "snapshot_id": res.snapshot_id, "created": res.created}

@@ -199,6 +199,8 @@ def test_cli_import_with_a_local_dem(tmp_path: Path) -> None:
     out = _cli("import", str(z), "--aoi", "city", "--store", store, "--dem-file", str(dem), tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "committed dem of raw/city" in " ".join(out.stdout.split())
+    last = ArtifactStore.open(store, create=False).log(limit=1)[0].metadata  # the DEM's commit
+    assert last["stage"] == "dem" and last["run_id"], "the DEM is committed by the import flow's run"
     cube = ArtifactStore.open(store, create=False).read("raw/city", load=True)
     d = cube["dem"].values
     assert d.shape == (cube.sizes["y"], cube.sizes["x"])

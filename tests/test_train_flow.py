@@ -43,3 +43,17 @@ def test_train_flow_commits_the_best_checkpoint(worldstrat: Path, tmp_path: Path
     again = train(spec=spec, name="tiny", out_dir=str(out), store=store)  # finished: nothing to do
     assert again["step"] == 4 and not again["model"]["created"]
     assert len(ArtifactStore.open(store).log()) == n_commits
+
+
+def test_train_flow_from_the_store_commits_its_inputs_versions(worldstrat: Path, tmp_path: Path) -> None:
+    from flows.train import train
+    from tests.test_train_store import build_train_store, expected_versions, store_spec
+
+    st = build_train_store(tmp_path / "store", worldstrat)
+    rec = train(spec=store_spec(), name="tiny-store", out_dir=str(tmp_path / "run"),
+                store=StoreSpec(uri=str(tmp_path / "store")))  # fmt: skip
+    assert rec["model"]["created"]
+    st = ArtifactStore.open(StoreSpec(uri=str(tmp_path / "store")))
+    meta = st.log(limit=1)[0].metadata
+    assert meta["stage"] == "train" and meta["inputs"] == expected_versions(st)
+    assert load_checkpoint(tmp_path / "run" / "best.pt").data["versions"] == meta["inputs"]

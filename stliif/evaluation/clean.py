@@ -67,6 +67,7 @@ __all__ = [
     "CleanSample",
     "clean_paths",
     "evaluate_clean",
+    "fill_nearest",
     "fit_colour_map_clean",
     "load_clean_sample",
     "match_target",
@@ -109,7 +110,7 @@ class CleanSample(TargetSizes):
 
 
 
-def _fill_nearest(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def fill_nearest(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Invalid pixels of ``(H, W, C)`` take the value of their nearest valid pixel."""
     if valid.all():
         return image
@@ -221,7 +222,7 @@ def load_clean_sample(store: ArtifactStore, aoi: str, *, ref: str | None = None)
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         composite = np.nanmedian(np.where(valid[..., None], raw, np.nan), axis=0).astype(np.float32)
     comp_valid = np.asarray(np.isfinite(composite).all(axis=-1))
-    filled_comp = _fill_nearest(composite, comp_valid)
+    filled_comp = fill_nearest(composite, comp_valid)
     frames = np.where(valid[..., None], raw, filled_comp[None]).astype(np.float32)
     scale = float(composite[comp_valid].max())
     if not scale > 0:
@@ -294,7 +295,7 @@ class _CleanTarget:
         """
         if level not in self._ssim:
             base = self.t8f if level == "uint8" else self.t_zero
-            filled = _fill_nearest(base, self.valid)
+            filled = fill_nearest(base, self.valid)
             rng = UINT8_PEAK if level == "uint8" else CLEAN_REFLECTANCE_RANGE
             self._ssim[level] = SsimTarget(filled, data_range=rng, valid=self.valid)
         return self._ssim[level]

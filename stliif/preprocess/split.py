@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from stliif.errors import InvalidInputError
 
-__all__ = ["PAPER_TEST_AOIS", "SplitManifest", "paper_split", "stratified_split"]
+__all__ = ["PAPER_TEST_AOIS", "SplitManifest", "carve_validation", "paper_split", "stratified_split"]
 
 PAPER_TEST_AOIS: tuple[str, ...] = (
     "Amnesty_POI-13-1-1",
@@ -66,6 +66,16 @@ def _unique(aois: Iterable[str]) -> list[str]:
     return out
 
 
+def carve_validation(aois: Sequence[str], *, n_val: int, seed: int) -> tuple[list[str], list[str]]:
+    """``(train, val)``: ``n_val`` AOIs drawn (``random.Random(seed)``) from ``aois`` for
+    validation, sorted; the others, in their order, for training (at least one is left)."""
+    rest = list(aois)
+    if not 0 <= n_val < len(rest):
+        raise InvalidInputError(f"n_val must be in [0, {len(rest) - 1}], got {n_val}")
+    val = sorted(random.Random(seed).sample(rest, n_val))
+    return [a for a in rest if a not in val], val
+
+
 def paper_split(aois: Iterable[str], *, n_val: int = 3, seed: int = 0) -> SplitManifest:
     """The study's split: its 10 test AOIs; ``n_val`` validation AOIs drawn (seeded) from the
     others; the rest for training. Test AOIs missing from ``aois`` are an error."""
@@ -73,11 +83,7 @@ def paper_split(aois: Iterable[str], *, n_val: int = 3, seed: int = 0) -> SplitM
     missing = sorted(set(PAPER_TEST_AOIS) - set(aois))
     if missing:
         raise InvalidInputError(f"paper split needs the study's test AOIs; missing: {missing}")
-    rest = [a for a in aois if a not in PAPER_TEST_AOIS]
-    if not 0 <= n_val < len(rest):
-        raise InvalidInputError(f"n_val must be in [0, {len(rest) - 1}], got {n_val}")
-    val = sorted(random.Random(seed).sample(rest, n_val))
-    train = [a for a in rest if a not in val]
+    train, val = carve_validation([a for a in aois if a not in PAPER_TEST_AOIS], n_val=n_val, seed=seed)
     return SplitManifest(
         name="paper",
         train=tuple(train),

@@ -20,6 +20,7 @@ from stliif.config import default_data_root
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
 from stliif.models.baselines import ColourMap
 from stliif.models.calibration import Calibration, VMeanMode, fit_offset
+from stliif.store import ArtifactStore
 
 __all__ = ["calibrate", "init_colour_map"]
 
@@ -31,15 +32,18 @@ def calibrate(
     v_mean: VMeanMode,
     offset: bool = False,
     data: str | Path | None = None,
+    store: ArtifactStore | None = None,
 ) -> Calibration:
     """Store an output calibration in the checkpoint at ``path`` (atomically) and return it.
 
     The blend's colour map (and with ``offset``, the grid offset of
     :func:`~stliif.models.calibration.fit_offset`) is fitted on the checkpoint's own training AOIs
-    (``data["train_aois"]``; test AOIs are refused). ``weight``, ``v_mean`` and whether to fit an
+    (``data["train_aois"]``; test AOIs are refused), read as it was trained: from the WorldStrat
+    files (``data``, default the checkpoint's root) or, for a run fed from the store, from
+    ``store`` at the snapshot the run read. ``weight``, ``v_mean`` and whether to fit an
     offset come from cross-validation on training AOIs (``bench/cv.py``), never from test scores.
     """
-    from stliif.evaluation.paper import PAPER_TEST_AOIS, load_paper_samples
+    from stliif.evaluation.paper import PAPER_TEST_AOIS
 
     Calibration.check(weight, v_mean)
     ck = load_checkpoint(path)
@@ -52,13 +56,32 @@ def calibrate(
     root = Path(data) if data is not None else Path(ck.data.get("root") or default_data_root())
     trained = trained_offset(ck.extra)  # trained on targets registered with it: always query there
     fit = offset and trained is None
-    samples = load_paper_samples(root, aois).values() if weight < 1.0 or fit else []
+    samples: Iterable[Any] = []
+    if weight < 1.0 or fit:
+        samples = _training_samples(ck.data, aois, root, store)
     pairs = [(s.frames, s.target) for s in samples]
     cmap = ColourMap.fit(pairs) if weight < 1.0 else None
     shift = trained or (fit_offset(pairs, cmap or ColourMap.fit(pairs)) if fit else (0.0, 0.0))
     cal = Calibration(weight=weight, v_mean=v_mean, colour_map=cmap, offset=shift)
     update_extra(path, calibration=cal.to_dict())
     return cal
+
+
+def _training_samples(
+    record: Mapping[str, Any], aois: list[str], root: Path, store: ArtifactStore | None
+) -> list[Any]:
+    """The uint8 training samples of ``aois`` from where the checkpoint's run read them."""
+    from stliif.evaluation.clean import load_clean_sample
+    from stliif.evaluation.paper import load_paper_samples
+    from stliif.train.inputs import uint8_sample
+
+    if record.get("source") != "store":
+        return list(load_paper_samples(root, aois).values())
+    if store is None:
+        raise InvalidInputError("this checkpoint was trained on store artifacts: give the store to calibrate it")
+    if store.store_id != record.get("store_id"):
+        raise InvalidInputError(f"this checkpoint was trained on store {record.get('store')}, not {store.spec.uri}")
+    return [uint8_sample(load_clean_sample(store, a, ref=record["snapshot"])) for a in aois]
 
 
 def trained_offset(extra: Mapping[str, Any]) -> tuple[float, float] | None:

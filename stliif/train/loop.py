@@ -4,12 +4,16 @@
 (:class:`stliif.train.data.CropDataset`), cosine learning-rate decay, a tqdm progress bar with loss and
 throughput, an atomic checkpoint every ``ckpt_every`` steps (``last.pt``), validation PSNR on the
 *validation* AOIs only (protocol P at x2/x4/x6 through :func:`stliif.evaluation.paper.evaluate_paper`,
-no SSIM), the best-on-validation checkpoint (``best.pt``), and curves (CSV, JSON, PNG).
+or protocol C for a run fed from the store; no SSIM), the best-on-validation checkpoint
+(``best.pt``), and curves (CSV, JSON, PNG). The scenes come from the WorldStrat reference files or
+from the artifact store (:mod:`stliif.train.inputs`); the checkpoint's ``data`` records which, and
+for the store every artifact's version.
 
 Resuming: calling :func:`train` again on the same folder continues from ``last.pt`` at its step,
 with the optimizer state and the same batches (items are functions of ``(seed, index)``), so an
 interrupted run reproduces the loss sequence of an uninterrupted one. The training spec must be
-the same (``steps`` may grow; ``until``/``time_limit_s`` are arguments, not part of the spec).
+the same (``steps`` may grow; ``until``/``time_limit_s`` are arguments, not part of the spec), and
+so must the versions of the store artifacts a store-fed run read.
 
 CPU by default; CUDA when ``device="auto"`` finds it (same code: the device comes from the data).
 The test AOIs are never touched: :class:`TrainSpec` refuses any of them in train or validation.
@@ -18,13 +22,12 @@ The test AOIs are never touched: :class:`TrainSpec` refuses any of them in train
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,14 +39,17 @@ from torch import nn
 import stliif
 from stliif.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stliif.errors import CheckpointError, InvalidInputError, ModelError
-from stliif.models.baselines import ColourMap, median_bicubic
+from stliif.models.baselines import ColourMap, Predictor, median_bicubic
 from stliif.models.calibration import Calibration, fit_offset
 from stliif.models.coords import TIME_SCALE_DAYS
 from stliif.models.inference import ModelPredictor
 from stliif.models.interface import check_model
+from stliif.models.predictor import uint8_adapter
 from stliif.models.registry import make_model, model_spec
+from stliif.store import ArtifactStore
 from stliif.train.calibrate import init_colour_map, trained_offset
 from stliif.train.data import CropDataset, Scene
+from stliif.train.inputs import load_inputs
 from stliif.train.spec import TrainSpec
 
 __all__ = ["TrainResult", "load_run", "train", "validate", "write_curves"]
@@ -81,34 +87,6 @@ def _resolve_device(choice: str) -> torch.device:
             raise InvalidInputError("device='cuda' but CUDA is not available")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def _split(spec: TrainSpec) -> tuple[list[str], list[str]]:
-    from stliif.evaluation.paper import paper_aois
-    from stliif.preprocess.split import paper_split
-
-    train_aois, val_aois = spec.train_aois, spec.val_aois
-    if train_aois is None or val_aois is None:
-        manifest = paper_split(paper_aois(spec.data), n_val=spec.n_val, seed=spec.split_seed)
-        train_aois = train_aois or list(manifest.train)
-        val_aois = val_aois or list(manifest.val)
-    overlap = sorted(set(train_aois) & set(val_aois))
-    if overlap:
-        raise InvalidInputError(f"train and validation AOIs overlap: {overlap}")
-    return list(train_aois), list(val_aois)
-
-
-def _fingerprint(root: Path, aois: Sequence[str]) -> str:
-    """sha256 over the protocol-P files of ``aois`` (frames and targets): the data snapshot id."""
-    h = hashlib.sha256()
-    for aoi in sorted(aois):
-        ref = root / "reference"
-        files = [ref / "temporal_subset" / aoi / f"{i}.png" for i in range(1, 6)]
-        files.append(ref / "hr_adapted" / f"{aoi}_adapted_x6.png")
-        for p in files:
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _code_revision() -> dict[str, Any]:
@@ -156,27 +134,49 @@ def _same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
                   if k not in free and a.get(k, dflt.get(k)) != b.get(k, dflt.get(k)))  # fmt: skip
 
 
+def _psnr(
+    predictor: Predictor,
+    samples: Mapping[str, Any],
+    *,
+    scales: Mapping[str, int],
+    protocol: Literal["paper", "clean"],
+    root: str | Path | None,
+) -> tuple[dict[str, float], float]:
+    """``{"psnr_<scale>"...}`` of ``predictor`` on ``samples`` under ``protocol`` (no SSIM), and
+    the seconds it took. A uint8 predictor is scored on C through its uint8 view."""
+    if protocol == "paper":
+        from stliif.evaluation.paper import evaluate_paper
+
+        res = evaluate_paper(predictor, root or "", aois=list(samples), scales=scales, ssim=False,
+                             samples=samples)  # fmt: skip
+    else:
+        from stliif.evaluation.clean import evaluate_clean
+
+        (res,) = evaluate_clean({"model": predictor}, samples, scales=scales, ssim=False, cpsnr=False).values()
+    return {f"psnr_{s}": float(v["psnr"]) for s, v in res.means.items()}, float(res.seconds)
+
+
 def validate(
     model: nn.Module,
     samples: Mapping[str, Any],
     *,
-    root: str | Path,
+    root: str | Path | None = None,
     scales: Mapping[str, int],
     time_scale: float = TIME_SCALE_DAYS,
     chunk: int | None = None,
     frame: Literal["middle", "median"] = "middle",
     offset: tuple[float, float] = (0.0, 0.0),
+    protocol: Literal["paper", "clean"] = "paper",
 ) -> dict[str, float]:
-    """Protocol-P PSNR of ``model`` on the given (validation) samples: ``{"psnr_<scale>", "psnr_mean"}``
-    (queried at the grid ``offset`` of its training targets)."""
-    from stliif.evaluation.paper import evaluate_paper
-
+    """PSNR of ``model`` on the given (validation) samples: ``{"psnr_<scale>", "psnr_mean"}``
+    (queried at the grid ``offset`` of its training targets), on protocol P (``root``: the
+    WorldStrat folder) or C (``samples``: :class:`~stliif.evaluation.clean.CleanSample`)."""
     cal = Calibration(offset=offset) if any(offset) else None
     pred = ModelPredictor(model, time_scale=time_scale, chunk=chunk, frame=frame, calibration=cal)
-    res = evaluate_paper(pred, root, aois=list(samples), scales=scales, ssim=False, samples=samples)
-    out = {f"psnr_{s}": float(v["psnr"]) for s, v in res.means.items()}
+    out, seconds = _psnr(pred if protocol == "paper" else uint8_adapter(pred), samples, scales=scales,
+                         protocol=protocol, root=root)  # fmt: skip
     out["psnr_mean"] = float(np.mean([out[f"psnr_{s}"] for s in scales]))
-    out["seconds"] = float(res.seconds)
+    out["seconds"] = seconds
     return out
 
 
@@ -184,6 +184,7 @@ def train(
     spec: TrainSpec | Mapping[str, Any],
     out_dir: str | Path,
     *,
+    store: ArtifactStore | None = None,
     resume: bool = True,
     until: int | None = None,
     time_limit_s: float | None = None,
@@ -193,6 +194,8 @@ def train(
 
     Args:
         spec: A :class:`TrainSpec` or its dict form.
+        store: The store a ``source="store"`` spec reads its scenes from
+            (:mod:`stliif.train.inputs`); unused for ``"files"``.
         out_dir: Run folder: ``last.pt``, ``best.pt``, ``curves.csv``, ``val.csv``,
             ``history.json``, ``curves.png``.
         resume: Continue from ``out_dir/last.pt`` when it exists (else start over).
@@ -203,8 +206,6 @@ def train(
     Returns:
         A :class:`TrainResult`.
     """
-    from stliif.evaluation.paper import load_paper_samples
-
     spec = spec if isinstance(spec, TrainSpec) else TrainSpec.model_validate(dict(spec))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,8 @@ def train(
         torch.set_num_threads(spec.threads)
     device = _resolve_device(spec.device)
     root = Path(spec.data)
-    train_aois, val_aois = _split(spec)
+    inputs = load_inputs(spec, store)
+    val_aois = list(inputs.val)
     spec_json = spec.model_dump(mode="json")
 
     torch.manual_seed(spec.seed)
@@ -231,6 +233,9 @@ def train(
             raise CheckpointError(f"{last} was trained with a different spec (fields {diff}); use another folder or resume=False")
         if ck.model != model_spec(model):
             raise CheckpointError(f"{last}: model spec differs from the training spec's")
+        if ck.data.get("versions", {}) != inputs.info.get("versions", {}):
+            raise CheckpointError(f"{last} was trained on other versions of the store's artifacts; "
+                                  "use another folder or resume=False")  # fmt: skip
         model.load_state_dict(ck.state_dict)
         if ck.optimizer is not None:
             opt.load_state_dict(ck.optimizer)
@@ -243,7 +248,7 @@ def train(
         log.info("resuming %s at step %d", out, step)
 
     t0 = time.perf_counter()
-    samples = load_paper_samples(root, train_aois, with_dates=True)
+    samples = inputs.train
     if spec.init_colour and step == 0:
         init_colour_map(model, samples.values())
     if spec.freeze_colour:
@@ -254,21 +259,12 @@ def train(
         log.info("target grid offset fitted on the training AOIs: %s input px", offset)
     offset = offset or (0.0, 0.0)
     scenes = [Scene.from_sample(s, time_scale=spec.time_scale) for s in samples.values()]
-    val_samples = load_paper_samples(root, val_aois, with_dates=True) if val_aois else {}
-    data_info = {
-        "root": str(root),
-        "protocol": "P",
-        "train_aois": train_aois,
-        "val_aois": val_aois,
-        "fingerprint": _fingerprint(root, [*train_aois, *val_aois]),
-    }
-    from stliif.evaluation.paper import evaluate_paper
-
+    val_samples = inputs.val
+    data_info = inputs.info
     baseline: dict[str, float] = {}
     if val_aois:
-        base = evaluate_paper(median_bicubic, root, aois=val_aois, scales=spec.val_scales,
-                              ssim=False, samples=val_samples)  # fmt: skip
-        baseline = {f"psnr_{s}": float(v["psnr"]) for s, v in base.means.items()}
+        baseline, _ = _psnr(median_bicubic, val_samples, scales=spec.val_scales,
+                            protocol=inputs.protocol, root=root)  # fmt: skip
         baseline["psnr_mean"] = float(np.mean(list(baseline.values())))
 
     dataset = CropDataset(
@@ -305,7 +301,8 @@ def train(
             return
         rec = {"step": step, **validate(model, val_samples, root=root, scales=spec.val_scales,
                                          time_scale=spec.time_scale, chunk=spec.chunk,
-                                         frame=spec.eval_frame, offset=offset)}  # fmt: skip
+                                         frame=spec.eval_frame, offset=offset,
+                                         protocol=inputs.protocol)}  # fmt: skip
         validation.append(rec)
         if best is None or rec["psnr_mean"] > best["psnr_mean"]:
             best = rec

@@ -54,9 +54,15 @@ class TrainSpec(BaseModel):
         default_factory=lambda: json.loads(json.dumps(CPU_MODEL)),
         description="{name, args} model spec (registry key and constructor arguments).",
     )
+    source: Literal["files", "store"] = Field(
+        "files",
+        description="Where the scenes come from: 'files' (protocol P's WorldStrat reference files "
+        "under data) or 'store' (protocol C's artifacts of the store's splits/paper AOIs, their "
+        "versions recorded in the checkpoint; see stliif.train.inputs).",
+    )
     data: str = Field(
         default_factory=lambda: str(default_data_root()),
-        description="WorldStrat subset root (with reference/ for protocol P).",
+        description="WorldStrat subset root (with reference/ for protocol P); source 'files' only.",
     )
     split_seed: int = Field(0, description="Seed of paper_split (validation AOIs).")
     n_val: int = Field(
