@@ -43,8 +43,8 @@ def write_cog_blocks(
     band_names: Sequence[str] = (),
 ) -> Path:
     """Write a float32 COG of ``shape`` (bands, rows, cols) from ``(row, col, values (bands, h, w))``
-    blocks, never holding more than one block: the blocks go into a tiled GeoTIFF, which GDAL's
-    COG driver copies with overviews (average of the valid pixels). Nodata is NaN; ``tags``
+    blocks, never holding more than one block: the blocks go into an uncompressed tiled GeoTIFF,
+    which GDAL's COG driver copies, deflated, with overviews (average of the valid pixels). Nodata is NaN; ``tags``
     (lists joined with ", ") and band names are written as metadata."""
     import rasterio
     import rasterio.shutil
@@ -56,15 +56,17 @@ def write_cog_blocks(
     bands, h, w = shape
     profile = {"driver": "GTiff", "width": w, "height": h, "count": bands, "dtype": "float32", "crs": crs,
                "transform": transform, "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
-               "compress": "DEFLATE", "BIGTIFF": "IF_SAFER"}  # fmt: skip
+               "BIGTIFF": "IF_SAFER"}  # fmt: skip
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(tmp, "w", **profile) as dst:
             for r0, c0, values in blocks:
                 dst.write(np.asarray(values, dtype=np.float32), window=Window(c0, r0, values.shape[2], values.shape[1]))
             dst.update_tags(**{k: (", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)) for k, v in (tags or {}).items()})
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, str(name))
-        rasterio.shutil.copy(tmp, p, driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER", OVERVIEW_RESAMPLING="AVERAGE")
+        with rasterio.Env(GDAL_CACHEMAX=64):  # MiB: memory bounded by the cache, not by the image
+            rasterio.shutil.copy(tmp, p, driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER",
+                                 OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS")  # fmt: skip
     except (OSError, rasterio.errors.RasterioError) as err:
         raise DataAccessError(f"{p}: cannot write the GeoTIFF ({err})") from err
     finally:

@@ -187,3 +187,25 @@ def test_tiles_spread_over_a_local_dask_cluster_with_the_model_sent_once_per_wor
         loads = client.run(lambda: __import__("stliif.testing").testing.CountingBaseline.loads)
     assert sorted(loads.values()) == [1, 1]  # each worker unpickled the predictor once, for 48 tiles
     assert float(np.nanmax(np.abs(da.values - ref.values))) <= 1e-5
+
+
+def test_the_gap_fill_median_is_numpys_nanmedian() -> None:
+    from stliif.render.tiles import _nanmedian0
+
+    rng = np.random.default_rng(0)
+    for t in (1, 2, 5):
+        a = rng.random((t, 500, 3)).astype(np.float32)
+        a[rng.random(a.shape) < 0.4] = np.nan
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+            ref = np.nanmedian(a, axis=0)
+        np.testing.assert_array_equal(_nanmedian0(a), np.where(np.isfinite(ref), ref, 0))
+
+
+@pytest.mark.parametrize("side", [1000, 40, 7])
+def test_pictures_are_decimated_tile_by_tile_like_a_strided_read(side: int) -> None:
+    from stliif.render.run import decimated
+
+    final = np.random.default_rng(0).random((2, 3, 93, 71)).astype(np.float32)
+    tiles = plan_tiles((31, 24), (93, 71), 20, 2)
+    step = -(-93 // side)
+    np.testing.assert_array_equal(decimated(final, 1, tiles, side), final[1, :, ::step, ::step])

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +51,9 @@ from stliif.render.tiles import (
 )
 
 __all__ = ["RenderPlan", "check_render", "dask_client", "render", "render_series", "run_render"]
+
+QUICKLOOK_SIDE = 2048
+"""Largest side of a render's PNG quicklook (a larger render is decimated; the COG is full size)."""
 
 _L1C_WARNING = (
     "a top-of-atmosphere (L1C) cube rendered with a model trained on surface reflectance "
@@ -342,6 +347,11 @@ def check_render(
     if tile is not None:
         check_tile(predictor, s, tile)
     side = tile or tile_side(predictor, s, k, max_mb, out_hw)
+    if dask and tile is None:  # at least two tiles a worker, as few as that allows
+        n = (workers or os.cpu_count() or 1) if dask == "local" else 8  # a remote cluster: assume 8
+        per_row = math.ceil(math.sqrt(2 * n * max(out_hw) / min(out_hw)))
+        fit = math.ceil(max(out_hw) / per_row / 64) * 64
+        side = max(min(side, fit), math.ceil(predictor.halo(s) * s / 64) * 64)
     inputs = {source: version, "model": model_id(model)["sha256"]}
     clear = None
     if store.version(f"mask/{aoi}") is not None:
@@ -406,8 +416,9 @@ def run_render(
     cube's version as inputs; an identical request commits nothing.
 
     Returns:
-        ``{"path", "status", "snapshot_id", "files", "attrs"}``; attrs include ``tiles``,
-        ``tile_px`` and ``tiles_resumed``.
+        ``{"path", "status", "snapshot_id", "files", "attrs", "tile_seconds"}``; attrs include
+        ``tiles``, ``tile_px`` and ``tiles_resumed``; ``tile_seconds`` is the time spent
+        predicting tiles.
     """
     plan = check_render(
         store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
@@ -449,7 +460,9 @@ def run_render(
 
     try:
         with dask_client(dask, workers) as client:
+            t0 = time.perf_counter()
             predicted = render_tiles(predictor, jobs, tiles, lowres, sink, out_hw, client=client, progress=report)
+            tile_seconds = time.perf_counter() - t0
     finally:
         if bar is not None:
             bar.close()
@@ -483,8 +496,8 @@ def run_render(
             f.unlink(missing_ok=True)
         raise
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"path": path, "status": "committed" if res.created else "unchanged",
-            "snapshot_id": res.snapshot_id, "files": [str(f) for f in files], "attrs": attrs}  # fmt: skip
+    return {"path": path, "status": "committed" if res.created else "unchanged", "snapshot_id": res.snapshot_id,
+            "files": [str(f) for f in files], "attrs": attrs, "tile_seconds": tile_seconds}  # fmt: skip
 
 
 def _finalise_to_zarr(
@@ -495,7 +508,7 @@ def _finalise_to_zarr(
     import zarr
 
     final = zarr.create_array(str(scratch / "final.zarr"), shape=(len(jobs), 3, *out_hw), chunks=(1, 3, tile, tile),
-                              dtype="float32", fill_value=np.nan, overwrite=True)  # fmt: skip
+                              dtype="float32", fill_value=np.nan, overwrite=True, compressors=None)  # fmt: skip
     tr, _, _ = _grid(cube, *out_hw)
     area = Area(lowres, out_hw, tr, _geometry(cube))
 
@@ -507,6 +520,19 @@ def _finalise_to_zarr(
     return final
 
 
+def decimated(final: Any, d: int, tiles: Sequence[Tile], side: int) -> np.ndarray:
+    """``final[d, :, ::step, ::step]`` with the step that brings it to ``side`` pixels at most,
+    read tile by tile: memory bounded by the picture and one tile, not by the render."""
+    _, _, oh, ow = final.shape
+    step = decimate(oh, ow, side)
+    out = np.empty((final.shape[1], -(-oh // step), -(-ow // step)), np.float32)
+    for t in tiles:
+        r, c = -(-t.r0 // step) * step, -(-t.c0 // step) * step  # the tile's first kept row, column
+        if r < t.r1 and c < t.c1:
+            out[:, r // step : -(-t.r1 // step), c // step : -(-t.c1 // step)] = final[d, :, r : t.r1 : step, c : t.c1 : step]
+    return out
+
+
 def _write_files(
     final: Any, jobs: Sequence[DateJob], tiles: Sequence[Tile], cube: xr.Dataset, out: Path, name: str,
     attrs: dict[str, Any], tr: Any, *, single: bool,
@@ -515,18 +541,14 @@ def _write_files(
     decimated read of ``final``: memory bounded by the picture, not by the render)."""
     n, _, oh, ow = final.shape
 
-    def small(d: int, side: int) -> np.ndarray:
-        step = decimate(oh, ow, side)
-        return np.asarray(final[d, :, ::step, ::step])
-
     def picture(d: int, side: int) -> xr.DataArray:
-        return xr.DataArray(small(d, side), dims=("band", "y", "x"), attrs={"uint8_scale": jobs[d].top})
+        return xr.DataArray(decimated(final, d, tiles, side), dims=("band", "y", "x"), attrs={"uint8_scale": jobs[d].top})
 
     if single:
         blocks = ((t.r0, t.c0, np.asarray(final[0, :, t.r0 : t.r1, t.c0 : t.c1])) for t in tiles)
         tif = write_cog_blocks(out / f"{name}.tif", blocks, shape=(3, oh, ow), crs=cube.rio.crs, transform=tr,
                                tags=attrs, band_names=RGB_BANDS)  # fmt: skip
-        return [tif, write_quicklook(picture(0, 4096), out / f"{name}.png")]
+        return [tif, write_quicklook(picture(0, QUICKLOOK_SIDE), out / f"{name}.png")]
     series = xr.concat([picture(d, 640) for d in range(n)], dim="time")
     series = _series_coords(series, jobs)
     series.attrs = {"uint8_scale": jobs[0].top}

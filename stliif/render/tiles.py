@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,9 @@ __all__ = [
 MODEL_BYTES_PER_LR_PIXEL_FRAME = 4096
 BASELINE_BYTES_PER_LR_PIXEL_FRAME = 64
 _BLOCK_BYTES = 32 * 2**20  # LR rows read at once by the statistics pass
+MAX_TILE = 768
+"""Largest tile side chosen from a budget: the record model predicts 1024 px tiles about 1.4x
+slower per megapixel than 512-768 px ones on 2 cores (bench/render_tiles.py)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def tile_window(t: Tile, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> Win
 
 
 def tile_side(predictor: WindowPredictor, scale: float, n_frames: int, max_mb: float, out_hw: tuple[int, int]) -> int:
-    """The largest tile side (a multiple of 64 output pixels, at most 4096) whose working memory,
+    """The largest tile side (a multiple of 64 output pixels, at most :data:`MAX_TILE`) whose working memory,
     output pixels and the LR window with its halo, fits in ``max_mb``.
 
     Raises:
@@ -117,7 +119,7 @@ def tile_side(predictor: WindowPredictor, scale: float, n_frames: int, max_mb: f
     if need(64) > budget:
         raise InvalidInputError(f"a tile of 64 px needs about {need(64) / 2**20:.0f} MiB, above the budget of {max_mb:g} MiB: raise max_mb")
     side = 64
-    while side < 4096 and need(side + 64) <= budget:
+    while side < MAX_TILE and need(side + 64) <= budget:
         side += 64
     return min(side, max(64, math.ceil(max(out_hw) / 64) * 64))
 
@@ -204,12 +206,12 @@ class LowRes:
             return g["rgb"], g["clear"], g["area"]
         h, w = self.hw
         g = zarr.open_group(str(path), mode="w")
-        rgb = g.create_array("rgb", shape=(len(self.union), h, w, 3), chunks=(1, 512, 512, 3), dtype="float32")
-        clear = g.create_array("clear", shape=(len(self.union), h, w), chunks=(1, 512, 512), dtype="bool")
+        rgb = g.create_array("rgb", shape=(len(self.union), h, w, 3), chunks=(1, 512, 512, 3), dtype="float32", compressors=None)
+        clear = g.create_array("clear", shape=(len(self.union), h, w), chunks=(1, 512, 512), dtype="bool", compressors=None)
         for p, t in enumerate(self.union):
             rgb[p] = self._rgb(cube, t)
             clear[p] = self._clear(cube, t)
-        area = g.create_array("area", shape=(h, w), chunks=(512, 512), dtype="bool")
+        area = g.create_array("area", shape=(h, w), chunks=(512, 512), dtype="bool", compressors=None)
         area[:] = self._area(cube)
         done.touch()
         return rgb, clear, area
@@ -219,12 +221,10 @@ class LowRes:
         pixel filled with the median of the others at that pixel (0 where none has data)."""
         f = np.stack([np.asarray(self.rgb[self.pos[int(t)], rows, cols]) for t in idx]).astype(np.float32)
         bad = ~np.isfinite(f)
-        if bad.any():
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: outside the area
-                med = np.nanmedian(np.where(bad, np.nan, f), axis=0)
-            med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
-            f = np.where(bad, med[None], f)
+        where = bad.any(axis=(0, 3))  # pixels with a gap on some date: only those need the median
+        if where.any():
+            sub = np.where(bad[:, where], np.nan, f[:, where])  # (T, n, 3)
+            f[:, where] = np.where(np.isfinite(sub), sub, _nanmedian0(sub)[None])
         return f
 
     def _blocks(self) -> Iterator[slice]:
@@ -261,6 +261,15 @@ class LowRes:
     def frames(self, job: DateJob, t: Tile) -> np.ndarray:
         """The 8-bit ``(T, h, w, 3)`` window of a tile, on the date's display scale."""
         return reflectance_to_uint8(self.window(job.idx, slice(t.a0, t.a1), slice(t.b0, t.b1)), job.top)
+
+
+def _nanmedian0(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=0)``, 0 where every value is NaN, without numpy's warning per pixel."""
+    n = np.isfinite(a).sum(axis=0)[None]
+    srt = np.sort(a, axis=0)  # NaN last: the n valid values first
+    lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0), axis=0)[0]
+    hi = np.take_along_axis(srt, n // 2 if a.shape[0] > 1 else n * 0, axis=0)[0]
+    return np.where(n[0] > 0, (lo + hi) / np.float32(2), 0).astype(a.dtype)
 
 
 class MemorySink:
@@ -304,7 +313,8 @@ class ZarrSink(MemorySink):
             if raw.shape != shape or raw.chunks != chunks:
                 raise ValueError("another layout")
         except (FileNotFoundError, ValueError, KeyError):
-            raw = zarr.create_array(path, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan, overwrite=True)
+            raw = zarr.create_array(path, shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan, overwrite=True,
+                                    compressors=None)  # scratch: speed over size
             shutil.rmtree(self.marks)
             self.marks.mkdir()
         self.raw = raw  # type: ignore[assignment]
