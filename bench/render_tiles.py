@@ -15,7 +15,8 @@ wall time and peak RSS (``ru_maxrss``). Prints, measured side by side in this on
 2. with ``--old-checkout`` (a checkout of the code before tiling, e.g. ``git worktree add
    /tmp/old f19b8a9``), that code's in-memory ``render`` of the smallest area, for the
    seconds-per-megapixel ratio;
-3. a LocalCluster of 1 and of 2 single-threaded workers on the ``--dask-side`` area (speed-up);
+3. a LocalCluster of 1 and of 2 single-threaded workers on the ``--dask-side`` area, with the
+   same ``--dask-tile`` tiles (speed-up);
 4. from the measured per-tile throughput, the time of a whole Sentinel-2 tile (10980 x 10980 px)
    at the same scale on N such workers.
 """
@@ -55,7 +56,7 @@ else:
     del cube
     t0 = time.perf_counter()
     res = run_render(store, "bench-area", args["model"], date="2024-03-21", scale=args["scale"], out_dir=args["out"],
-                     dask=args.get("dask"), workers=args.get("workers"))
+                     dask=args.get("dask"), workers=args.get("workers"), tile=args.get("tile"))
     dt = time.perf_counter() - t0
     shape = (3, round(args["scale"] * args["side"]), round(args["scale"] * args["side"]))
     args["tiles"], args["tile_px"], args["tile_seconds"] = res["attrs"]["tiles"], res["attrs"]["tile_px"], res["tile_seconds"]
@@ -78,6 +79,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=4.0)
     ap.add_argument("--dask-side", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dask-tile", type=int, default=512, help="the same tiles for 1 and 2 workers")
+    ap.add_argument("--no-dask", action="store_true", help="skip the Dask figures")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
@@ -99,10 +102,13 @@ def main() -> None:
             print(f"s/MP tiled {big['mp']:.0f} MP / old in-memory {o['mp']:.0f} MP: "
                   f"{(big['seconds'] / big['mp']) / (o['seconds'] / o['mp']):.2f} end to end (files and commit "
                   f"included), {(big['tile_seconds'] / big['mp']) / (o['seconds'] / o['mp']):.2f} for the tiles")  # fmt: skip
+        if a.no_dask:
+            return
         times = {}
         for n in (1, 2):
             r = run({"mode": "tiled", "side": a.dask_side, "scale": a.scale, "model": a.model, "threads": 1,
-                     "store": f"{tmp}/d{n}", "out": f"{tmp}/dout{n}", "dask": "local", "workers": n}, REPO)  # fmt: skip
+                     "store": f"{tmp}/d{n}", "out": f"{tmp}/dout{n}", "dask": "local", "workers": n,
+                     "tile": a.dask_tile}, REPO)  # fmt: skip
             times[n] = r
             print(f"dask local, {n} worker(s) x 1 thread: {r['mp']:.2f} MP in {r['seconds']:.1f} s, of which tiles "
                   f"{r['tile_seconds']:.1f} s ({r['tiles']} tiles of {r['tile_px']} px), client peak RSS "

@@ -58,13 +58,13 @@ def write_cog_blocks(
                "transform": transform, "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
                "BIGTIFF": "IF_SAFER"}  # fmt: skip
     try:
-        with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(tmp, "w", **profile) as dst:
+        with rasterio.Env(GDAL_CACHEMAX=32), rasterio.open(tmp, "w", **profile) as dst:
             for r0, c0, values in blocks:
                 dst.write(np.asarray(values, dtype=np.float32), window=Window(c0, r0, values.shape[2], values.shape[1]))
             dst.update_tags(**{k: (", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)) for k, v in (tags or {}).items()})
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, str(name))
-        with rasterio.Env(GDAL_CACHEMAX=64):  # MiB: memory bounded by the cache, not by the image
+        with rasterio.Env(GDAL_CACHEMAX=32):  # MiB: memory bounded by the cache, not by the image
             rasterio.shutil.copy(tmp, p, driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER",
                                  OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS")  # fmt: skip
     except (OSError, rasterio.errors.RasterioError) as err:

@@ -52,7 +52,7 @@ from stliif.render.tiles import (
 
 __all__ = ["RenderPlan", "check_render", "dask_client", "render", "render_series", "run_render"]
 
-QUICKLOOK_SIDE = 2048
+QUICKLOOK_SIDE = 1024
 """Largest side of a render's PNG quicklook (a larger render is decimated; the COG is full size)."""
 
 _L1C_WARNING = (
@@ -347,11 +347,9 @@ def check_render(
     if tile is not None:
         check_tile(predictor, s, tile)
     side = tile or tile_side(predictor, s, k, max_mb, out_hw)
-    if dask and tile is None:  # at least two tiles a worker, as few as that allows
-        n = (workers or os.cpu_count() or 1) if dask == "local" else 8  # a remote cluster: assume 8
-        per_row = math.ceil(math.sqrt(2 * n * max(out_hw) / min(out_hw)))
-        fit = math.ceil(max(out_hw) / per_row / 64) * 64
-        side = max(min(side, fit), math.ceil(predictor.halo(s) * s / 64) * 64)
+    if dask and tile is None:
+        side = _balanced_tile(side, out_hw, (workers or os.cpu_count() or 1) if dask == "local" else 8,
+                              math.ceil(predictor.halo(s) * s / 64) * 64)  # fmt: skip
     inputs = {source: version, "model": model_id(model)["sha256"]}
     clear = None
     if store.version(f"mask/{aoi}") is not None:
@@ -363,6 +361,20 @@ def check_render(
         temporal_support(cube["time"].values, d, k=k, clear_fraction=clear, min_clear=min_clear,
                          max_gap_days=max_gap_days, allow_far=allow_far)  # fmt: skip
     return RenderPlan(dates, cube, clear, inputs, predictor, s, out_hw, side)
+
+
+def _balanced_tile(side: int, out_hw: tuple[int, int], n: int, least: int) -> int:
+    """A tile side at most ``side`` (and at least ``least``) that gives ``n`` workers at least
+    two tiles each and, where a few smaller sides allow it, a multiple of ``n`` tiles."""
+
+    def count(t: int) -> int:
+        return math.ceil(out_hw[0] / t) * math.ceil(out_hw[1] / t)
+
+    cands = [max(least, math.ceil(max(out_hw) / k / 64) * 64) for k in range(1, 64)]
+    cands = [t for t in dict.fromkeys(cands) if t <= side and count(t) >= 2 * n][:4]
+    if not cands:
+        return max(least, min(side, 64))
+    return next((t for t in cands if count(t) % n == 0), cands[0])
 
 
 def _scratch(folder: Path, request: dict[str, Any]) -> Path:

@@ -19,6 +19,8 @@ resumes from. :func:`render_tiles` runs the tiles in this process or on a Dask c
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -55,7 +57,7 @@ __all__ = [
 #: fusion, projection), measured with bench/render_tiles.py, with margin.
 MODEL_BYTES_PER_LR_PIXEL_FRAME = 4096
 BASELINE_BYTES_PER_LR_PIXEL_FRAME = 64
-_BLOCK_BYTES = 32 * 2**20  # LR rows read at once by the statistics pass
+_BLOCK_BYTES = 8 * 2**20  # LR bytes read at once by the statistics pass
 MAX_TILE = 768
 """Largest tile side chosen from a budget: the record model predicts 1024 px tiles about 1.4x
 slower per megapixel than 512-768 px ones on 2 cores (bench/render_tiles.py)."""
@@ -340,6 +342,31 @@ def predict_tile(predictor: WindowPredictor, frames: np.ndarray, window: Window,
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _trim() -> None:
+    """Give the heap's free pages back to the system after a tile (glibc): without it a tile's
+    freed temporaries fragment the heap and the peak grows over the first tiles."""
+    with contextlib.suppress(OSError, AttributeError):
+        if _libc() is not None:
+            _libc().malloc_trim(0)
+
+
+def _large_blocks_mapped(threshold: int = 4 * 2**20) -> None:
+    """Allocate blocks over ``threshold`` bytes (a tile's feature maps) with mmap, so that each
+    is returned to the system when freed instead of fragmenting the heap (glibc ``mallopt``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        if _libc() is not None:
+            _libc().mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+
+
 def render_tiles(
     predictor: WindowPredictor,
     jobs: Sequence[DateJob],
@@ -363,8 +390,10 @@ def render_tiles(
         return lowres.frames(jobs[d], t), tile_window(t, lowres.hw, out_hw), jobs[d].used, jobs[d].when
 
     if client is None:
+        _large_blocks_mapped()
         for d, t in todo:
             sink.put(d, t, predict_tile(predictor, *args(d, t)))
+            _trim()
             done += 1
             if progress:
                 progress(done, total)
