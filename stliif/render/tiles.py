@@ -359,14 +359,6 @@ def _trim() -> None:
             _libc().malloc_trim(0)
 
 
-def _large_blocks_mapped(threshold: int = 4 * 2**20) -> None:
-    """Allocate blocks over ``threshold`` bytes (a tile's feature maps) with mmap, so that each
-    is returned to the system when freed instead of fragmenting the heap (glibc ``mallopt``)."""
-    with contextlib.suppress(OSError, AttributeError):
-        if _libc() is not None:
-            _libc().mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-
-
 def render_tiles(
     predictor: WindowPredictor,
     jobs: Sequence[DateJob],
@@ -390,7 +382,6 @@ def render_tiles(
         return lowres.frames(jobs[d], t), tile_window(t, lowres.hw, out_hw), jobs[d].used, jobs[d].when
 
     if client is None:
-        _large_blocks_mapped()
         for d, t in todo:
             sink.put(d, t, predict_tile(predictor, *args(d, t)))
             _trim()
