@@ -36,7 +36,8 @@ def _progress_artifact(aoi: str) -> Callable[[int, int], None]:
             return
         state["pct"] = pct
         if state["id"] is None:
-            state["id"] = create_progress_artifact(float(pct), description=f"Render of {aoi}: tiles done (%)")
+            key = "render-progress-" + "".join(c if c.isalnum() else "-" for c in aoi.lower())
+            state["id"] = create_progress_artifact(float(pct), key=key[:100], description=f"Render of {aoi}: tiles done (%)")
         else:
             update_progress_artifact(state["id"], float(pct))
 

@@ -49,6 +49,10 @@ def test_render_one_date_writes_a_cog_on_the_aoi_and_commits_once(store_dir: Pat
         np.testing.assert_allclose(tuple(src.bounds), raw.rio.bounds(), atol=1e-9)
         assert src.crs == raw.rio.crs and src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     assert (tmp_path / AOI / "median" / "2019-10-20-x4.png").stat().st_size > 0
+    from prefect.artifacts import Artifact
+
+    progress = Artifact.get(f"render-progress-{AOI.lower()}")  # the flow's progress artifact, at its end
+    assert progress is not None and progress.type == "progress" and float(progress.data) == 100.0
     n = len(store.log())
     again = _render(store_dir, tmp_path, "--date", "2019-10-20", "--scale", "4")
     assert again.exit_code == 0 and "unchanged" in again.output

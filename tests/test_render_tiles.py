@@ -25,7 +25,7 @@ from stliif.render.tiles import plan_tiles
 from stliif.testing import CountingBaseline, synthetic_cube
 
 AOI = "synthetic-area"
-CUBE = dict(h=37, w=29, dates=("2024-03-01", "2024-03-11", "2024-03-21", "2024-03-31"), cloud=(0.0, 0.3, 0.1, 0.0))
+CUBE = {"h": 37, "w": 29, "dates": ("2024-03-01", "2024-03-11", "2024-03-21", "2024-03-31"), "cloud": (0.0, 0.3, 0.1, 0.0)}
 TEMPORAL = {"name": "temporal-liif", "args": {
     "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 8, "n_resblocks": 2}},
     "hidden": [16], "fusion_blocks": 1}}  # fmt: skip
@@ -209,3 +209,37 @@ def test_pictures_are_decimated_tile_by_tile_like_a_strided_read(side: int) -> N
     tiles = plan_tiles((31, 24), (93, 71), 20, 2)
     step = -(-93 // side)
     np.testing.assert_array_equal(decimated(final, 1, tiles, side), final[1, :, ::step, ::step])
+
+
+@pytest.mark.services
+def test_stliif_render_killed_halfway_resumes_with_the_same_command(tmp_path: Path) -> None:
+    """`stliif render` killed (SIGKILL) after some tiles: the same command resumes from them, says
+    so, and writes a COG with overviews and NaN nodata."""
+    import os
+    import time
+
+    from stliif.store import ArtifactStore
+
+    store = ArtifactStore.open(str(tmp_path / "store"))
+    store.commit({"raw/big": synthetic_cube("big", h=160, w=160, dates=CUBE["dates"], cloud=CUBE["cloud"])},
+                 stage="import", params={})  # fmt: skip
+    record = Path(__file__).resolve().parents[1] / "models" / "record"
+    cmd = [str(Path(sys.executable).with_name("stliif")), "render", "--aoi", "big", "--model", str(record),
+           "--date", "2024-03-15", "--scale", "4", "--tile", "128", "--store", str(tmp_path / "store"),
+           "--out", str(tmp_path / "out")]  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
+    done = tmp_path / "out" / "big" / "record" / ".2024-03-15-x4.partial" / "done"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while len(list(done.glob("*.json"))) < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = len(list(done.glob("*.json")))
+    assert 5 <= finished < 25  # 5 x 5 tiles
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert f"resumed {finished} of 25 tiles" in " ".join(res.stdout.split()), res.stdout
+    with rasterio.open(tmp_path / "out" / "big" / "record" / "2024-03-15-x4.tif") as src:
+        assert src.overviews(1) and np.isnan(src.nodata) and (src.height, src.width) == (640, 640)
