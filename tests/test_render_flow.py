@@ -78,7 +78,7 @@ def test_render_series_writes_animations_and_a_cube(store_dir: Path, tmp_path: P
         (["--date", "2019-10-20", "--scale", "0"], "greater than 0"),
         (["--date", "2019-10-20"], "exactly one of scale and gsd"),
         (["--date", "2021-01-01", "--scale", "2"], "outside the model's temporal support"),
-        (["--date", "2019-10-20", "--scale", "4", "--tile", "16"], "less than the model's halo"),
+        (["--date", "2019-10-20", "--scale", "8", "--tile", "16"], "less than the model's halo"),
         (["--date", "2019-10-20", "--scale", "4", "--bbox", "10,10,10.1,10.1"], "is not inside raw/"),
         (["--date", "2019-10-20", "--scale", "4", "--max-mb", "0.01"], "a tile of 64 px needs"),
         (["--date", "2019-10-20", "--scale", "4", "--dask", "udp://x"], "dask must be 'local'"),
