@@ -224,6 +224,33 @@ def test_bad_choices_commit_nothing(store: ArtifactStore, vectors: dict[str, Pat
     assert store.snapshot_id("main") == snap and store.list("crop") == []
 
 
+def test_polygon_crop_masks_stay_integers(store: ArtifactStore, vectors: dict[str, Path]) -> None:
+    """A polygon crop's integer masks read back from the store as they were cut: uint8, 0 outside
+    the polygon, nodata 0 (a ``nodata`` attribute, not a ``_FillValue`` xarray decodes to NaN)."""
+    run_crop(store, "raw/city", "f4", polygon=vectors["gpkg"], layer="districts", feature=4)
+    crop = store.read("crop/raw/city/f4", load=True)
+    clm = crop["clm"]
+    assert clm.dtype == np.uint8 and clm.rio.nodata == 0 and "_FillValue" not in clm.attrs
+    outside = crop["reflectance"].isel(time=0, band=0).isnull().values
+    assert outside.any() and (clm.values[:, outside] == 0).all()
+    src = store.read("raw/city", load=True).sel(x=crop.x, y=crop.y)
+    np.testing.assert_array_equal(clm.values[:, ~outside], src["clm"].values[:, ~outside])
+
+
+def test_read_cube_mends_masks_of_crops_committed_before(store: ArtifactStore) -> None:
+    """Crops committed before declared their masks' nodata 0 as a ``_FillValue``, which xarray
+    reads back as NaN floats: ``read_cube`` gives those masks back as uint8 with 0 there."""
+    from stliif.cubes import read_cube
+
+    old = store.read("raw/city", load=True)
+    old["clm"].attrs["_FillValue"] = 0  # what crops committed before wrote
+    store.commit({"crop/raw/city/old": old}, stage="crop", params={"source": "raw/city", "name": "old"})
+    assert store.read("crop/raw/city/old")["clm"].dtype.kind == "f"
+    cube = read_cube(store, "crop/raw/city/old")
+    assert cube["clm"].dtype == np.uint8
+    np.testing.assert_array_equal(cube["clm"].values, old["clm"].values)
+
+
 def test_check_crop_refuses_from_metadata_alone(
     store: ArtifactStore, vectors: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

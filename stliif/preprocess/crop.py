@@ -259,10 +259,11 @@ def crop_polygon(
 
     Outside pixels are set, per variable with both spatial dims: floating -> NaN (nodata
     written as NaN); integer / bool -> ``int_fill`` if given, else the variable's own nodata
-    (``.rio.nodata``) if set, else 0, dtype kept and the fill written as the variable's nodata
-    (``.rio.write_nodata``). For the WorldStrat masks 0 means "no data" (``data_mask``) / "clear"
-    (``clm``): use ``data_mask`` to tell outside pixels apart. Variables without the spatial dims
-    are left unchanged.
+    (``.rio.nodata``) if set, else 0, dtype kept and the fill recorded as the variable's
+    ``nodata`` attribute (what ``.rio.nodata`` reads; not a ``_FillValue``, which xarray would
+    decode to NaN floats when the crop is read back from a store). For the WorldStrat masks 0
+    means "no data" (``data_mask``) / "clear" (``clm``): use ``data_mask`` to tell outside pixels
+    apart. Variables without the spatial dims are left unchanged.
 
     Args:
         obj: Dataset or DataArray with rioxarray spatial dims (y, x) last, north-up, CRS set.
@@ -368,4 +369,11 @@ def _mask_var(
     masked = masked.transpose(*var.dims)
     masked.attrs, masked.encoding = attrs, encoding
     masked.attrs.pop("_FillValue", None)
-    return masked.rio.write_nodata(fill, encoded=False)
+    if np.issubdtype(var.dtype, np.floating) or np.issubdtype(var.dtype, np.complexfloating):
+        return masked.rio.write_nodata(fill, encoded=False)
+    # An integer fill is the ``nodata`` attribute (rioxarray's .rio.nodata reads it), never a
+    # ``_FillValue``: xarray reads an integer variable with a _FillValue back as floats with NaN
+    # there (CF masking), and the mask would no longer be a mask.
+    masked.encoding.pop("_FillValue", None)
+    masked.attrs["nodata"] = int(fill)
+    return masked
