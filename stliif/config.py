@@ -20,6 +20,7 @@ from stliif.errors import InvalidInputError
 
 __all__ = [
     "AcquireSpec",
+    "CropSpec",
     "ETLSpec",
     "ImportSpec",
     "PipelineSpec",
@@ -281,6 +282,22 @@ class RenderSpec(_Spec):
         if self.bbox is not None:
             BBox.from_like(self.bbox)
         return self
+
+
+class CropSpec(_Spec):
+    """A crop request (:func:`stliif.stages.run_crop`, which checks it): a square, a bbox or a
+    polygon's features cut out of a store artifact."""
+
+    source: str = Field(description="Artifact to crop, e.g. raw/<aoi>.")
+    name: str = Field(description="Name of the crop: committed as crop/<source>/<name>.")
+    center: tuple[float, float] | None = Field(None, description="Centre (lon, lat) of a square, with size_m.")
+    size_m: float | None = Field(None, description="Side of the square in metres.")
+    bbox: tuple[float, float, float, float] | None = Field(None, description="Box (minlon, minlat, maxlon, maxlat).")
+    polygon: str | None = Field(None, description="Polygon file (shapefile, GeoPackage, GeoJSON, a zip holding one, a /vsizip/ path) or GeoJSON text.")
+    layer: str | None = Field(None, description="Layer of a multi-layer polygon file.")
+    feature: int | None = Field(None, description="Crop to this feature only (0-based row).")
+    where: str | None = Field(None, description="Crop to the features whose ATTR=VALUE (compared as text).")
+    each: str | None = Field(None, description="One crop per feature, named by this attribute: crop/<source>/<name>/<value>.")
 
 
 class PipelineSpec(_Spec):

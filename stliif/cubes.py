@@ -16,8 +16,10 @@ MASK_VARS = ("scl", "clm", "data_mask")
 def read_cube(store: ArtifactStore, aoi: str, *, load: bool = True) -> xr.Dataset:
     """The LR cube of a store AOI (``raw/<aoi>``, or a crop's path ``crop/raw/<aoi>/<name>``).
 
-    A polygon crop declares 0 as the nodata of its integer masks, which reads back as NaN
-    floats; the masks are given back as uint8 with 0 there (no data, no cloud, SCL "no data").
+    Polygon crops committed before their integer masks recorded nodata as a ``nodata``
+    attribute declared it as a ``_FillValue``, which xarray reads back as NaN floats: such masks
+    are given back as uint8 with 0 there (no data, no cloud, SCL "no data"), as a crop
+    committed now reads (:func:`stliif.preprocess.crop.crop_polygon`).
     """
     ds = store.read(aoi_cube_path(aoi), load=load)
     for var in MASK_VARS:

@@ -14,7 +14,7 @@ Artifacts (``<mode>`` is ``paper`` or ``clean``)::
     subset/<mode>/<aoi>       selected revisits, dates, gaps (JSON)         stage subset
     matched/<mode>/<aoi>      V-channel matched RGB revisits                stage histogram
     splits/<name>             train / val / test manifest (JSON)            stage split
-    crop/<source>/<name>      square, bbox or polygon crop of an artifact   run_crop
+    crop/<source>/<name>      square, bbox or polygon crop of an artifact   run_crop (check_crop)
 
 AOIs: the ``import`` stage reads the WorldStrat folder, so its AOIs are the folder's; every other
 stage reads only the store, so its AOIs are those with an LR cube there (:func:`store_aois`):
@@ -32,7 +32,7 @@ from typing import Any
 
 import xarray as xr
 
-from stliif.config import STAGES
+from stliif.config import STAGES, CropSpec
 from stliif.cubes import read_cube
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.names import aoi_cube_path, validate_aoi, validate_name
@@ -46,7 +46,7 @@ from stliif.sources import worldstrat
 from stliif.store import ArtifactStore, run_key
 
 __all__ = [
-    "AOI_STAGES", "FOLDER_STAGES", "StageResult", "folder_aois", "plan_stages",
+    "AOI_STAGES", "FOLDER_STAGES", "CropPlan", "StageResult", "check_crop", "folder_aois", "plan_stages",
     "resolve_run_aois", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois",
 ]
 
@@ -435,6 +435,79 @@ def plan_stages(
     ]
 
 
+@dataclass(frozen=True)
+class CropPlan:
+    """What :func:`check_crop` found: a crop run's parameters and input versions, and each crop
+    path with the rows of the polygon file it takes (``[]`` for a square or bbox)."""
+
+    source: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    groups: dict[str, list[Any]]
+    polygon: Any = None  # the chosen features (a GeoDataFrame), None for a square or bbox
+    label: str = ""
+
+    def cut(self, ds: xr.Dataset, path: str) -> xr.Dataset:
+        """The crop ``path`` of the source ``ds``, with its polygon attributes."""
+        if self.polygon is None:
+            p = self.params
+            return crop_square(ds, center=p["center"], size_m=p["size_m"], bbox=p["bbox"])
+        from stliif.preprocess.features import feature_attrs
+
+        rows = self.groups[path]
+        crop = crop_polygon(ds, self.polygon.loc[rows])
+        crop.attrs.update(crop_polygon=self.label, crop_layer=self.params["layer"] or "",
+                          crop_features=[int(r) for r in rows])  # fmt: skip
+        if len(rows) == 1:
+            crop.attrs.update(crop_feature_index=int(rows[0]), crop_feature=feature_attrs(self.polygon, rows[0]))
+        return crop
+
+
+def check_crop(store: ArtifactStore, spec: CropSpec) -> CropPlan:
+    """Every check of :func:`run_crop`, made from the store's metadata and the polygon file
+    without reading a pixel: the name, the options, the source, the features, the crop paths, and
+    each crop's window on the source's grid (a square partly off the raster, a feature that misses
+    it). Returns the run's :class:`CropPlan`.
+
+    Raises:
+        InvalidInputError: a bad name, option, polygon file, feature choice or crop path.
+        NoDataError: no source artifact, or a crop outside the raster (``aoi_outside_raster``).
+    """
+    from stliif.preprocess.crop import polygon_window, square_window
+    from stliif.preprocess.features import crop_names, select_features
+    from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
+
+    source, name, center, size_m, bbox = spec.source, spec.name, spec.center, spec.size_m, spec.bbox
+    polygon, layer, feature, where, each = spec.polygon, spec.layer, spec.feature, spec.where, spec.each
+    validate_name(name, what="crop name")
+    if (polygon is None) == (center is None and bbox is None):
+        raise InvalidInputError("give exactly one of: center + size_m, bbox, or polygon")
+    if polygon is None and any(v is not None for v in (layer, feature, where, each)):
+        raise InvalidInputError("layer, feature, where and each apply to a polygon crop only")
+    params: dict[str, Any] = {"source": source, "name": name}
+    inputs = _need(store, source)
+    out = f"crop/{source}/{name}"
+    if polygon is None:
+        params.update(center=center, size_m=size_m, bbox=bbox)
+        square_window(store.read(source), center=center, size_m=size_m, bbox=bbox)
+        return CropPlan(source, params, inputs, {out: []})
+    gdf = select_features(read_polygon(polygon, layer=layer), feature=feature, where=where)
+    label, inputs["polygon"] = polygon_fingerprint(polygon)
+    file, _, member = label.partition("!")  # "<zip>!<member>" inside a zip
+    params.update(polygon=label if label == "GeoJSON text" else Path(file).name + (f"!{member}" if member else ""),
+                  layer=layer, feature=feature, where=where, each=each)  # fmt: skip
+    names = crop_names(gdf, each) if each is not None else []
+    if each is not None and store.version(out) is not None:
+        raise InvalidInputError(f"{out} is a crop already: choose another name for one crop per feature")
+    if each is None and store.list(f"{out}/"):
+        raise InvalidInputError(f"{out} holds one crop per feature already: choose another name")
+    groups = {f"{out}/{n}": [row] for n, row in zip(names, gdf.index, strict=True)} if each else {out: list(gdf.index)}
+    grid = store.read(source)  # lazy: the windows need the grid only
+    for rows in groups.values():
+        polygon_window(grid, gdf.loc[rows])
+    return CropPlan(source, params, inputs, groups, gdf, label)
+
+
 def run_crop(
     store: ArtifactStore,
     source: str,
@@ -459,44 +532,16 @@ def run_crop(
     row) or ``where`` (``"ATTR=VALUE"``); ``each=ATTR`` crops every chosen feature apart, as
     ``crop/<source>/<name>/<slug of ATTR>``, all in one commit. A polygon crop's attrs record
     ``crop_polygon`` (the file), ``crop_features`` (row indices) and, for one feature,
-    ``crop_feature_index`` and ``crop_feature`` (its attributes)."""
-    from stliif.preprocess.features import crop_names, feature_attrs, select_features
-    from stliif.preprocess.vectors import polygon_fingerprint, read_polygon
+    ``crop_feature_index`` and ``crop_feature`` (its attributes).
 
-    validate_name(name, what="crop name")
-    if (polygon is None) == (center is None and bbox is None):
-        raise InvalidInputError("give exactly one of: center + size_m, bbox, or polygon")
-    if polygon is None and any(v is not None for v in (layer, feature, where, each)):
-        raise InvalidInputError("layer, feature, where and each apply to a polygon crop only")
-    params: dict[str, Any] = {"source": source, "name": name}
-    inputs = _need(store, source)
-    out = f"crop/{source}/{name}"
-    crops: dict[str, xr.Dataset] = {}
-    if polygon is not None:
-        polygon = str(polygon)
-        gdf = select_features(read_polygon(polygon, layer=layer), feature=feature, where=where)
-        label, inputs["polygon"] = polygon_fingerprint(polygon)
-        file, _, member = label.partition("!")  # "<zip>!<member>" inside a zip
-        params.update(polygon=label if label == "GeoJSON text" else Path(file).name + (f"!{member}" if member else ""),
-                      layer=layer, feature=feature, where=where, each=each)  # fmt: skip
-        names = crop_names(gdf, each) if each is not None else []
-        if each is not None and store.version(out) is not None:
-            raise InvalidInputError(f"{out} is a crop already: choose another name for one crop per feature")
-        if each is None and store.list(f"{out}/"):
-            raise InvalidInputError(f"{out} holds one crop per feature already: choose another name")
-        ds = store.read(source, load=True)
-        groups = [(f"{out}/{n}", [row]) for n, row in zip(names, gdf.index, strict=True)] if each else [(out, list(gdf.index))]
-        for path, rows in groups:
-            crop = crop_polygon(ds, gdf.loc[rows])
-            crop.attrs.update(crop_polygon=label, crop_layer=layer or "", crop_features=[int(r) for r in rows])
-            if len(rows) == 1:
-                crop.attrs.update(crop_feature_index=int(rows[0]), crop_feature=feature_attrs(gdf, rows[0]))
-            crops[path] = crop
-    else:
-        params.update(center=center, size_m=size_m, bbox=bbox)
-        ds = store.read(source, load=True)
-        crops[out] = crop_square(ds, center=center, size_m=size_m, bbox=bbox)
-    result = store.commit(crops, stage="crop", params=params, inputs=inputs, run_id=run_id)
+    Everything is checked first (:func:`check_crop`, no pixel read); then the source is loaded,
+    cut and committed once."""
+    spec = CropSpec(source=source, name=name, center=center, size_m=size_m, bbox=bbox, layer=layer,
+                    polygon=None if polygon is None else str(polygon), feature=feature, where=where, each=each)  # fmt: skip
+    plan = check_crop(store, spec)
+    ds = store.read(source, load=True)
+    crops = {path: plan.cut(ds, path) for path in plan.groups}
+    result = store.commit(crops, stage="crop", params=plan.params, inputs=plan.inputs, run_id=run_id)
     first = next(iter(crops.values()))
     summary: dict[str, Any] = {"size": [int(first.sizes["y"]), int(first.sizes["x"])], "bounds": list(first.rio.bounds())}
     if each is not None:

@@ -1,14 +1,14 @@
 """``stliif``: run the pipeline's flows and inspect the versioned store.
 
 One rule: a command that commits artifacts to the store runs its Prefect flow (``etl``,
-``pipeline``, ``acquire`` and ``import``, their ``--dem-file`` step included, ``render``,
-``evaluate --commit``), so that every commit is a flow run with its logs, artifacts and events.
-Commands that only read the store or write local files call the library: ``evaluate`` (without
-``--commit``), ``train`` and ``calibrate`` (checkpoint folders; ``train --from-store`` only
-reads the store), ``providers`` and ``store log|refs|ls|show``. Named exceptions: ``crop`` (a
-single commit of one cut, no downstream event yet) and ``store tag`` (it moves a name, it writes
-no artifact). Every command checks its arguments before any server starts and turns errors into
-one ``error:`` line with exit code 2.
+``pipeline``, ``acquire`` and ``import``, their ``--dem-file`` step included, ``crop``,
+``render``, ``evaluate --commit``), so that every commit is a flow run with its logs, artifacts
+and events. Commands that only read the store or write local files call the library:
+``evaluate`` (without ``--commit``), ``train`` and ``calibrate`` (checkpoint folders; ``train
+--from-store`` only reads the store), ``providers`` and ``store log|refs|ls|show``. One named
+exception: ``store tag`` (it moves a name, it writes no artifact). Every command checks its
+arguments before any server starts (the library's ``check_*`` functions: ``check_import``,
+``check_crop``, ``check_render``...) and turns errors into one ``error:`` line with exit code 2.
 """
 
 from __future__ import annotations
@@ -131,22 +131,26 @@ def crop(
     branch: BranchOpt = "main",
     endpoint_url: EndpointOpt = None,
 ) -> None:
-    """Crop an artifact to a square, a bbox or a polygon and commit the crop to the store."""
-    centre, box = parse_floats(center, 2, "--center"), parse_floats(bbox, 4, "--bbox")
-    from stliif.stages import run_crop
+    """Crop an artifact to a square, a bbox or a polygon and commit the crop to the store (Prefect flow `crop`)."""
+    from stliif.config import CropSpec
+
+    fields: dict[str, Any] = {"source": source, "name": name, "center": parse_floats(center, 2, "--center"),
+                              "size_m": size_m, "bbox": parse_floats(bbox, 4, "--bbox"), "polygon": polygon,
+                              "layer": layer, "feature": feature, "where": where, "each": each}  # fmt: skip
+    spec = build_spec(CropSpec, fields, "crop request")
+    st = store_spec(store, branch, endpoint_url, write=True)
+    from stliif.stages import check_crop
     from stliif.store import ArtifactStore
 
-    st = store_spec(store, branch, endpoint_url, write=True)
-    result = run_crop(
-        ArtifactStore.open(st, create=False), source, name, center=centre, size_m=size_m,  # type: ignore[arg-type]
-        bbox=box, polygon=polygon, layer=layer, feature=feature, where=where, each=each,  # type: ignore[arg-type]
-    )
+    # Every check of a crop (options, source, polygon file, features, windows), before a Prefect server starts.
+    check_crop(ArtifactStore.open(st, create=False), spec)
+    result = run_flow(flow_module("crop").crop, spec, st)
     if each is not None:
-        console.print(f"{result.status} {len(result.artifacts)} crops, snapshot {result.snapshot_id}")
-        for path, size in result.summary["crops"].items():
+        console.print(f"{result['status']} {len(result['artifacts'])} crops, snapshot {result['snapshot_id']}")
+        for path, size in result["summary"]["crops"].items():
             console.print(f"  {path} {size} px")
         return
-    console.print(f"{result.status} {', '.join(result.artifacts)} {result.summary['size']} px, snapshot {result.snapshot_id}")
+    console.print(f"{result['status']} {', '.join(result['artifacts'])} {result['summary']['size']} px, snapshot {result['snapshot_id']}")
 
 
 @app.command()

@@ -54,6 +54,18 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def prefect_api(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's Prefect test server as ``$PREFECT_API_URL``: the commands a test runs (in
+    this process or as a subprocess) send their flow runs there instead of each starting a
+    temporary server (:func:`stliif_cli.runtime.temporary_api`). Yields its URL."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = str(PREFECT_API_URL.value())
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    return url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

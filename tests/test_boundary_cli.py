@@ -71,7 +71,8 @@ def test_etl_then_inspect_store_as_a_user(small_dataset: Path, tmp_path: Path) -
     assert tag.returncode == 0 and "first" in _run("store", "refs", "--store", store).stdout
 
 
-def test_crop_command_square_and_polygon(small_dataset: Path, tmp_path: Path) -> None:
+def test_crop_command_square_and_polygon(small_dataset: Path, tmp_path: Path, prefect_api: str) -> None:
+    """`stliif crop` runs its flow (on the session's Prefect server); bad input is refused first."""
     import json
 
     from stliif.stages import run_stage

@@ -70,6 +70,8 @@ CASES: list[tuple[str, str, str, float]] = [
     ("pipeline --model nothere --store {root}/s3", "no such model 'nothere'", "pipeline-model", HEAVY),
     ("crop raw/Landcover-14956 c1 --bbox 1,2,3 --store {store}", "--bbox needs 4", "crop-bbox", QUICK),
     ("crop raw/Nope c1 --bbox 1,2,3,4 --store {store}", "raw/Nope", "crop-source", HEAVY),
+    ("crop raw/Landcover-14956 c1 --bbox 1,2,3,4 --store {store}", "aoi_outside_raster", "crop-outside", HEAVY),
+    ("crop raw/Landcover-14956 c1 --bbox 1,2,3,4 --feature 1 --store {store}", "apply to a polygon crop only", "crop-options", HEAVY),
     ("evaluate --protocol clean --model median --store {missing}", "no store at", "evaluate-store", QUICK),
     ("evaluate --protocol paper --model nothere", "no such model 'nothere'", "evaluate-model", HEAVY),
     ("store log --store {missing}", "no store at", "log-missing", QUICK),

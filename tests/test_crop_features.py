@@ -224,6 +224,66 @@ def test_bad_choices_commit_nothing(store: ArtifactStore, vectors: dict[str, Pat
     assert store.snapshot_id("main") == snap and store.list("crop") == []
 
 
+def test_polygon_crop_masks_stay_integers(store: ArtifactStore, vectors: dict[str, Path]) -> None:
+    """A polygon crop's integer masks read back from the store as they were cut: uint8, 0 outside
+    the polygon, nodata 0 (a ``nodata`` attribute, not a ``_FillValue`` xarray decodes to NaN)."""
+    run_crop(store, "raw/city", "f4", polygon=vectors["gpkg"], layer="districts", feature=4)
+    crop = store.read("crop/raw/city/f4", load=True)
+    clm = crop["clm"]
+    assert clm.dtype == np.uint8 and clm.rio.nodata == 0 and "_FillValue" not in clm.attrs
+    outside = crop["reflectance"].isel(time=0, band=0).isnull().values
+    assert outside.any() and (clm.values[:, outside] == 0).all()
+    src = store.read("raw/city", load=True).sel(x=crop.x, y=crop.y)
+    np.testing.assert_array_equal(clm.values[:, ~outside], src["clm"].values[:, ~outside])
+
+
+def test_read_cube_mends_masks_of_crops_committed_before(store: ArtifactStore) -> None:
+    """Crops committed before declared their masks' nodata 0 as a ``_FillValue``, which xarray
+    reads back as NaN floats: ``read_cube`` gives those masks back as uint8 with 0 there."""
+    from stliif.cubes import read_cube
+
+    old = store.read("raw/city", load=True)
+    old["clm"].attrs["_FillValue"] = 0  # what crops committed before wrote
+    store.commit({"crop/raw/city/old": old}, stage="crop", params={"source": "raw/city", "name": "old"})
+    assert store.read("crop/raw/city/old")["clm"].dtype.kind == "f"
+    cube = read_cube(store, "crop/raw/city/old")
+    assert cube["clm"].dtype == np.uint8
+    np.testing.assert_array_equal(cube["clm"].values, old["clm"].values)
+
+
+def test_check_crop_refuses_from_metadata_alone(
+    store: ArtifactStore, vectors: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``check_crop`` (what ``stliif crop`` runs before its flow) makes run_crop's checks that
+    used to need the cut, the windows on the grid included, with the source never loaded."""
+    from pyproj import Transformer
+
+    from stliif.config import CropSpec
+    from stliif.errors import NoDataError
+    from stliif.stages import check_crop
+
+    read = store.read
+
+    def lazy_only(path: str, **kwargs: object) -> xr.Dataset:
+        assert not kwargs.get("load"), "check_crop loaded the source"
+        return read(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "read", lazy_only)
+    gdf = districts()
+    gdf.loc[9, "geometry"] = shapely.affinity.translate(gdf.geometry[9], 50_000)  # off the raster
+    pyogrio.write_dataframe(gdf, tmp_path / "far.shp", encoding="UTF-8")
+    with pytest.raises(NoDataError, match="aoi_outside_raster"):
+        check_crop(store, CropSpec(source="raw/city", name="x", polygon=str(tmp_path / "far.shp"), each="NAME"))
+    corner = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(T.c, T.f)  # the raster's top-left
+    with pytest.raises(NoDataError, match="crop_partly_outside_raster"):
+        check_crop(store, CropSpec(source="raw/city", name="sq", center=corner, size_m=500))
+    with pytest.raises(NoDataError, match="missing"):
+        check_crop(store, CropSpec(source="raw/nope", name="sq", center=corner, size_m=500))
+    plan = check_crop(store, CropSpec(source="raw/city", name="d", polygon=str(vectors["zip"]), each="NAME"))
+    assert list(plan.groups) == [f"crop/raw/city/d/{s}" for s in SLUGS]
+    assert plan.inputs["raw/city"] == store.version("raw/city") and store.list("crop") == []
+
+
 # ------------------------------------------------------------------------------------ the CLI
 
 
@@ -242,12 +302,14 @@ def _invoke(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
 
 
-def test_cli_crop_each_district(store: ArtifactStore, vectors: dict[str, Path]) -> None:
+def test_cli_crop_each_district(store: ArtifactStore, vectors: dict[str, Path], prefect_api: str) -> None:
     uri = store.spec.uri
     out = _run("crop", "raw/city", "districts", "--polygon", str(vectors["zip"]), "--each", "NAME", "--store", uri)
     assert out.returncode == 0, out.stderr
     assert "committed 10 crops" in out.stdout and "crop/raw/city/districts/sarria-sant-gervasi" in out.stdout
     st = ArtifactStore.open(uri, create=False)
+    last = st.log(limit=1)[0].metadata
+    assert last["stage"] == "crop" and last["run_id"], "the crops are committed by the crop flow's run"
     assert st.list("crop/raw/city/districts") == sorted(f"crop/raw/city/districts/{s}" for s in SLUGS)
     src = st.read("raw/city", load=True)
     for i, slug in enumerate(SLUGS):
@@ -294,7 +356,7 @@ def test_cli_bad_input_is_one_line(
     assert ArtifactStore.open(store.spec.uri, create=False).snapshot_id("main") == snap
 
 
-def test_cli_geojson_text(store: ArtifactStore, vectors: dict[str, Path]) -> None:
+def test_cli_geojson_text(store: ArtifactStore, vectors: dict[str, Path], prefect_api: str) -> None:
     text = json.dumps({"type": "Feature", "properties": {"NAME": "Gràcia"},
                        "geometry": shapely.geometry.mapping(districts().to_crs("EPSG:4326").geometry[5])})  # fmt: skip
     out = _invoke("crop", "raw/city", "text", "--polygon", text, "--store", store.spec.uri)
@@ -319,7 +381,7 @@ def doc_example(doc: str, name: str) -> str:
     return m.group(1)
 
 
-def test_docs_crop_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docs_crop_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str) -> None:
     import shlex
 
     make_vectors(tmp_path)

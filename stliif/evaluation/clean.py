@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
 from stliif.evaluation.paper import PAPER_SCALES, TargetSizes
@@ -61,13 +60,13 @@ from stliif.metrics import SsimTarget, masked_cpsnr
 from stliif.models.baselines import ColourMap, Predictor, resize
 from stliif.models.predictor import UINT8_PEAK, reflectance_to_uint8
 from stliif.names import aoi_cube_path, validate_aoi
+from stliif.preprocess.mask import fill_nearest
 from stliif.store import ArtifactStore
 
 __all__ = [
     "CleanSample",
     "clean_paths",
     "evaluate_clean",
-    "fill_nearest",
     "fit_colour_map_clean",
     "load_clean_sample",
     "match_target",
@@ -108,14 +107,6 @@ class CleanSample(TargetSizes):
     versions: dict[str, str]
     _cache: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-
-
-def fill_nearest(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Invalid pixels of ``(H, W, C)`` take the value of their nearest valid pixel."""
-    if valid.all():
-        return image
-    _, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
-    return image[iy, ix]
 
 
 def clean_paths(aoi: str) -> tuple[str, str, str]:

@@ -38,6 +38,8 @@ __all__ = [
     "median_colour_bicubic",
     "per_frame_bicubic",
     "resize",
+    "resize_channels",
+    "size_hw",
     "temporal_linear",
     "temporal_median",
     "to_uint8",
@@ -66,7 +68,8 @@ class Predictor(Protocol):
     ) -> np.ndarray: ...
 
 
-def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+def size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of a predictor's ``size``: a side (square) or a pair of positive ints."""
     if isinstance(size, int | np.integer) and not isinstance(size, bool):
         h = w = int(size)
     elif isinstance(size, tuple | list) and len(size) == 2:
@@ -129,7 +132,7 @@ def resize(
     """
     if resample not in _RESAMPLE:
         raise InvalidInputError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
-    h, w = _size_hw(size)
+    h, w = size_hw(size)
     a = np.asarray(image)
     if a.ndim not in (2, 3) or a.size == 0:
         raise InvalidInputError(f"image must be (H, W) or (H, W, C), got shape {a.shape}")
@@ -140,26 +143,32 @@ def resize(
     if a.dtype == np.uint8:
         if a.ndim == 3 and a.shape[2] == 3:
             return np.asarray(Image.fromarray(a).resize((w, h), method))
-        chans = a[..., None] if a.ndim == 2 else a
-        out = np.stack(
-            [np.asarray(Image.fromarray(np.ascontiguousarray(chans[..., c])).resize((w, h), method))
-             for c in range(chans.shape[2])],
-            axis=-1,
-        )  # fmt: skip
+        out = resize_channels(a[..., None] if a.ndim == 2 else a, (h, w), method)
         return out[..., 0] if a.ndim == 2 else out
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
         raise InvalidInputError(f"image must be uint8 or real float, got dtype {a.dtype}")
     f = a.astype(np.float32)
-    chans = f[..., None] if f.ndim == 2 else f
-    out = np.stack(
-        [np.asarray(Image.fromarray(np.ascontiguousarray(chans[..., c])).resize((w, h), method))
-         for c in range(chans.shape[2])],
-        axis=-1,
-    )  # fmt: skip
+    out = resize_channels(f[..., None] if f.ndim == 2 else f, (h, w), method)
     return out[..., 0] if f.ndim == 2 else out
 
 
-def _resize_shifted(a: np.ndarray, hw: tuple[int, int], method: int, dy: float, dx: float) -> np.ndarray:
+def resize_channels(
+    image: np.ndarray,
+    hw: tuple[int, int],
+    method: Image.Resampling,
+    box: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
+    """Pillow's resize of each channel of ``image (H, W, C)`` alone (8-bit ``"L"`` mode for uint8,
+    ``"F"`` for float32) to ``hw = (height, width)``, of the source ``box`` (Pillow's
+    ``(left, upper, right, lower)``, in input pixels; default the whole image): ``(height, width, C)``."""
+    return np.stack(
+        [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize((hw[1], hw[0]), method, box=box))
+         for c in range(image.shape[-1])],
+        axis=-1,
+    )  # fmt: skip
+
+
+def _resize_shifted(a: np.ndarray, hw: tuple[int, int], method: Image.Resampling, dy: float, dx: float) -> np.ndarray:
     """:func:`resize` with a sub-pixel offset: Pillow's resize of a box on an edge-padded copy."""
     pad = int(np.ceil(max(abs(dy), abs(dx)))) + 2
     chans = a[..., None] if a.ndim == 2 else a
@@ -167,8 +176,7 @@ def _resize_shifted(a: np.ndarray, hw: tuple[int, int], method: int, dy: float, 
     f = padded.astype(np.float32)
     h_in, w_in = a.shape[:2]
     box = (pad + dx, pad + dy, pad + dx + w_in, pad + dy + h_in)
-    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., c])).resize(
-        (hw[1], hw[0]), method, box=box)) for c in range(f.shape[2])], axis=-1)  # fmt: skip
+    out = resize_channels(f, hw, method, box)
     if a.dtype == np.uint8:
         out = to_uint8(out)
     return out[..., 0] if a.ndim == 2 else out

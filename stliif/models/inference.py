@@ -17,7 +17,7 @@ from torch import nn
 
 from stliif.checkpoint import load_checkpoint, load_model
 from stliif.errors import InvalidInputError
-from stliif.models.baselines import to_uint8
+from stliif.models.baselines import size_hw, to_uint8
 from stliif.models.calibration import Calibration
 from stliif.models.coords import TIME_SCALE_DAYS, frame_times, make_cell, make_coord
 from stliif.models.interface import ImplicitModel, TemporalImplicitModel, check_model
@@ -96,13 +96,8 @@ class ModelPredictor:
         dates: Dates | None = None,
         target_date: DateLike | None = None,
     ) -> np.ndarray:
-        f = np.asarray(frames)
-        if f.ndim != 4 or f.dtype != np.uint8:
-            raise InvalidInputError(f"frames must be (T, H, W, C) uint8, got {f.shape} {f.dtype}")
-        if isinstance(size, int | np.integer):
-            h_out = w_out = int(size)
-        else:
-            h_out, w_out = (int(v) for v in size)
+        f = _uint8_frames(frames)
+        h_out, w_out = size_hw(size)
         x = torch.from_numpy(f.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
         coord = make_coord((h_out, w_out), device=self.device)[None]
         cell = make_cell((h_out, w_out), coord.shape[1], device=self.device)[None]
@@ -153,9 +148,7 @@ class ModelPredictor:
     ) -> np.ndarray:
         """The model at ``window``'s pixels (:class:`~stliif.models.window.WindowPredictor`):
         ``(ny, nx, C)`` float32 in 0..255 units, neither calibrated nor rounded."""
-        f = np.asarray(frames)
-        if f.ndim != 4 or f.dtype != np.uint8:
-            raise InvalidInputError(f"frames must be (T, H, W, C) uint8, got {f.shape} {f.dtype}")
+        f = _uint8_frames(frames)
         h, w = f.shape[1:3]
         ys = torch.from_numpy(-1.0 + 2.0 * window.ys / h).float()
         xs = torch.from_numpy(-1.0 + 2.0 * window.xs / w).float()
@@ -164,6 +157,13 @@ class ModelPredictor:
         x = torch.from_numpy(f.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
         out = self._query(x, coord, cell.expand(1, coord.shape[1], 2), dates, target_date)
         return out[0].view(*window.shape, -1).float().cpu().numpy() * np.float32(255.0)
+
+
+def _uint8_frames(frames: np.ndarray) -> np.ndarray:
+    f = np.asarray(frames)
+    if f.ndim != 4 or f.dtype != np.uint8:
+        raise InvalidInputError(f"frames must be (T, H, W, C) uint8, got {f.shape} {f.dtype}")
+    return f
 
 
 def receptive_radius(model: nn.Module) -> int:

@@ -246,6 +246,34 @@ class DecodesQueries:
     decoder: ImplicitDecoder
     base: ResidualBase
 
+    def _init_decoding(
+        self,
+        feat_dim: int,
+        out_channels: int,
+        hidden: Sequence[int],
+        *,
+        feat_unfold: bool,
+        local_ensemble: bool,
+        cell_decode: bool,
+        residual: ResidualMode,
+        colour_map: bool,
+        learn_shift: bool,
+    ) -> None:
+        """Make ``decoder`` and ``base`` (in this order: parameter names and initial values are
+        those of every checkpoint); a residual model's decoder starts at 0, i.e. at its base."""
+        self.decoder = ImplicitDecoder(
+            feat_dim,
+            out_channels,
+            hidden,
+            feat_unfold=feat_unfold,
+            local_ensemble=local_ensemble,
+            cell_decode=cell_decode,
+            zero_init_last=residual != "none",
+        )
+        self.base = ResidualBase(
+            residual, out_channels, colour_map=colour_map, learn_shift=learn_shift
+        )
+
     def query_rgb(
         self,
         feat: torch.Tensor,
@@ -315,18 +343,11 @@ class LIIF(DecodesQueries, nn.Module):
         self.encoder = make_model(encoder_spec or _default_encoder(), args={"in_channels": in_channels})
         if getattr(self.encoder, "temporal", False):
             raise ModelError("LIIF needs a 2-D encoder; use temporal-liif for edsr-3d")
-        self.decoder = ImplicitDecoder(
+        self._init_decoding(
             int(getattr(self.encoder, "out_dim")),  # noqa: B009 - a module attribute torch types as Tensor | Module
-            out_channels,
-            hidden,
-            feat_unfold=feat_unfold,
-            local_ensemble=local_ensemble,
-            cell_decode=cell_decode,
-            zero_init_last=residual != "none",
-        )
-        self.base = ResidualBase(
-            residual, out_channels, colour_map=colour_map, learn_shift=learn_shift
-        )
+            out_channels, hidden, feat_unfold=feat_unfold, local_ensemble=local_ensemble,
+            cell_decode=cell_decode, residual=residual, colour_map=colour_map, learn_shift=learn_shift,
+        )  # fmt: skip
         self.in_channels = in_channels
 
     def gen_feat(self, inp: torch.Tensor) -> torch.Tensor:

@@ -43,13 +43,7 @@ from torch import nn
 
 from stliif.errors import ModelError
 from stliif.models.encoders import ResBlock2d
-from stliif.models.liif import (
-    DEFAULT_CHUNK,
-    DecodesQueries,
-    ImplicitDecoder,
-    ResidualBase,
-    ResidualMode,
-)
+from stliif.models.liif import DEFAULT_CHUNK, DecodesQueries, ResidualMode
 from stliif.models.registry import make_model, register
 
 __all__ = [
@@ -263,18 +257,10 @@ class TemporalLIIF(DecodesQueries, nn.Module):
             feat_dim, time_prior=time_prior, robust_prior=robust_prior, prior_gain=prior_gain
         )
         self.post = nn.Sequential(*[ResBlock2d(feat_dim) for _ in range(int(fusion_blocks))])
-        self.decoder = ImplicitDecoder(
-            feat_dim,
-            out_channels,
-            hidden,
-            feat_unfold=feat_unfold,
-            local_ensemble=local_ensemble,
-            cell_decode=cell_decode,
-            zero_init_last=residual != "none",
-        )
-        self.base = ResidualBase(
-            residual, out_channels, colour_map=colour_map, learn_shift=learn_shift
-        )
+        self._init_decoding(
+            feat_dim, out_channels, hidden, feat_unfold=feat_unfold, local_ensemble=local_ensemble,
+            cell_decode=cell_decode, residual=residual, colour_map=colour_map, learn_shift=learn_shift,
+        )  # fmt: skip
 
     def _check(
         self, frames: torch.Tensor, times: torch.Tensor, t_query: torch.Tensor,

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from stliif.errors import InvalidInputError
-from stliif.models.baselines import blend_in_time, temporal_median
+from stliif.models.baselines import blend_in_time, resize_channels, temporal_median
 from stliif.types import DateLike, Dates
 
 __all__ = ["BaselineWindow", "Window", "WindowPredictor", "full_window"]
@@ -87,9 +87,7 @@ def _resample(image: np.ndarray, window: Window, method: Image.Resampling) -> np
     (ny, nx), (cy, cx) = window.shape, window.cell
     box = (float(window.xs[0] - cx / 2), float(window.ys[0] - cy / 2),
            float(window.xs[-1] + cx / 2), float(window.ys[-1] + cy / 2))  # fmt: skip
-    f = np.asarray(image, dtype=np.float32)
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f[..., c])).resize((nx, ny), method, box=box))
-                     for c in range(f.shape[-1])], axis=-1)  # fmt: skip
+    return resize_channels(np.asarray(image, dtype=np.float32), (ny, nx), method, box)
 
 
 class BaselineWindow:

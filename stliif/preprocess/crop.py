@@ -3,6 +3,8 @@
 Every function takes an ``xr.Dataset`` or ``xr.DataArray`` whose last two dims are the
 rioxarray spatial dims (y, x) of a north-up grid, with any leading dims (time, band), and
 returns the same type, with the coordinates, CRS and geotransform of the cropped window.
+:func:`square_window` and :func:`polygon_window` are their checks alone: the window a crop would
+cut, or the error it would raise, from the cube's grid (a lazy cube is not read).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rasterio.warp import transform_bounds
 from stliif.errors import InvalidInputError, NoDataError
 from stliif.preprocess.vectors import PolygonSource, parse_crs, read_polygon
 
-__all__ = ["crop_polygon", "crop_square"]
+__all__ = ["crop_polygon", "crop_square", "polygon_window", "square_window"]
 
 T = TypeVar("T", xr.Dataset, xr.DataArray)
 _GEOD = Geod(ellps="WGS84")
@@ -132,7 +134,24 @@ def crop_square(
         NoDataError: the window lies outside the raster (``aoi_outside_raster``), or partly
             outside without ``allow_partial`` (``crop_partly_outside_raster``).
     """
-    y_dim, x_dim, transform, height, width, data_crs = _raster_grid(obj)
+    rows, cols = square_window(obj, center=center, size_m=size_m, bbox=bbox, crs=crs, allow_partial=allow_partial)
+    y_dim, x_dim, transform, *_ = _raster_grid(obj)
+    return _window(obj, y_dim, x_dim, transform, rows, cols)
+
+
+def square_window(
+    obj: xr.Dataset | xr.DataArray,
+    *,
+    center: tuple[float, float] | None = None,
+    size_m: float | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    crs: str | CRS = "EPSG:4326",
+    allow_partial: bool = False,
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The pixel window ``((r0, r1), (c0, c1))`` that :func:`crop_square` cuts, with every check
+    it makes (same arguments, same errors), from ``obj``'s grid alone: no pixel is read, so a
+    lazy cube is checked without loading it."""
+    _, _, transform, height, width, data_crs = _raster_grid(obj)
     in_crs = parse_crs(crs, "crs")
     if bbox is not None and (center is not None or size_m is not None):
         raise InvalidInputError("crop_square: give either bbox or center + size_m, not both")
@@ -210,7 +229,7 @@ def crop_square(
             f"crop_partly_outside_raster: {what} needs rows {rows} and cols {cols} but the raster "
             f"has {height} x {width} pixels (pass allow_partial=True to keep the overlap)"
         )
-    return _window(obj, y_dim, x_dim, transform, inside_rows, inside_cols)
+    return inside_rows, inside_cols
 
 
 def _transform_point(src: CRS, dst: CRS, x: float, y: float) -> tuple[float, float]:
@@ -240,10 +259,11 @@ def crop_polygon(
 
     Outside pixels are set, per variable with both spatial dims: floating -> NaN (nodata
     written as NaN); integer / bool -> ``int_fill`` if given, else the variable's own nodata
-    (``.rio.nodata``) if set, else 0, dtype kept and the fill written as the variable's nodata
-    (``.rio.write_nodata``). For the WorldStrat masks 0 means "no data" (``data_mask``) / "clear"
-    (``clm``): use ``data_mask`` to tell outside pixels apart. Variables without the spatial dims
-    are left unchanged.
+    (``.rio.nodata``) if set, else 0, dtype kept and the fill recorded as the variable's
+    ``nodata`` attribute (what ``.rio.nodata`` reads; not a ``_FillValue``, which xarray would
+    decode to NaN floats when the crop is read back from a store). For the WorldStrat masks 0
+    means "no data" (``data_mask``) / "clear" (``clm``): use ``data_mask`` to tell outside pixels
+    apart. Variables without the spatial dims are left unchanged.
 
     Args:
         obj: Dataset or DataArray with rioxarray spatial dims (y, x) last, north-up, CRS set.
@@ -262,7 +282,31 @@ def crop_polygon(
         NoDataError: ``aoi_outside_raster`` when the polygon does not intersect the raster, or
             selects no pixel (smaller than a pixel: try ``all_touched=True``).
     """
-    y_dim, x_dim, transform, height, width, data_crs = _raster_grid(obj)
+    rows, cols, inside = polygon_window(obj, polygon, crs=crs, all_touched=all_touched, make_valid=make_valid)
+    y_dim, x_dim, transform, *_ = _raster_grid(obj)
+    out = _window(obj, y_dim, x_dim, transform, rows, cols)
+    mask = xr.DataArray(inside, dims=(y_dim, x_dim))
+    if isinstance(out, xr.DataArray):
+        return _mask_var(out, mask, y_dim, x_dim, int_fill)
+    for name, var in out.data_vars.items():
+        if y_dim in var.dims and x_dim in var.dims:
+            out[name] = _mask_var(var, mask, y_dim, x_dim, int_fill)
+    return out
+
+
+def polygon_window(
+    obj: xr.Dataset | xr.DataArray,
+    polygon: PolygonSource,
+    *,
+    crs: str | CRS | None = None,
+    all_touched: bool = False,
+    make_valid: bool = False,
+) -> tuple[tuple[int, int], tuple[int, int], np.ndarray]:
+    """The pixel window ``((r0, r1), (c0, c1))`` that :func:`crop_polygon` cuts and its
+    ``inside`` mask (bool, the window's shape), with every check it makes (same arguments, same
+    errors), from ``obj``'s grid alone: no pixel is read, so a lazy cube is checked without
+    loading it."""
+    _, _, transform, height, width, data_crs = _raster_grid(obj)
     gdf = read_polygon(polygon, crs=crs, make_valid=make_valid)
     try:
         geom = shapely.union_all(np.asarray(gdf.to_crs(data_crs).geometry.values))
@@ -299,14 +343,7 @@ def crop_polygon(
     rows = (rows[0] + int(rr[0]), rows[0] + int(rr[-1]) + 1)
     cols = (cols[0] + int(cc[0]), cols[0] + int(cc[-1]) + 1)
     inside = inside[rr[0] : rr[-1] + 1, cc[0] : cc[-1] + 1]
-    out = _window(obj, y_dim, x_dim, transform, rows, cols)
-    mask = xr.DataArray(inside, dims=(y_dim, x_dim))
-    if isinstance(out, xr.DataArray):
-        return _mask_var(out, mask, y_dim, x_dim, int_fill)
-    for name, var in out.data_vars.items():
-        if y_dim in var.dims and x_dim in var.dims:
-            out[name] = _mask_var(var, mask, y_dim, x_dim, int_fill)
-    return out
+    return rows, cols, inside
 
 
 def _mask_var(
@@ -332,4 +369,11 @@ def _mask_var(
     masked = masked.transpose(*var.dims)
     masked.attrs, masked.encoding = attrs, encoding
     masked.attrs.pop("_FillValue", None)
-    return masked.rio.write_nodata(fill, encoded=False)
+    if np.issubdtype(var.dtype, np.floating) or np.issubdtype(var.dtype, np.complexfloating):
+        return masked.rio.write_nodata(fill, encoded=False)
+    # An integer fill is the ``nodata`` attribute (rioxarray's .rio.nodata reads it), never a
+    # ``_FillValue``: xarray reads an integer variable with a _FillValue back as floats with NaN
+    # there (CF masking), and the mask would no longer be a mask.
+    masked.encoding.pop("_FillValue", None)
+    masked.attrs["nodata"] = int(fill)
+    return masked

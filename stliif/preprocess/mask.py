@@ -1,13 +1,17 @@
-"""Cloud and validity masks: which LR pixels are clear, and the clear fraction per revisit."""
+"""Cloud and validity masks: which LR pixels are clear, the clear fraction per revisit, and the
+one nearest-pixel fill of invalid pixels (:func:`fill_nearest`)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
 from stliif.errors import InvalidInputError
 
-__all__ = ["SCL_INVALID", "area_mask", "clear_fraction", "clear_mask", "compute_masks"]
+__all__ = ["SCL_INVALID", "area_mask", "clear_fraction", "clear_mask", "compute_masks", "fill_nearest"]
 
 SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 """Sentinel-2 L2A scene classes treated as not clear: no data, saturated/defective, cloud
@@ -92,3 +96,23 @@ def compute_masks(lr: xr.Dataset) -> xr.Dataset:
     if "spatial_ref" in lr.coords:
         out = out.assign_coords(spatial_ref=lr["spatial_ref"])
     return out
+
+
+def fill_nearest(
+    image: np.ndarray, valid: np.ndarray, *, channels: Literal["last", "first"] = "last"
+) -> np.ndarray:
+    """Invalid pixels of ``image`` take the value of their nearest valid pixel (Euclidean
+    distance, ties broken as ``scipy.ndimage.distance_transform_edt`` breaks them).
+
+    Args:
+        image: ``(H, W, C)`` (``channels="last"``) or ``(C, H, W)`` (``channels="first"``).
+        valid: ``(H, W)`` bool, the pixels that keep their value.
+
+    Returns:
+        A new array of ``image``'s shape and dtype; ``image`` itself when every pixel is valid,
+        or none is (there is nothing to fill from).
+    """
+    if valid.all() or not valid.any():
+        return image
+    _, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
+    return image[:, iy, ix] if channels == "first" else image[iy, ix]

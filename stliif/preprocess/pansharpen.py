@@ -50,6 +50,7 @@ from affine import Affine
 from scipy import ndimage, optimize
 
 from stliif.errors import InvalidInputError
+from stliif.preprocess.mask import fill_nearest
 
 __all__ = ["PansharpenMethod", "pansharpen"]
 
@@ -111,14 +112,6 @@ def _centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np
     x = transform.c + transform.a * (np.arange(width) + 0.5)
     y = transform.f + transform.e * (np.arange(height) + 0.5)
     return y, x
-
-
-def _fill_nearest(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Replace invalid pixels of every band by their nearest valid neighbour."""
-    if valid.all() or not valid.any():
-        return bands
-    _, (iy, ix) = ndimage.distance_transform_edt(~valid, return_indices=True)
-    return bands[:, iy, ix]
 
 
 def _spline_operator(coords: np.ndarray, n: int) -> np.ndarray:
@@ -231,7 +224,7 @@ def pansharpen(
     gain = sd_i / sd_p if sd_p > 0 else 1.0
     p_matched = (p - mu_p) * gain + mu_i
 
-    m_filled = _fill_nearest(m, ms_valid)
+    m_filled = fill_nearest(m, ms_valid, channels="first")
     # The cubic B-spline (prefilter + evaluation) is a tensor product of two 1-D linear operators:
     # up = A_r @ band @ A_c.T, the same values as map_coordinates on the full grid, ~20x faster.
     a_r, a_c = _spline_operator(row_f - 0.5, mh), _spline_operator(col_f - 0.5, mw)

@@ -107,12 +107,14 @@ class Provider:
 _EARTH_SEARCH_BANDS = {b.id: b.common_name for b in S2_BANDS.values()}  # coastal, blue, ..., scl
 _PC_BANDS = {b: b for b in S2_BANDS}  # B01 .. B12, B8A, SCL
 _CDSE_BANDS = {b.id: f"{b.id}_{int(b.gsd)}m" for b in S2_BANDS.values()}  # B02_10m, ..., SCL_20m
+_COMMON_COLLECTIONS = {S2_L2A: "sentinel-2-l2a", DEM: "cop-dem-glo-30"}
+"""The collection ids most STAC APIs use (Earth Search, Planetary Computer; CDSE for L2A)."""
 
 EARTH_SEARCH = Provider(
     name="earth-search",
     title="Earth Search v1 (Element 84, AWS)",
     url="https://earth-search.aws.element84.com/v1",
-    collections=_mapping({S2_L2A: "sentinel-2-l2a", DEM: "cop-dem-glo-30"}),
+    collections=_mapping(_COMMON_COLLECTIONS),
     band_assets=_mapping(_EARTH_SEARCH_BANDS),
     dem_asset="data",
     filter_support="query",
@@ -135,7 +137,7 @@ PLANETARY_COMPUTER = Provider(
     name="planetary-computer",
     title="Microsoft Planetary Computer",
     url="https://planetarycomputer.microsoft.com/api/stac/v1",
-    collections=_mapping({S2_L2A: "sentinel-2-l2a", DEM: "cop-dem-glo-30"}),
+    collections=_mapping(_COMMON_COLLECTIONS),
     band_assets=_mapping(_PC_BANDS),
     dem_asset="data",
     filter_support="cql2-json",
@@ -158,7 +160,7 @@ CDSE = Provider(
     name="cdse",
     title="Copernicus Data Space Ecosystem",
     url="https://stac.dataspace.copernicus.eu/v1",
-    collections=_mapping({S2_L2A: "sentinel-2-l2a"}),
+    collections=_mapping({S2_L2A: _COMMON_COLLECTIONS[S2_L2A]}),
     band_assets=_mapping(_CDSE_BANDS),
     filter_support="cql2-json",
     asset_format="JPEG 2000",
@@ -205,7 +207,7 @@ def custom_provider(
     url: str,
     *,
     name: str = "custom",
-    collection: str = "sentinel-2-l2a",
+    collection: str = _COMMON_COLLECTIONS[S2_L2A],
     band_assets: Mapping[str, str] | None = None,
     filter_support: FilterSupport = "cql2-json",
     dem_collection: str | None = None,

@@ -29,9 +29,10 @@ from typing import Any, Literal
 import numpy as np
 
 from stliif.errors import InvalidInputError, NoDataError
-from stliif.evaluation.clean import CleanSample, fill_nearest, load_clean_sample
+from stliif.evaluation.clean import CleanSample, load_clean_sample
 from stliif.evaluation.paper import PaperSample, load_paper_samples, paper_aois
 from stliif.models.predictor import reflectance_to_uint8
+from stliif.preprocess.mask import fill_nearest
 from stliif.preprocess.split import PAPER_TEST_AOIS, carve_validation, paper_split
 from stliif.store import ArtifactStore
 from stliif.train.spec import TrainSpec
