@@ -1,0 +1,44 @@
+"""``stliif view``: a local web viewer over the store (a map of its AOIs, their revisits on a
+date slider, renders against the 10 m input, the lineage of what is shown).
+
+It belongs to the command line, not to the library: :mod:`stliif_cli.view.app` (a FastAPI app
+over :mod:`stliif_cli.view.catalog`, what the viewer reads of the store, and
+:mod:`stliif_cli.view.tiles`, tiles by rio-tiler) and ``static/`` (the page, with Leaflet
+vendored: no internet at run time, the map has a plain background).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from stliif.errors import InvalidInputError
+from stliif_cli.options import BranchOpt, EndpointOpt, StoreOpt, open_store
+from stliif_cli.server import loopback
+
+__all__ = ["view"]
+
+
+def view(
+    store: StoreOpt = None,
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind: loopback only (127.0.0.1, localhost, ::1).")] = "127.0.0.1",
+    branch: BranchOpt = "main",
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Open a local web viewer over the store on http://127.0.0.1:8765 (Ctrl-C stops it)."""
+    if not loopback(host):
+        raise InvalidInputError(
+            f"refusing to bind {host}: the viewer has no authentication and shows the whole store; "
+            "bind 127.0.0.1 (and reach it from elsewhere through an SSH tunnel)"
+        )
+    st = open_store(store, branch, endpoint_url)
+    import uvicorn
+
+    from stliif_cli.view.app import create_app
+
+    app = create_app(st)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"stliif view on http://{shown}:{port}  (store {st.spec.uri}, branch {st.spec.branch}; Ctrl-C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

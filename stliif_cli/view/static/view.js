@@ -1,0 +1,181 @@
+// stliif view: the store's AOIs on a map, revisits on a date slider, renders against the input.
+"use strict";
+(function () {
+  const state = { snapshot: null, aois: {}, aoi: null, t: 0, renders: [], render: null, ready: false };
+  const $ = (id) => document.getElementById(id);
+  const map = L.map("map", { zoomControl: true, attributionControl: true, worldCopyJump: false });
+  map.attributionControl.setPrefix("Leaflet");
+  map.setView([20, 0], 2);
+  map.createPane("input").style.zIndex = 410;
+  map.createPane("clouds").style.zIndex = 420;
+  map.createPane("render").style.zIndex = 430;
+  map.createPane("footprints").style.zIndex = 450;
+
+  let footprints = null, inputLayer = null, cloudLayer = null, renderLayer = null;
+
+  function esc(s) {
+    return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  }
+  async function getJSON(url) {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(url + ": " + r.status + " " + (await r.text()));
+    return r.json();
+  }
+  function tileUrl(path, t, layer) {
+    const q = new URLSearchParams({ path: path, t: String(t), layer: layer, ref: state.snapshot });
+    return "/tiles/{z}/{x}/{y}.png?" + q.toString();
+  }
+  function llBounds(b) { return L.latLngBounds([b[1], b[0]], [b[3], b[2]]); }
+  function pct(v) { return v === null || v === undefined ? "?" : Math.round(100 * v) + "%"; }
+  function dl(rows) {
+    return "<dl>" + rows.filter((r) => r[1] !== undefined && r[1] !== null && r[1] !== "")
+      .map((r) => "<dt>" + esc(r[0]) + "</dt><dd>" + esc(typeof r[1] === "object" ? JSON.stringify(r[1]) : r[1]) + "</dd>").join("") + "</dl>";
+  }
+  function lineageHtml(title, lin, extra) {
+    if (!lin) return "<h3>" + esc(title) + "</h3><p>no commit found</p>";
+    const inputs = Object.entries(lin.inputs || {}).map(([k, v]) => k + " @ " + String(v).slice(0, 12)).join("\n");
+    return "<h3>" + esc(title) + "</h3>" + dl([
+      ["artifact", lin.path], ["version", lin.version], ["snapshot", lin.snapshot_id], ["written", lin.written_at],
+      ["stage", lin.stage], ["run id", lin.run_id], ["code", lin.code_version], ["inputs", inputs],
+      ["input snapshot", lin.input_snapshot], ...(extra || []),
+    ]);
+  }
+
+  async function load() {
+    const fc = await getJSON("/api/aois");
+    state.snapshot = fc.snapshot;
+    $("store").textContent = "branch " + fc.branch + " at snapshot " + fc.snapshot;
+    const list = $("aoi-list");
+    list.innerHTML = "";
+    for (const f of fc.features) {
+      state.aois[f.id] = f.properties;
+      const li = document.createElement("li");
+      li.dataset.aoi = f.id;
+      const p = f.properties;
+      li.textContent = f.id + " (" + p.dates.length + " dates)";
+      li.title = p.source + " " + (p.dates[0] || "") + " .. " + (p.dates[p.dates.length - 1] || "");
+      li.addEventListener("click", () => selectAoi(f.id));
+      list.appendChild(li);
+    }
+    footprints = L.geoJSON(fc, {
+      pane: "footprints",
+      style: () => ({ className: "aoi-footprint", color: "#d6336c", weight: 2, fillOpacity: 0.08 }),
+      onEachFeature: (f, layer) => {
+        const p = f.properties;
+        const cf = p.clear_fraction.filter((v) => v !== null);
+        const mean = cf.length ? cf.reduce((a, b) => a + b, 0) / cf.length : null;
+        layer.bindTooltip("<b>" + esc(f.id) + "</b><br>source: " + esc(p.source || "?") +
+          (p.providers.length ? " (" + esc(p.providers.join(", ")) + ")" : "") +
+          "<br>" + p.dates.length + " dates, " + esc(p.dates[0] || "") + " .. " + esc(p.dates[p.dates.length - 1] || "") +
+          "<br>clear: " + p.clear_fraction.map(pct).join(" ") + (mean !== null ? " (mean " + pct(mean) + ")" : ""), { sticky: true });
+        layer.on("click", () => selectAoi(f.id));
+      },
+    }).addTo(map);
+    if (fc.features.length) map.fitBounds(footprints.getBounds(), { padding: [30, 30] });
+    state.ready = true;
+  }
+
+  async function selectAoi(name) {
+    const a = await getJSON("/api/aoi/" + name.split("/").map(encodeURIComponent).join("/") + "?ref=" + encodeURIComponent(state.snapshot));
+    state.aoi = a;
+    for (const li of document.querySelectorAll("#aoi-list li")) li.classList.toggle("selected", li.dataset.aoi === name);
+    $("aoi-section").hidden = false;
+    $("aoi-title").textContent = name;
+    $("aoi-meta").textContent = (a.source || "?") + (a.providers.length ? " (" + a.providers.join(", ") + ")" : "") +
+      " | " + a.shape[0] + " x " + a.shape[1] + " px, " + a.crs + " | bands " + a.bands.join(" ");
+    const slider = $("date-slider");
+    slider.max = String(Math.max(0, a.dates.length - 1));
+    const best = a.clear_fraction.reduce((bi, v, i, arr) => ((v ?? -1) > (arr[bi] ?? -1) ? i : bi), 0);
+    slider.value = String(best);
+    const rs = await getJSON("/api/renders?aoi=" + encodeURIComponent(name) + "&ref=" + encodeURIComponent(state.snapshot));
+    state.renders = rs.renders;
+    const sel = $("render-select");
+    sel.innerHTML = '<option value="">(none)</option>' + rs.renders.map((r, i) =>
+      '<option value="' + i + '">' + esc(r.model + " / " + r.name) + "</option>").join("");
+    clearRender();
+    map.fitBounds(llBounds(a.bounds), { padding: [20, 20] });
+    setDate(best);
+  }
+
+  function setDate(t) {
+    const a = state.aoi;
+    state.t = t;
+    $("date-label").textContent = a.dates[t] + " (" + (t + 1) + "/" + a.dates.length + "), clear " + pct(a.clear_fraction[t]);
+    const opts = { pane: "input", bounds: llBounds(a.bounds), maxZoom: 22, tileSize: 256, className: "input-tiles" };
+    if (!inputLayer) inputLayer = L.tileLayer(tileUrl(a.path, t, "rgb"), opts).addTo(map);
+    else { inputLayer.options.bounds = llBounds(a.bounds); inputLayer.setUrl(tileUrl(a.path, t, "rgb")); }
+    updateClouds();
+    showLineage();
+  }
+
+  function updateClouds() {
+    const a = state.aoi;
+    if (cloudLayer) { map.removeLayer(cloudLayer); cloudLayer = null; }
+    if ($("cloud-toggle").checked && a && a.has_clouds) {
+      cloudLayer = L.tileLayer(tileUrl(a.path, state.t, "cloud"),
+        { pane: "clouds", bounds: llBounds(a.bounds), maxZoom: 22, className: "cloud-tiles" }).addTo(map);
+    }
+  }
+
+  function clearRender() {
+    if (renderLayer) { map.removeLayer(renderLayer); renderLayer = null; }
+    state.render = null;
+    $("swipe-box").hidden = true;
+    $("swipe-line").hidden = true;
+    map.getPane("render").style.clip = "";
+  }
+
+  function selectRender(i) {
+    clearRender();
+    if (i === "") { showLineage(); return; }
+    const r = state.renders[Number(i)];
+    state.render = r;
+    renderLayer = L.tileLayer(tileUrl(r.path, 0, "rgb"),
+      { pane: "render", bounds: llBounds(r.bounds), maxZoom: 22, className: "render-tiles" }).addTo(map);
+    $("swipe-box").hidden = false;
+    $("swipe-line").hidden = false;
+    const at = r.attrs || {};
+    $("render-meta").textContent = "left: 10 m input " + (r.input_t[0] !== null ? state.aoi.dates[r.input_t[0]] : "?") +
+      "; right: " + r.model + " at " + r.dates[0] + ", x" + (at.scale ?? "?") + " (" + r.shape[0] + " x " + r.shape[1] + " px)";
+    if (r.input_t[0] !== null && r.input_t[0] !== undefined) {
+      $("date-slider").value = String(r.input_t[0]);
+      setDate(r.input_t[0]);
+    } else showLineage();
+    updateSwipe();
+  }
+
+  function updateSwipe() {
+    if (!renderLayer) return;
+    const frac = Number($("swipe").value) / 100;
+    const size = map.getSize();
+    const nw = map.containerPointToLayerPoint([0, 0]);
+    const se = map.containerPointToLayerPoint(size);
+    const x = nw.x + size.x * frac;
+    map.getPane("render").style.clip = "rect(" + nw.y + "px," + se.x + "px," + se.y + "px," + x + "px)";
+    const line = $("swipe-line");
+    line.style.left = (size.x * frac - 1) + "px";
+  }
+
+  function showLineage() {
+    const a = state.aoi, r = state.render;
+    let html = lineageHtml("input: " + a.path, a.lineage, [["date shown", a.dates[state.t]], ["clear", pct(a.clear_fraction[state.t])]]);
+    if (r) {
+      const at = r.attrs || {};
+      html = lineageHtml("render: " + r.path, r.lineage, [
+        ["model", r.model], ["model sha256", at.model_sha256], ["date", r.dates.join(", ")], ["scale", at.scale],
+        ["revisits used", (at.revisits || []).join(", ")], ["temporal support", at.temporal_support],
+        ["nearest revisit (days)", at.nearest_revisit_days], ["source", at.source],
+      ]) + html;
+    }
+    $("lineage").innerHTML = html;
+  }
+
+  $("date-slider").addEventListener("input", (e) => setDate(Number(e.target.value)));
+  $("cloud-toggle").addEventListener("change", updateClouds);
+  $("render-select").addEventListener("change", (e) => selectRender(e.target.value));
+  $("swipe").addEventListener("input", updateSwipe);
+  map.on("move zoom resize", updateSwipe);
+
+  window.stliifView = { state, map, selectAoi };
+  load().catch((err) => { $("store").textContent = String(err); console.error(err); });
+})();
