@@ -210,6 +210,8 @@ def view_server(view_store: dict[str, Any], tmp_path_factory: pytest.TempPathFac
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    # SIGTERM: a graceful stop, one line, exit 0
+    assert proc.returncode == 0 and "stliif view stopped" in log.read_text(), log.read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")

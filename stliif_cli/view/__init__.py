@@ -9,6 +9,9 @@ vendored: no internet at run time, the map has a plain background).
 
 from __future__ import annotations
 
+import signal
+import warnings
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -39,6 +42,21 @@ def view(
     from stliif_cli.view.app import create_app
 
     app = create_app(st)
+    # Notices raised inside rasterio's reprojection of every tile (affine's about `*`, GDAL's
+    # about its in-memory source having no geotransform of its own): nothing for the user.
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", "Use `@` matmul", PendingDeprecationWarning)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again: end
+    # quietly then (the CLI's own handler speaks of interrupted flow runs).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"stliif view on http://{shown}:{port}  (store {st.spec.uri}, branch {st.spec.branch}; Ctrl-C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    typer.echo("stliif view stopped", err=True)
+    raise SystemExit(0)

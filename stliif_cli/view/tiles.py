@@ -17,6 +17,7 @@ import xarray as xr
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import XarrayReader
 
+from stliif.errors import InvalidInputError
 from stliif.preprocess.mask import area_mask, clear_mask
 from stliif.quicklook import RGB
 
@@ -52,6 +53,9 @@ def _read(da: xr.DataArray, x: int, y: int, z: int) -> Any:
 def rgb_tile(da: xr.DataArray, x: int, y: int, z: int, *, top: float) -> bytes:
     """PNG of RGB reflectance ``da`` (band, y, x) with CRS: 0..``top`` stretched to 0..255,
     pixels without data transparent."""
+    missing = [b for b in RGB if b not in set(map(str, da["band"].values))]
+    if missing:
+        raise InvalidInputError(f"no true-colour tiles: the array lacks bands {missing}")
     da = da.sel(band=list(RGB)).astype("float32").rio.write_nodata(np.nan)
     img = _read(da, x, y, z)
     if img is None:
