@@ -31,6 +31,7 @@ def view_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A store with two AOIs (``raw/alpha``, ``raw/beta``; four dates each, cloud on some) and
     a median render of ``alpha`` at x2 (``render/alpha/median/<date>-x2``)."""
     from stliif.render import run_render
+    from stliif.stages import run_crop
 
     root = tmp_path_factory.mktemp("view")
     store = ArtifactStore.open(str(root / "store"))
@@ -42,7 +43,12 @@ def view_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             cube.attrs.pop("geometry")
         store.commit({f"raw/{aoi}": cube}, stage="import", params={"aoi": aoi})
     res = run_render(store, "alpha", "median", date=RENDER_DATE, scale=2, out_dir=root / "out")
-    return {"uri": str(root / "store"), "store": store, "render": res["path"], "root": root}
+    series = run_render(store, "alpha", "median", start="2024-03-01", end="2024-03-31", step="10D", scale=2,
+                        out_dir=root / "out", allow_far=True)  # fmt: skip
+    box = synthetic_cube().rio.transform_bounds("EPSG:4326")
+    mid = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    run_crop(store, "raw/alpha", "centre", center=mid, size_m=100.0)
+    return {"uri": str(root / "store"), "store": store, "render": res["path"], "series": series["path"], "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def test_aois_are_footprints_with_dates_and_clear_fractions(client: Any, view_st
     assert fc["type"] == "FeatureCollection"
     assert fc["snapshot"] == view_store["store"].snapshot_id()
     feats = {f["id"]: f for f in fc["features"]}
-    assert sorted(feats) == list(AOIS)
+    assert sorted(feats) == [*AOIS, "crop/raw/alpha/centre"]  # a crop is an AOI too
     a = feats["alpha"]["properties"]
     assert a["dates"] == ["2024-03-01", "2024-03-11", "2024-03-21", "2024-03-31"]
     assert a["clear_fraction"] == pytest.approx([1.0, 0.7, 0.1, 1.0], abs=0.02)
@@ -76,9 +82,12 @@ def test_aoi_detail_has_renders_and_lineage(client: Any, view_store: dict[str, A
     a = client.get("/api/aoi/alpha").json()
     assert a["lineage"]["stage"] == "import" and a["lineage"]["path"] == "raw/alpha"
     assert a["lineage"]["version"] == view_store["store"].version("raw/alpha")
-    assert [r["path"] for r in a["renders"]] == [view_store["render"]]
-    rs = client.get("/api/renders", params={"aoi": "alpha"}).json()["renders"]
-    (r,) = rs
+    assert sorted(r["path"] for r in a["renders"]) == sorted([view_store["render"], view_store["series"]])
+    rs = {r["path"]: r for r in client.get("/api/renders", params={"aoi": "alpha"}).json()["renders"]}
+    series = rs[view_store["series"]]
+    assert series["dates"] == ["2024-03-01", "2024-03-11", "2024-03-21", "2024-03-31"]
+    assert series["input_t"] == [0, 1, 2, 3]
+    r = rs[view_store["render"]]
     assert r["model"] == "median" and r["dates"] == [RENDER_DATE]
     assert r["input_t"] == [1]  # the revisit of the render's date
     assert r["lineage"]["stage"] == "render" and "raw/alpha" in r["lineage"]["inputs"]
@@ -121,6 +130,12 @@ def test_tiles_of_dates_clouds_and_renders(client: Any, view_store: dict[str, An
     assert (cloud[0][..., 3] > 0).sum() == 0 and (cloud[1][..., 3] > 0).sum() > 1000
     render = _png(client.get(f"/tiles/{z}/{x}/{y}.png", params={"path": view_store["render"]}))
     assert (render[..., 3] == 255).sum() > 1000
+    for t in (0, 3):  # a date of a series
+        assert (_png(client.get(f"/tiles/{z}/{x}/{y}.png", params={"path": view_store["series"], "t": t}))[..., 3] == 255).sum() > 1000
+    assert client.get(f"/tiles/{z}/{x}/{y}.png", params={"path": view_store["series"], "t": 4}).status_code == 400
+    crop = client.get("/api/aoi/crop/raw/alpha/centre").json()
+    assert crop["path"] == "crop/raw/alpha/centre" and crop["lineage"]["stage"] == "crop"
+    assert (_png(client.get(f"/tiles/{z}/{x}/{y}.png", params={"path": "crop/raw/alpha/centre"}))[..., 3] == 255).sum() > 100
     far = _png(client.get(f"/tiles/{z}/0/0.png", params={"path": "raw/alpha"}))
     assert (far[..., 3] == 0).all()  # outside: a transparent tile, never an error
 
@@ -260,8 +275,9 @@ def test_viewer_in_a_real_browser(view_server: str, browser: Any, view_store: di
     d.get(view_server + "/")
     # every AOI of the store is a footprint on the map and an entry of the list
     _wait(d, "return window.stliifView && window.stliifView.state.ready")
-    assert _wait(d, "return document.querySelectorAll('path.aoi-footprint').length === 2")
-    assert [li.get_attribute("data-aoi") for li in d.find_elements(By.CSS_SELECTOR, "#aoi-list li")] == list(AOIS)
+    assert _wait(d, "return document.querySelectorAll('path.aoi-footprint').length === 3")
+    assert [li.get_attribute("data-aoi") for li in d.find_elements(By.CSS_SELECTOR, "#aoi-list li")] == [
+        *AOIS, "crop/raw/alpha/centre"]
     d.save_screenshot(str(tmp_path / "1-footprints.png"))
 
     # one AOI: its revisits on the date slider, tiles of the date shown
@@ -283,7 +299,7 @@ def test_viewer_in_a_real_browser(view_server: str, browser: Any, view_store: di
     d.save_screenshot(str(tmp_path / "3-date-clouds.png"))
 
     # a render, swiped against the 10 m input at its date
-    Select(d.find_element(By.ID, "render-select")).select_by_index(1)
+    Select(d.find_element(By.ID, "render-select")).select_by_visible_text("median / " + view_store["render"].split("/")[-1])
     _wait(d, _LOADED.format(cls="render-tiles", needle=quote(view_store["render"], safe="")))
     _wait(d, _LOADED.format(cls="input-tiles", needle="t=1"))
     assert "2024-03-11" in d.find_element(By.ID, "date-label").text  # the input at the render's date
@@ -292,6 +308,20 @@ def test_viewer_in_a_real_browser(view_server: str, browser: Any, view_store: di
     assert view_store["store"].snapshot_id() in d.find_element(By.ID, "store").text
     assert d.execute_script("return document.querySelector('.leaflet-pane.leaflet-render-pane').style.clip").startswith("rect(")
     d.save_screenshot(str(tmp_path / "4-render-swipe.png"))
+
+    # a series: one of its dates at a time, the input following
+    Select(d.find_element(By.ID, "render-select")).select_by_visible_text("median / " + view_store["series"].split("/")[-1])
+    assert d.find_element(By.ID, "render-date").is_displayed()
+    Select(d.find_element(By.ID, "render-date")).select_by_index(3)
+    _wait(d, _LOADED.format(cls="render-tiles", needle="t=3"))
+    _wait(d, _LOADED.format(cls="input-tiles", needle="t=3"))
+    assert "2024-03-31" in d.find_element(By.ID, "date-label").text
+    d.save_screenshot(str(tmp_path / "5-series.png"))
+
+    # a crop is an AOI of its own
+    d.find_element(By.CSS_SELECTOR, '#aoi-list li[data-aoi="crop/raw/alpha/centre"]').click()
+    _wait(d, _LOADED.format(cls="input-tiles", needle=quote("crop/raw/alpha/centre", safe="")))
+    assert "crop/raw/alpha/centre" in d.find_element(By.ID, "lineage").text
 
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

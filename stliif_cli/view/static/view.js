@@ -134,14 +134,24 @@
       { pane: "render", bounds: llBounds(r.bounds), maxZoom: 22, className: "render-tiles" }).addTo(map);
     $("swipe-box").hidden = false;
     $("swipe-line").hidden = false;
-    const at = r.attrs || {};
-    $("render-meta").textContent = "left: 10 m input " + (r.input_t[0] !== null ? state.aoi.dates[r.input_t[0]] : "?") +
-      "; right: " + r.model + " at " + r.dates[0] + ", x" + (at.scale ?? "?") + " (" + r.shape[0] + " x " + r.shape[1] + " px)";
-    if (r.input_t[0] !== null && r.input_t[0] !== undefined) {
-      $("date-slider").value = String(r.input_t[0]);
-      setDate(r.input_t[0]);
-    } else showLineage();
+    // a series (time, band, y, x): one of its dates at a time
+    $("render-date-box").hidden = r.dates.length < 2;
+    $("render-date").innerHTML = r.dates.map((d, k) => '<option value="' + k + '">' + esc(d) + "</option>").join("");
+    setRenderDate(0);
     updateSwipe();
+  }
+
+  function setRenderDate(k) {
+    const r = state.render, at = r.attrs || {};
+    state.renderT = k;
+    renderLayer.setUrl(tileUrl(r.path, k, "rgb"));
+    const it = r.input_t[k];
+    $("render-meta").textContent = "left: 10 m input " + (it !== null && it !== undefined ? state.aoi.dates[it] : "?") +
+      "; right: " + r.model + " at " + r.dates[k] + ", x" + (at.scale ?? "?") + " (" + r.shape[0] + " x " + r.shape[1] + " px)";
+    if (it !== null && it !== undefined) {
+      $("date-slider").value = String(it);
+      setDate(it);
+    } else showLineage();
   }
 
   function updateSwipe() {
@@ -162,7 +172,8 @@
     if (r) {
       const at = r.attrs || {};
       html = lineageHtml("render: " + r.path, r.lineage, [
-        ["model", r.model], ["model sha256", at.model_sha256], ["date", r.dates.join(", ")], ["scale", at.scale],
+        ["model", r.model], ["model sha256", at.model_sha256], ["date shown", r.dates[state.renderT || 0]],
+        ["dates", r.dates.length > 1 ? r.dates.join(", ") : null], ["scale", at.scale],
         ["revisits used", (at.revisits || []).join(", ")], ["temporal support", at.temporal_support],
         ["nearest revisit (days)", at.nearest_revisit_days], ["source", at.source],
       ]) + html;
@@ -174,6 +185,7 @@
   $("cloud-toggle").addEventListener("change", updateClouds);
   $("render-select").addEventListener("change", (e) => selectRender(e.target.value));
   $("swipe").addEventListener("input", updateSwipe);
+  $("render-date").addEventListener("change", (e) => setRenderDate(Number(e.target.value)));
   map.on("move zoom resize", updateSwipe);
 
   window.stliifView = { state, map, selectAoi };
