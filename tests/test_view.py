@@ -193,6 +193,96 @@ def test_view_refuses_a_missing_store(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no store" in res.output
 
 
+# -- starting runs on Prefect -------------------------------------------------------------------
+def test_runs_need_a_prefect_api(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert client.get("/api/config").json()["prefect_api"] is None
+    r = client.post("/api/runs", json={"deployment": "render-manual", "spec": {"aoi": "alpha", "date": "2024-03-11", "scale": 2}})
+    assert r.status_code == 400 and "PREFECT_API_URL" in r.json()["detail"]
+
+
+def test_runs_start_the_deployments_on_the_viewers_store(client: Any, view_store: dict[str, Any],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import uuid
+    from types import SimpleNamespace
+
+    from stliif_cli.view import runs
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def fake(name: str, parameters: dict[str, Any]) -> Any:
+        calls.append((name, parameters))
+        return SimpleNamespace(id=uuid.uuid4(), name="calm-otter")
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.setattr(runs, "_run_deployment", fake)
+    assert client.get("/api/config").json()["deployments"] == ["acquire-manual", "render-manual"]
+    r = client.post("/api/runs", json={"deployment": "render-manual",
+                                       "spec": {"aoi": "alpha", "date": "2024-03-11", "scale": 2, "model": "median"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["ui"].startswith("http://127.0.0.1:4200/runs/flow-run/") and r.json()["flow_run_name"] == "calm-otter"
+    name, params = calls[-1]
+    assert name == "render/render-manual"
+    assert params["spec"]["aoi"] == "alpha" and params["spec"]["scale"] == 2 and params["spec"]["model"] == "median"
+    assert params["store"]["uri"] == view_store["uri"]  # the viewer's store, not the worker's default
+    r = client.post("/api/runs", json={"deployment": "acquire-manual", "spec": {
+        "aoi": "alpha", "bbox": [2.0, 41.0, 2.01, 41.01], "start": "2024-04-01", "end": "2024-04-30"}})
+    assert r.status_code == 200 and calls[-1][0] == "acquire/acquire-manual"
+    n = len(calls)
+    for body in (
+        {"deployment": "etl-manual", "spec": {}},  # only the two deployments
+        {"deployment": "render-manual", "spec": {"aoi": "../x", "date": "2024-03-11", "scale": 2}},
+        {"deployment": "render-manual", "spec": {"aoi": "alpha", "scale": 2}},  # no date
+        {"deployment": "render-manual"},
+    ):
+        r = client.post("/api/runs", json=body)
+        assert r.status_code == 400, (body, r.text)
+    # another site's form or script
+    assert client.post("/api/runs", data={"deployment": "render-manual"}).status_code == 415
+    assert client.post("/api/runs", json={"deployment": "render-manual", "spec": {}},
+                       headers={"Origin": "http://evil.example"}).status_code == 403
+    assert len(calls) == n
+
+
+def test_a_prefect_api_that_does_not_answer(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    r = client.post("/api/runs", json={"deployment": "render-manual",
+                                       "spec": {"aoi": "alpha", "date": "2024-03-11", "scale": 2, "model": "median"}})
+    assert r.status_code == 502 and "does not answer" in r.json()["detail"], r.text
+
+
+def test_an_undeployed_deployment_is_named(prefect_harness: None, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a real Prefect API (the test harness) where nothing is deployed."""
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    r = client.post("/api/runs", json={"deployment": "render-manual",
+                                       "spec": {"aoi": "alpha", "date": "2024-03-11", "scale": 2, "model": "median"}})
+    assert r.status_code == 404 and "python -m deployments.deploy" in r.json()["detail"], r.text
+
+
+def test_render_manual_is_scheduled_on_prefect(prefect_harness: None, client: Any, view_store: dict[str, Any],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The project's render-manual deployment applied to a real Prefect API: the viewer's
+    request becomes a scheduled flow run of it, with the request and the viewer's store."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.definitions import model_deployments
+
+    (dep,) = [d for d in model_deployments() if d.name == "render-manual"]
+    dep_id = dep.apply()
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    r = client.post("/api/runs", json={"deployment": "render-manual",
+                                       "spec": {"aoi": "alpha", "date": "2024-03-21", "scale": 2, "model": "median"}})
+    assert r.status_code == 200, r.text
+    with get_client(sync_client=True) as pc:
+        run = pc.read_flow_run(r.json()["flow_run_id"])
+    assert run.deployment_id == dep_id and run.state is not None and run.state.is_scheduled()
+    assert run.parameters["spec"]["date"] == "2024-03-21" and run.parameters["spec"]["aoi"] == "alpha"
+    assert run.parameters["store"]["uri"] == view_store["uri"]
+
+
 # -- in a real browser ---------------------------------------------------------------------------
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -205,7 +295,8 @@ def view_server(view_store: dict[str, Any], tmp_path_factory: pytest.TempPathFac
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "stliif_cli.main", "view", "--store", view_store["uri"],
                                  "--port", str(port)], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+                                env={**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
+                                     "PYTHONPATH": str(REPO)})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -285,6 +376,7 @@ def test_viewer_in_a_real_browser(view_server: str, browser: Any, view_store: di
     _wait(d, _LOADED.format(cls="input-tiles", needle="t=0"))
     assert "2024-03-01" in d.find_element(By.ID, "date-label").text
     assert "raw/alpha" in d.find_element(By.ID, "lineage").text
+    assert not d.find_element(By.ID, "runs-box").is_displayed()  # no PREFECT_API_URL: no runs offered
     d.save_screenshot(str(tmp_path / "2-aoi.png"))
     before = set(d.execute_script(_TILE_URLS))
     slider = d.find_element(By.ID, "date-slider")

@@ -3,7 +3,8 @@
 Routes: ``/`` (the page), ``/static/...`` (its script, style and the vendored Leaflet),
 ``/api/aois`` (every AOI as a GeoJSON footprint with source, dates and clear fractions),
 ``/api/aoi/{aoi}`` (one AOI, its renders and its lineage), ``/api/renders`` (renders, with
-their lineage), ``/api/lineage`` (the commit that wrote an artifact) and
+their lineage), ``/api/lineage`` (the commit that wrote an artifact), ``/api/config`` and ``POST /api/runs``
+(start ``render-manual`` / ``acquire-manual`` when ``PREFECT_API_URL`` is set) and
 ``/tiles/{z}/{x}/{y}.png`` (``path``: ``raw/<aoi>``, a crop or a render; ``t``: the date
 index; ``layer``: ``rgb`` or ``cloud``; ``ref``: the snapshot the page was loaded at).
 
@@ -19,16 +20,20 @@ import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import xarray as xr
-from fastapi import FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 
-from stliif.errors import InvalidInputError, NoDataError, StliifError, StoreError
+from stliif.errors import DataAccessError, InvalidInputError, NoDataError, StliifError, StoreError
 from stliif.names import aoi_cube_path, validate_aoi
 from stliif.store import ArtifactStore
+from stliif_cli.options import one_sentence
+from stliif_cli.view import runs
 from stliif_cli.view.catalog import Catalog, check_shown_path
 
 __all__ = ["STATIC", "create_app"]
@@ -78,11 +83,24 @@ def create_app(store: ArtifactStore) -> FastAPI:
     async def loopback_only(request: Request, call_next: Any) -> Any:
         if not _host_ok(request.headers.get("host", "")):
             return JSONResponse({"detail": "the viewer answers only to 127.0.0.1 / localhost"}, status_code=403)
+        if request.method not in ("GET", "HEAD"):
+            # Only the page itself starts runs: a JSON body (another site's form cannot send
+            # one without a CORS preflight, which is never answered) from a loopback origin.
+            origin = request.headers.get("origin")
+            if origin is not None and not _host_ok(urlsplit(origin).netloc):
+                return JSONResponse({"detail": f"refused: a request from {origin}"}, status_code=403)
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                return JSONResponse({"detail": "send JSON (application/json)"}, status_code=415)
         return await call_next(request)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_spec(request: Request, err: ValidationError) -> JSONResponse:
+        return JSONResponse({"detail": one_sentence(err)}, status_code=400)
 
     @app.exception_handler(StliifError)
     async def stliif_error(request: Request, err: StliifError) -> JSONResponse:
-        code = 400 if isinstance(err, InvalidInputError) else 404 if isinstance(err, NoDataError | StoreError) else 500
+        code = (400 if isinstance(err, InvalidInputError) else 404 if isinstance(err, NoDataError | StoreError)
+                else 502 if isinstance(err, DataAccessError) else 500)  # fmt: skip
         return JSONResponse({"detail": " ".join(str(err).split())}, status_code=code)
 
     def snap_of(ref: str | None) -> str:
@@ -143,6 +161,19 @@ def create_app(store: ArtifactStore) -> FastAPI:
         if found is None:
             raise NoDataError(f"no commit of {path!r} in the history of {snap}")
         return found
+
+    @app.get("/api/config")
+    def config() -> dict[str, Any]:
+        """What the page may offer: starting runs needs a Prefect API (``PREFECT_API_URL``)."""
+        return {"store": store.spec.uri, "branch": store.spec.branch, "prefect_api": runs.prefect_api(),
+                "deployments": sorted(runs.RUNNABLE) if runs.prefect_api() else []}  # fmt: skip
+
+    @app.post("/api/runs")
+    def start(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Start ``render-manual`` or ``acquire-manual`` on this store: ``{"deployment", "spec"}``."""
+        if not isinstance(body.get("spec"), dict) or not isinstance(body.get("deployment"), str):
+            raise InvalidInputError('send {"deployment": "render-manual" | "acquire-manual", "spec": {...}}')
+        return runs.start_run(body["deployment"], body["spec"], store.spec)
 
     @app.get("/tiles/{z}/{x}/{y}.png")
     def tile(

@@ -41,7 +41,45 @@
     ]);
   }
 
+  async function startRun(deployment, spec) {
+    const out = $("run-result");
+    out.textContent = "starting " + deployment + "...";
+    const r = await fetch("/api/runs", { method: "POST", headers: { "Content-Type": "application/json" },
+                                         body: JSON.stringify({ deployment: deployment, spec: spec }) });
+    const body = await r.json();
+    if (!r.ok) { out.textContent = "refused: " + body.detail; return; }
+    out.innerHTML = esc(body.deployment) + ': flow run <a target="_blank" href="' + esc(body.ui) + '">' +
+      esc(body.flow_run_name) + "</a> scheduled (reload the page when it has committed)";
+  }
+
+  function showRuns() {
+    const a = state.aoi;
+    $("runs-box").hidden = !(state.config && state.config.prefect_api);
+    if ($("runs-box").hidden) return;
+    $("runs-api").textContent = "on " + state.config.prefect_api;
+    $("acquire-box").hidden = a.path.startsWith("crop/") || a.source === "worldstrat";
+    if (a.dates.length) {
+      const next = new Date(Date.parse(a.dates[a.dates.length - 1]) + 86400000).toISOString().slice(0, 10);
+      $("run-start").value = next;
+      $("run-end").value = new Date().toISOString().slice(0, 10);
+    }
+    $("run-result").textContent = "";
+  }
+
+  $("run-render").addEventListener("click", () => {
+    const a = state.aoi;
+    startRun("render-manual", { aoi: a.aoi, date: a.dates[state.t], model: $("run-model").value,
+                                scale: Number($("run-scale").value) });
+  });
+  $("run-acquire").addEventListener("click", () => {
+    const a = state.aoi;
+    // the area as acquired (its polygon, or its grid's bounds): a refresh adds only new dates
+    startRun("acquire-manual", { aoi: a.aoi, polygon: JSON.stringify(a.footprint), start: $("run-start").value,
+                                 end: $("run-end").value });
+  });
+
   async function load() {
+    state.config = await getJSON("/api/config");
     const fc = await getJSON("/api/aois");
     state.snapshot = fc.snapshot;
     $("store").textContent = "branch " + fc.branch + " at snapshot " + fc.snapshot;
@@ -93,6 +131,7 @@
     sel.innerHTML = '<option value="">(none)</option>' + rs.renders.map((r, i) =>
       '<option value="' + i + '">' + esc(r.model + " / " + r.name) + "</option>").join("");
     clearRender();
+    showRuns();
     map.fitBounds(llBounds(a.bounds), { padding: [20, 20] });
     setDate(best);
   }
