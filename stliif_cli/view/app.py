@@ -119,10 +119,9 @@ def create_app(store: ArtifactStore) -> FastAPI:
         """Every AOI of the store as a GeoJSON feature: footprint, source, dates, clear fractions."""
         snap = snap_of(ref)
         features = []
-        for name in cat.aoi_names(snap):
-            s = cat.summary(name, snap)
+        for s in cat.summaries(snap):
             props = {k: v for k, v in s.items() if k != "footprint"}
-            features.append({"type": "Feature", "id": name, "geometry": s["footprint"], "properties": props})
+            features.append({"type": "Feature", "id": s["aoi"], "geometry": s["footprint"], "properties": props})
         return {"type": "FeatureCollection", "snapshot": snap, "branch": store.spec.branch, "features": features}
 
     @app.get("/api/aoi/{aoi:path}")

@@ -23,6 +23,10 @@ from stliif.store import ArtifactStore
 
 __all__ = ["Catalog", "check_shown_path"]
 
+_SYNC = "synchronous"
+"""Reads of a summary run in the calling thread: summaries are read by a few threads at once
+(:meth:`Catalog.summaries`), not each by a pool of its own."""
+
 SHOWN_PREFIXES = ("raw/", "crop/raw/", "render/", "mask/")
 """The artifacts the viewer reads: LR cubes, crops of them, renders and masks."""
 
@@ -73,6 +77,14 @@ class Catalog:
         return self.store.snapshot_id(ref)
 
     # -- AOIs ----------------------------------------------------------------------------------
+    def summaries(self, snap: str) -> list[dict[str, Any]]:
+        """:meth:`summary` of every AOI, read by a few threads (reads wait on I/O, not Python)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        names = self.aoi_names(snap)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return list(pool.map(lambda name: self.summary(name, snap), names))
+
     def aoi_names(self, snap: str) -> list[str]:
         """Plain AOIs (``raw/<aoi>``) and crops of them (``crop/raw/<aoi>/<name>``)."""
         names = [p.removeprefix("raw/") for p in self.store.list("raw", ref=snap)]
@@ -137,11 +149,11 @@ class Catalog:
         """Clear fraction per date: ``mask/<aoi>`` when the mask stage ran, else the cube's own
         (acquired cubes carry it), else computed by the library's one rule."""
         if self.store.version(f"mask/{aoi}", ref=snap) is not None:
-            values = self.store.read(f"mask/{aoi}", ref=snap)["clear_fraction"].values
+            values = self.store.read(f"mask/{aoi}", ref=snap)["clear_fraction"].compute(scheduler=_SYNC).values
         elif "clear_fraction" in ds.coords:
-            values = ds["clear_fraction"].values
+            values = ds["clear_fraction"].compute(scheduler=_SYNC).values
         elif {"clm", "data_mask"} <= set(ds.data_vars):
-            values = clear_fraction(ds).values
+            values = clear_fraction(ds).compute(scheduler=_SYNC).values
         else:
             return [None] * ds.sizes["time"]
         return [round(float(v), 4) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
@@ -154,8 +166,10 @@ class Catalog:
             return 0.3
         step = max(1, int(np.ceil(max(ds.sizes["y"], ds.sizes["x"]) / 256)))
         dates = np.unique(np.linspace(0, ds.sizes["time"] - 1, min(8, ds.sizes["time"])).round().astype(int))
-        sub = ds.isel(time=dates, y=slice(None, None, step), x=slice(None, None, step))
-        rgb = np.asarray(sub["reflectance"].sel(band=list(RGB_BANDS)).values, np.float32)
+        keep = [v for v in ("reflectance", "clm", "data_mask") if v in ds]
+        sub = ds[keep].isel(time=dates, y=slice(None, None, step), x=slice(None, None, step))
+        sub = sub.sel(band=list(RGB_BANDS)).load(scheduler=_SYNC)  # one read of every variable
+        rgb = np.asarray(sub["reflectance"].values, np.float32)
         if "clm" in sub and "data_mask" in sub:
             clear = (np.asarray(sub["clm"].values) == 0) & (np.asarray(sub["data_mask"].values) == 1)
             vals = rgb.transpose(1, 0, 2, 3)[:, clear]
