@@ -140,6 +140,30 @@ def test_tiles_of_dates_clouds_and_renders(client: Any, view_store: dict[str, An
     assert (far[..., 3] == 0).all()  # outside: a transparent tile, never an error
 
 
+def test_zoomed_out_tiles_read_a_block_averaged_overview(client: Any, view_store: dict[str, Any]) -> None:
+    """A tile far coarser than the render is read from its overview (block means), and looks
+    like the tile read from the full array."""
+    import io
+
+    from PIL import Image
+
+    from stliif_cli.view import tiles
+
+    da = view_store["store"].read(view_store["render"])["reflectance"]  # ~5 m pixels
+    assert [tiles.overview_factor(da, z) for z in (18, 15, 13, 12)] == [1, 1, 2, 4]
+    ov = tiles.overview(da, 4)
+    assert ov.sizes["x"] == da.sizes["x"] // 4 and ov.rio.resolution()[0] == pytest.approx(4 * da.rio.resolution()[0])
+    assert ov.rio.bounds()[:2] == pytest.approx(da.rio.bounds()[:2])  # the same origin
+    for z in (12, 13):
+        x, y = _tile_of(client, "alpha", z)
+        served = _png(client.get(f"/tiles/{z}/{x}/{y}.png", params={"path": view_store["render"]})).astype(float)
+        full = np.asarray(Image.open(io.BytesIO(tiles.rgb_tile(da, x, y, z, top=client.get("/api/aoi/alpha").json()["display_max"])))
+                          .convert("RGBA")).astype(float)  # fmt: skip
+        both = (served[..., 3] == 255) & (full[..., 3] == 255)
+        assert both.sum() > 0.8 * (full[..., 3] == 255).sum()
+        assert np.abs(served[..., :3] - full[..., :3])[both].mean() < 12
+
+
 @pytest.mark.parametrize(
     "url",
     [

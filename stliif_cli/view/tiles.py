@@ -10,10 +10,13 @@ side-by-side comparison is fair; clouds as a translucent overlay.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from affine import Affine
+from rio_tiler.constants import WEB_MERCATOR_TMS
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import XarrayReader
 
@@ -21,7 +24,7 @@ from stliif.errors import InvalidInputError
 from stliif.preprocess.mask import area_mask, clear_mask
 from stliif.quicklook import RGB
 
-__all__ = ["EMPTY_PNG", "TILE", "cloud_tile", "rgb_tile"]
+__all__ = ["EMPTY_PNG", "TILE", "cloud_tile", "overview", "overview_factor", "rgb_tile"]
 
 TILE = 256
 CLOUD_RGBA = (230, 0, 120, 140)
@@ -39,6 +42,24 @@ def _empty_png() -> bytes:
 EMPTY_PNG = _empty_png()
 """A transparent tile: what a tile outside the array shows (never an HTTP error: a browser
 logs every failed image as a console error)."""
+
+
+def overview_factor(da: xr.DataArray, z: int) -> int:
+    """How many of ``da``'s pixels a side one pixel of a zoom-``z`` tile covers, as a power of
+    two (1 when the tile is as fine as the array or finer): the overview level to read from."""
+    left, _, right, _ = da.rio.transform_bounds(WEB_MERCATOR_TMS.rasterio_crs)
+    array_m = (right - left) / max(1, da.sizes["x"])
+    ratio = WEB_MERCATOR_TMS.matrix(z).cellSize / max(array_m, 1e-9)
+    return 2 ** math.floor(math.log2(ratio)) if ratio >= 2 else 1
+
+
+def overview(da: xr.DataArray, factor: int) -> xr.DataArray:
+    """``da`` (``(band,) y, x`` with CRS) averaged over ``factor`` x ``factor`` blocks, loaded:
+    what a tile far coarser than the array is read from, so a zoomed-out view of a large
+    render reads it once, not whole for every tile. NaN (no data) is left out of the means."""
+    out = da.coarsen(y=factor, x=factor, boundary="trim").mean()  # type: ignore[attr-defined]
+    out = out.rio.write_crs(da.rio.crs).rio.write_transform(da.rio.transform() * Affine.scale(factor))
+    return out.astype("float32").load()
 
 
 def _read(da: xr.DataArray, x: int, y: int, z: int) -> Any:
