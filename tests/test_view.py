@@ -442,3 +442,26 @@ def test_viewer_in_a_real_browser(view_server: str, browser: Any, view_store: di
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("1-footprints.png", "4-render-swipe.png"))
+
+
+def test_an_array_asked_for_by_many_tiles_at_once_is_read_once() -> None:
+    import threading
+
+    from stliif_cli.view.app import _Arrays
+
+    cache, made = _Arrays(size=2), []
+
+    def make() -> int:
+        made.append(1)
+        time.sleep(0.2)
+        return len(made)
+
+    threads = [threading.Thread(target=cache.get, args=(("render", 0), make)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and cache.get(("render", 0), make) == 1
+    for k in range(3):  # least recently used out
+        cache.get(("other", k), make)
+    assert cache.get(("render", 0), make) == 5

@@ -57,17 +57,24 @@ class _Arrays:
 
     def __init__(self, size: int = 12) -> None:
         self.size, self._items, self._lock = size, OrderedDict[tuple[Any, ...], Any](), threading.Lock()
+        self._making: dict[tuple[Any, ...], threading.Lock] = {}
 
     def get(self, key: tuple[Any, ...], make: Any) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            making = self._making.setdefault(key, threading.Lock())
+        with making:  # the tiles of one view ask at once: one of them reads, the others wait
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            value = make()
+            with self._lock:
+                self._items[key] = value
+                self._making.pop(key, None)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
         return value
 
 
