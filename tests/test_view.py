@@ -210,6 +210,19 @@ def test_view_refuses_non_loopback_binds(host: str, view_store: dict[str, Any]) 
     assert "refusing to bind" in res.output
 
 
+def test_view_refuses_a_port_in_use(view_store: dict[str, Any]) -> None:
+    import socket
+
+    from stliif_cli.main import app
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        res = CliRunner().invoke(app, ["view", "--store", view_store["uri"], "--port", str(port)])
+    assert res.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in res.output
+
+
 def test_view_refuses_a_missing_store(tmp_path: Path) -> None:
     from stliif_cli.main import app
 

@@ -10,6 +10,7 @@ vendored: no internet at run time, the map has a plain background).
 from __future__ import annotations
 
 import signal
+import socket
 import warnings
 from types import FrameType
 from typing import Annotated
@@ -36,6 +37,7 @@ def view(
             f"refusing to bind {host}: the viewer has no authentication and shows the whole store; "
             "bind 127.0.0.1 (and reach it from elsewhere through an SSH tunnel)"
         )
+    _check_port(host, port)
     st = open_store(store, branch, endpoint_url)
     import uvicorn
 
@@ -55,6 +57,17 @@ def view(
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"stliif view on http://{shown}:{port}  (store {st.spec.uri}, branch {st.spec.branch}; Ctrl-C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another program holds, in one line, before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise InvalidInputError(f"cannot listen on {host}:{port} ({err.strerror}): choose another --port") from err
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
