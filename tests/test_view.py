@@ -423,6 +423,12 @@ def test_viewer_in_a_real_browser(view_server: str, browser: Any, view_store: di
     new = set(d.execute_script(_TILE_URLS)) - before
     assert new and all("t=" in u for u in new) and any("t=2" in u for u in new)
     assert "2024-03-21" in d.find_element(By.ID, "date-label").text
+    bars = d.find_elements(By.CSS_SELECTOR, "#date-bars .bar")  # one per revisit, by clear fraction
+    assert len(bars) == 4 and "current" in bars[2].get_attribute("class") and "cloudy" in bars[2].get_attribute("class")
+    bars[3].click()
+    _wait(d, _LOADED.format(cls="input-tiles", needle="t=3"))
+    bars[2].click()
+    _wait(d, _LOADED.format(cls="input-tiles", needle="t=2"))
     d.find_element(By.ID, "cloud-toggle").click()
     _wait(d, _LOADED.format(cls="cloud-tiles", needle="layer=cloud"))
     d.save_screenshot(str(tmp_path / "3-date-clouds.png"))

@@ -125,6 +125,18 @@
     slider.max = String(Math.max(0, a.dates.length - 1));
     const best = a.clear_fraction.reduce((bi, v, i, arr) => ((v ?? -1) > (arr[bi] ?? -1) ? i : bi), 0);
     slider.value = String(best);
+    const bars = $("date-bars");
+    bars.innerHTML = "";
+    a.dates.forEach((d, i) => {
+      const b = document.createElement("div");
+      const cf = a.clear_fraction[i];
+      b.className = "bar" + (cf !== null && cf < 0.5 ? " cloudy" : "");
+      b.style.height = Math.max(3, Math.round(34 * (cf ?? 0))) + "px";
+      b.title = d + ": clear " + pct(cf);
+      b.dataset.t = String(i);
+      b.addEventListener("click", () => { $("date-slider").value = String(i); setDate(i); });
+      bars.appendChild(b);
+    });
     const rs = await getJSON("/api/renders?aoi=" + encodeURIComponent(name) + "&ref=" + encodeURIComponent(state.snapshot));
     state.renders = rs.renders;
     const sel = $("render-select");
@@ -140,6 +152,7 @@
     const a = state.aoi;
     state.t = t;
     $("date-label").textContent = a.dates[t] + " (" + (t + 1) + "/" + a.dates.length + "), clear " + pct(a.clear_fraction[t]);
+    for (const b of document.querySelectorAll("#date-bars .bar")) b.classList.toggle("current", b.dataset.t === String(t));
     const opts = { pane: "input", bounds: llBounds(a.bounds), maxZoom: 22, tileSize: 256, className: "input-tiles" };
     if (!inputLayer) inputLayer = L.tileLayer(tileUrl(a.path, t, "rgb"), opts).addTo(map);
     else { inputLayer.options.bounds = llBounds(a.bounds); inputLayer.setUrl(tileUrl(a.path, t, "rgb")); }
