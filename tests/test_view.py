@@ -484,3 +484,19 @@ def test_an_array_asked_for_by_many_tiles_at_once_is_read_once() -> None:
     for k in range(3):  # least recently used out
         cache.get(("other", k), make)
     assert cache.get(("render", 0), make) == 5
+
+
+def test_an_empty_store_is_an_empty_map(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from stliif_cli.view.app import create_app
+
+    store = ArtifactStore.open(str(tmp_path / "empty"))
+    with TestClient(create_app(store), base_url="http://127.0.0.1:8765") as c:
+        fc = c.get("/api/aois").json()
+        assert fc["features"] == [] and fc["snapshot"] == store.snapshot_id()
+        assert c.get("/api/renders").json()["renders"] == []
+        assert c.get("/api/aoi/anything").status_code == 404
+        page = c.get("/")
+        assert page.status_code == 200 and "/static/vendor/leaflet/leaflet.js" in page.text
+        assert c.get("/static/vendor/leaflet/leaflet.js").status_code == 200
