@@ -42,6 +42,7 @@ from stliif_cli.render import render
 from stliif_cli.runtime import flow_module, install_interrupts, run_flow
 from stliif_cli.server import server, worker
 from stliif_cli.train import calibrate, train
+from stliif_cli.view import view
 
 app = typer.Typer(
     help="Continuous space-time super-resolution of satellite imagery.",
@@ -207,7 +208,7 @@ def pipeline(
     for r in out["renders"]:
         console.print(f"render ({r['status']}) {r['path']}: {', '.join(r['files'])}")
 
-for _command in (acquire, train, calibrate, evaluate, render, server, worker):
+for _command in (acquire, train, calibrate, evaluate, render, server, worker, view):
     app.command()(one_line_errors(_command))
 app.command("import")(one_line_errors(import_source))
 

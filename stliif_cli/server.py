@@ -12,12 +12,12 @@ import typer
 
 from stliif.errors import InvalidInputError
 
-__all__ = ["POOL", "server", "worker"]
+__all__ = ["POOL", "loopback", "server", "worker"]
 
 POOL = "stliif-process"
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -31,7 +31,7 @@ def server(
     port: Annotated[int, typer.Option(help="Port.")] = 4200,
 ) -> None:
     """Start a Prefect server (UI and API) for stliif's deployments; Ctrl-C stops it."""
-    if not _loopback(host) and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+    if not loopback(host) and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         raise InvalidInputError(
             f"refusing to bind {host}: the server has no authentication; set "
             "PREFECT_SERVER_API_AUTH_STRING (and PREFECT_API_AUTH_STRING for clients) or bind 127.0.0.1"
