@@ -15,7 +15,7 @@ from stliif_cli.main import app
 def test_acquire_without_usable_data_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
 
-    def no_data(flow: Any, spec: Any, store: Any) -> dict[str, Any]:  # the flow's result, without a server
+    def no_data(flow: Any, spec: Any, store: Any, **options: Any) -> dict[str, Any]:  # the flow's result, no server
         calls.append(spec)
         return {"status": "no-data", "reason": "no items match (providers returned {'earth-search': 0})",
                 "found": {"earth-search": 0}, "errors": {}, "table": [], "dropped": {}, "dates": []}
