@@ -57,10 +57,13 @@ def start_run(deployment: str, spec: dict[str, Any], store: StoreSpec) -> dict[s
     checked = model.model_validate(spec)
     import httpx
     from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     name = f"{flow}/{deployment}"
+    parameters = {"spec": checked.model_dump(mode="json"), "store": store.model_dump(mode="json")}
     try:
-        run = _run_deployment(name, {"spec": checked.model_dump(mode="json"), "store": store.model_dump(mode="json")})
+        with temporary_settings(updates={PREFECT_API_URL: api}):  # the API named, whatever the process's settings
+            run = _run_deployment(name, parameters)
     except (httpx.HTTPError, OSError) as err:
         raise DataAccessError(f"the Prefect API at {api} does not answer: {err}") from err
     except ObjectNotFound as err:
