@@ -26,7 +26,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +431,6 @@ class Area:
     out_hw: tuple[int, int]
     transform: Affine
     shape: Any = None
-    _area: np.ndarray | None = field(default=None, repr=False)
 
     def tile(self, t: Tile) -> np.ndarray:
         """Boolean ``(ny, nx)``: the tile's pixels inside the area."""
