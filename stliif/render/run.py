@@ -333,7 +333,7 @@ def check_render(
     if version is None:
         how = "make it with `stliif crop`" if is_crop_aoi(aoi) else f"import or acquire it (`stliif etl --aoi {aoi} --stage import`, `stliif acquire`)"
         raise NoDataError(f"{source} is not in the store: {how} first")
-    cube = read_cube(store, aoi)
+    cube = read_cube(store, aoi, load=False)  # lazy: revisits are read one at a time, never the whole cube
     s = _scale(cube, scale, gsd)
     if bbox is not None:
         try:
