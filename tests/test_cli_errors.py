@@ -137,6 +137,35 @@ def test_store_locations_refused_before_touching_them(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_an_unwritable_render_folder_is_one_line_and_commits_nothing(world: dict[str, str], tmp_path: Path) -> None:
+    """A --out folder the user cannot write: one line, exit 2, the store's branch unmoved."""
+    import stat
+
+    from stliif.store import ArtifactStore
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    before = ArtifactStore.open(world["store"], create=False).snapshot_id()
+    root = os.geteuid() == 0  # root writes through permission bits: make the folder immutable instead
+    if root:
+        subprocess.run(["chattr", "+i", str(out)], check=True)
+    else:
+        out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        res = subprocess.run([str(STLIIF), "render", *R.split(), "--model", "median", "--out", str(out / "renders"),
+                              "--store", world["store"]], capture_output=True, text=True, timeout=120,
+                             env=_env(str(tmp_path)), cwd=str(tmp_path))  # fmt: skip
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(out)], check=True)
+        else:
+            out.chmod(0o755)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "is not a writable folder" in lines[0], res.stderr[-1500:]
+    assert list(out.iterdir()) == []
+    assert ArtifactStore.open(world["store"], create=False).snapshot_id() == before
+
+
 def test_read_only_store_refused_before_any_file_is_written(world: dict[str, str], tmp_path: Path) -> None:
     """A store the user cannot write: one line, and render writes no file to --out."""
     import shutil

@@ -142,6 +142,21 @@ def test_a_store_render_streams_tiles_into_a_cog_with_overviews_and_the_store(tm
     assert not list((tmp_path / "out").rglob(".*.partial"))  # the scratch goes once committed
 
 
+
+def test_a_store_render_holds_no_whole_cube_its_revisits_are_copied_one_at_a_time(tmp_path: Path) -> None:
+    """The plan's cube stays lazy (dask-backed): memory grows with a revisit, not the time series."""
+    from stliif.render import check_render
+    from stliif.render.tiles import LowRes
+
+    plan = check_render(_store(tmp_path), AOI, "linear", date="2024-03-15", scale=4)
+    assert all(plan.cube[v].chunks is not None for v in ("reflectance", "data_mask", "clm"))
+    assert plan.cube["reflectance"].chunks[0] == (1,) * len(CUBE["dates"])  # one chunk per revisit
+    idx = np.arange(len(CUBE["dates"]))
+    copied, held = LowRes(plan.cube, idx, tmp_path / "scratch"), LowRes(_cube()[0], idx)
+    np.testing.assert_array_equal(np.asarray(copied.rgb[:]), held.rgb)
+    np.testing.assert_array_equal(np.asarray(copied.clear[:]), held.clear)
+    np.testing.assert_array_equal(np.asarray(copied.area[:]), held.area)
+
 KILLED = """
 import sys, time
 from stliif.render import run_render
