@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import icechunk
+import numpy as np
 import xarray as xr
 import zarr
 from icechunk.xarray import to_icechunk
@@ -44,6 +45,12 @@ __all__ = ["ArtifactStore", "CommitInfo", "CommitResult", "run_key"]
 
 VERSION_ATTR = "stliif:version"
 JSON_ATTR = "stliif:json"
+PACK_ENCODING = "stliif:pack"
+"""A float variable's ``encoding`` key asking :meth:`ArtifactStore.commit` to store it as
+integers: ``{"dtype": "uint16", "scale_factor": s, "add_offset": o, "fill": f}`` (CF
+``scale_factor``/``add_offset``/``_FillValue`` attributes; NaN stored as ``fill``). It is stored
+so only when that decodes to the same float32 values to the bit; otherwise as floats."""
+PACKED_ATTR = "stliif:packed"  # on a packed array: the float dtype it decodes to
 STORE_ID_ATTR = "stliif:store_id"
 _THREAD_LOCK = threading.Lock()
 
@@ -292,11 +299,14 @@ class ArtifactStore:
 
     def read(self, path: str, *, ref: str | None = None, load: bool = False) -> xr.Dataset:
         """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``)."""
-        session, _ = self._group(path, ref)
+        session, group = self._group(path, ref)
+        packed = [name for name, arr in group.arrays() if PACKED_ATTR in arr.attrs]
         ds = xr.open_zarr(
             session.store, group=path, consolidated=False, decode_coords="all",
-            chunks=None if load else {},
+            chunks=None if load else {}, mask_and_scale={n: False for n in packed} if packed else True,
         )
+        for name in packed:
+            ds[name] = _unpack(ds[name])
         return ds.load() if load else ds
 
     def read_json(self, path: str, *, ref: str | None = None) -> Any:
@@ -384,11 +394,62 @@ class ArtifactStore:
                     ds[name] = var = var.astype(object)
                 # One chunk per time step (a revisit is read whole); other dims whole.
                 sizes = (1 if d == "time" else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
+                pack = var.encoding.get(PACK_ENCODING)
                 var.encoding = {"chunks": tuple(sizes)} if var.ndim else {}
+                packed = _pack(var, pack) if pack else None
+                if packed is not None:
+                    ds[name] = packed
+                    packed.encoding = {**var.encoding, "_FillValue": packed.attrs.pop("_FillValue")}
             to_icechunk(ds, session, group=path, mode="w")
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
             group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})
+
+
+def _pack(var: xr.DataArray, spec: Mapping[str, Any]) -> xr.DataArray | None:
+    """``var`` (float32) as CF-packed integers per ``spec`` (see :data:`PACK_ENCODING`), or None
+    when that would not decode (:func:`_unpack`) to the same bits: other values, another dtype."""
+    if var.dtype != np.float32:
+        return None
+    dtype, fill = np.dtype(spec["dtype"]), spec["fill"]
+    scale, offset = np.float32(spec.get("scale_factor", 1.0)), np.float32(spec.get("add_offset", 0.0))
+    values = np.asarray(var.values)
+    info = np.iinfo(dtype)
+    with np.errstate(invalid="ignore"):
+        dn = np.rint((values.astype(np.float64) - float(offset)) / float(scale))
+        ok = np.isnan(values) | ((dn >= info.min) & (dn <= info.max) & (dn != fill))
+        if not ok.all():
+            return None
+        ints = np.where(np.isnan(values), fill, dn).astype(dtype)
+    attrs = {**var.attrs, "scale_factor": float(scale), "add_offset": float(offset), "_FillValue": fill,
+             PACKED_ATTR: "float32"}
+    packed = xr.DataArray(ints, dims=var.dims, coords=var.coords, attrs=attrs)
+    if not np.array_equal(_decode(ints, scale, offset, fill).view(np.uint32), values.view(np.uint32)):
+        return None
+    return packed
+
+
+def _decode(ints: Any, scale: np.float32, offset: np.float32, fill: Any) -> Any:
+    """float32 values of packed integers: ``ints * scale (+ offset)``, NaN where ``fill``."""
+    out = ints.astype(np.float32) * scale
+    if offset != 0:
+        out = out + offset
+    return np.where(ints == fill, np.float32(np.nan), out)
+
+
+def _unpack(raw: xr.DataArray) -> xr.DataArray:
+    """The float32 values of a variable :func:`_pack` stored, read undecoded (lazy stays lazy)."""
+    attrs = dict(raw.attrs)
+    scale, offset = np.float32(attrs.pop("scale_factor")), np.float32(attrs.pop("add_offset", 0.0))
+    fill = attrs.pop("_FillValue", raw.encoding.get("_FillValue"))
+    attrs.pop(PACKED_ATTR)
+    out = raw.astype(np.float32) * scale
+    if offset != 0:
+        out = out + offset
+    if fill is not None:
+        out = out.where(raw != fill)
+    out.attrs = attrs
+    return out
 
 
 def _write_identity(repo: icechunk.Repository) -> None:
