@@ -41,7 +41,7 @@ from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
 from stliif.location import check_location
 from stliif.names import validate_artifact_path, validate_ref_name
 
-__all__ = ["ArtifactStore", "CommitInfo", "CommitResult", "run_key"]
+__all__ = ["ArtifactStore", "CommitBatch", "CommitInfo", "CommitResult", "run_key"]
 
 VERSION_ATTR = "stliif:version"
 JSON_ATTR = "stliif:json"
@@ -382,6 +382,15 @@ class ArtifactStore:
                 raise StoreError(f"commit of stage {stage!r} failed: {_reason(err)}") from err
         return CommitResult(snap, key, True, paths)
 
+    @contextlib.contextmanager
+    def batch(self, stage: str, *, run_id: str | None = None, message: str | None = None) -> Iterator[CommitBatch]:
+        """A batch of runs of ``stage`` (one per AOI, say) committed together, once, on leaving
+        the ``with`` block (see :class:`CommitBatch`); nothing when no run wrote anything, or when
+        the block raised (then nothing is committed: re-run)."""
+        batch = CommitBatch(self, stage, run_id=run_id, message=message)
+        yield batch
+        batch.commit()
+
     @staticmethod
     def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str, chunks: Mapping[str, int]) -> None:
         attrs = {VERSION_ATTR: key, "stliif:stage": stage}
@@ -450,6 +459,78 @@ def _unpack(raw: xr.DataArray) -> xr.DataArray:
         out = out.where(raw != fill)
     out.attrs = attrs
     return out
+
+
+class CommitBatch:
+    """Runs of one stage written into one writable session and committed once
+    (:meth:`ArtifactStore.batch`): the commit count of a stage run does not grow with its AOIs.
+
+    Each run keeps its own run key (in its artifacts' ``stliif:version``) and its lineage: the
+    commit's ``runs`` metadata lists every run's key, parameters, inputs and artifacts (a batch of
+    one run records them at the top level too, as :meth:`ArtifactStore.commit` does). Chunks are
+    written as runs are added, outside the commit lock, which is held only for the commit (a
+    branch that moved meanwhile is rebased; overlapping writes fail with :class:`StoreError`).
+    """
+
+    def __init__(self, store: ArtifactStore, stage: str, *, run_id: str | None, message: str | None) -> None:
+        self.store, self.stage, self.run_id, self.message = store, stage, run_id, message
+        self.branch = store.spec.branch
+        self.base = store.snapshot_id(self.branch)
+        self._session: icechunk.Session | None = None
+        self.runs: builtins.list[dict[str, Any]] = []
+        self.snapshot_id = self.base
+
+    def add(
+        self,
+        artifacts: Mapping[str, xr.Dataset | Mapping[str, Any] | builtins.list[Any]],
+        *,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str] | None = None,
+        force: bool = False,
+        chunks: Mapping[str, int] | None = None,
+    ) -> tuple[str, bool]:
+        """Write one run's ``artifacts`` (as :meth:`ArtifactStore.commit` does) into the batch;
+        returns its run key and whether it wrote (False: every artifact carries the key already)."""
+        paths = tuple(validate_artifact_path(p) for p in artifacts)
+        inputs = dict(inputs or {})
+        key = run_key(self.stage, params, inputs)
+        if not force and all(self.store.version(p, ref=self.base) == key for p in paths):
+            return key, False
+        if self._session is None:
+            self._session = self.store.repo.writable_session(self.branch)
+        for path, obj in artifacts.items():
+            try:
+                self.store._write(self._session, path, obj, key, self.stage, chunks or {})
+            except (icechunk.IcechunkError, OSError) as err:
+                raise StoreError(f"writing {path!r} (stage {self.stage!r}) failed, nothing committed: {_reason(err)}") from err
+        self.runs.append({"run_key": key, "params": json.loads(json.dumps(params, default=str)),
+                          "inputs": inputs, "artifacts": list(paths)})  # fmt: skip
+        return key, True
+
+    def commit(self) -> str:
+        """Commit every run added (once); returns the snapshot id (the base one when none wrote)."""
+        if self._session is None or not self.runs:
+            return self.snapshot_id
+        session, self._session = self._session, None
+        paths = [p for r in self.runs for p in r["artifacts"]]
+        metadata: dict[str, Any] = {
+            "stage": self.stage, "input_snapshot": self.base, "code_version": stliif.code_version(),
+            "run_id": self.run_id or "", "artifacts": paths, "runs": self.runs,
+        }
+        if len(self.runs) == 1:
+            (run,) = self.runs
+            metadata.update(run_key=run["run_key"], params=run["params"], inputs=run["inputs"],
+                            params_hash=run_key(self.stage, run["params"], {})[:12])  # fmt: skip
+        aois = sorted({str(r["params"].get("aoi")) for r in self.runs if "aoi" in r["params"]})
+        message = self.message or f"{self.stage}: " + (
+            ", ".join(aois) if len(aois) <= 3 else f"{len(aois)} AOIs ({aois[0]} ... {aois[-1]})"
+        )
+        with self.store._locked():
+            try:
+                self.snapshot_id = session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
+            except (icechunk.IcechunkError, icechunk.ConflictError, icechunk.RebaseFailedError) as err:
+                raise StoreError(f"commit of stage {self.stage!r} failed: {_reason(err)}") from err
+        return self.snapshot_id
 
 
 def _write_identity(repo: icechunk.Repository) -> None:
