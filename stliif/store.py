@@ -303,7 +303,7 @@ class ArtifactStore:
         packed = [name for name, arr in group.arrays() if PACKED_ATTR in arr.attrs]
         ds = xr.open_zarr(
             session.store, group=path, consolidated=False, decode_coords="all",
-            chunks=None if load else {}, mask_and_scale={n: False for n in packed} if packed else True,
+            chunks=None if load else {}, mask_and_scale=dict.fromkeys(packed, False) if packed else True,
         )
         for name in packed:
             ds[name] = _unpack(ds[name])
@@ -423,13 +423,12 @@ def _pack(var: xr.DataArray, spec: Mapping[str, Any]) -> xr.DataArray | None:
     dtype, fill = np.dtype(spec["dtype"]), spec["fill"]
     scale, offset = np.float32(spec.get("scale_factor", 1.0)), np.float32(spec.get("add_offset", 0.0))
     values = np.asarray(var.values)
-    info = np.iinfo(dtype)
+    info, nan = np.iinfo(dtype), np.isnan(values)
     with np.errstate(invalid="ignore"):
-        dn = np.rint((values.astype(np.float64) - float(offset)) / float(scale))
-        ok = np.isnan(values) | ((dn >= info.min) & (dn <= info.max) & (dn != fill))
-        if not ok.all():
+        dn = np.rint((values - offset) / scale)  # float32: the check below catches any rounding
+        if not (nan | ((dn >= info.min) & (dn <= info.max) & (dn != fill))).all():
             return None
-        ints = np.where(np.isnan(values), fill, dn).astype(dtype)
+        ints = np.where(nan, fill, dn).astype(dtype)
     attrs = {**var.attrs, "scale_factor": float(scale), "add_offset": float(offset), "_FillValue": fill,
              PACKED_ATTR: "float32"}
     packed = xr.DataArray(ints, dims=var.dims, coords=var.coords, attrs=attrs)

@@ -106,7 +106,7 @@ def test_run_stage_batch_one_commit_per_stage_run_and_single_aoi_refresh(small_d
     for stage in ("import", "mask"):
         res = run_stage_batch(store, stage, aois, data=small_dataset)
         assert [r.status for r in res] == ["unchanged", "committed"], stage
-        assert store.log()[0].metadata["artifacts"] == [p for p in res[1].artifacts]
+        assert store.log()[0].metadata["artifacts"] == list(res[1].artifacts)
 
 
 @pytest.mark.integration
