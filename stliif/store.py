@@ -406,9 +406,9 @@ class ArtifactStore:
                 pack = var.encoding.get(PACK_ENCODING)
                 var.encoding = {"chunks": tuple(sizes)} if var.ndim else {}
                 packed = _pack(var, pack) if pack else None
-                if packed is not None:
-                    ds[name] = packed
+                if packed is not None:  # the encoding must be set before the variable is copied in
                     packed.encoding = {**var.encoding, "_FillValue": packed.attrs.pop("_FillValue")}
+                    ds[name] = packed
             to_icechunk(ds, session, group=path, mode="w")
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
@@ -447,6 +447,8 @@ def _decode(ints: Any, scale: np.float32, offset: np.float32, fill: Any) -> Any:
 
 def _unpack(raw: xr.DataArray) -> xr.DataArray:
     """The float32 values of a variable :func:`_pack` stored, read undecoded (lazy stays lazy)."""
+    if raw.chunks is None:  # not lazy: read the integers once, not once per use below
+        raw = raw.load()
     attrs = dict(raw.attrs)
     scale, offset = np.float32(attrs.pop("scale_factor")), np.float32(attrs.pop("add_offset", 0.0))
     fill = attrs.pop("_FillValue", raw.encoding.get("_FillValue"))

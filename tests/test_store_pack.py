@@ -41,6 +41,7 @@ def test_packed_reflectance_reads_back_to_the_bit(tmp_path: Path) -> None:
     store.commit({"raw/a": ds}, stage="import", params={})
     arr = _stored(store, "raw/a", "reflectance")
     assert arr.dtype == np.uint16 and arr.attrs["scale_factor"] == SCALE  # CF, as the source has it
+    assert arr.chunks == (1, 3, 5, 4)  # one chunk per date, as the float cubes
     assert np.array_equal(arr[:], dn)
     for load in (True, False):
         back = store.read("raw/a", load=load)["reflectance"]
