@@ -33,6 +33,12 @@ from stliif.stages import plan_stages, run_split, run_stage, run_stage_batch
 from stliif.store import ArtifactStore
 
 
+def _renamed(file: str, aoi: str, name: str) -> str:
+    """``file`` of ``aoi`` named for ``name`` (WorldStrat spells some names with spaces)."""
+    prefix = aoi if file.startswith(aoi) else aoi.replace("_", " ")
+    return name + file[len(prefix):]
+
+
 def make_dataset(src: Path, dst: Path, n: int, *, seed: int = 0) -> list[str]:
     """``n`` synthetic AOIs under ``dst`` (made once; reused when already there)."""
     real = list_aois(src)
@@ -47,7 +53,7 @@ def make_dataset(src: Path, dst: Path, n: int, *, seed: int = 0) -> list[str]:
             continue
         lr_out.mkdir(parents=True)
         for f in sorted((src / "lr_dataset" / aoi / "L2A").iterdir()):
-            out = lr_out / f.name.replace(aoi, name).replace(aoi.replace("_", " "), name)
+            out = lr_out / _renamed(f.name, aoi, name)
             if f.name.endswith("L2A_data.tiff"):
                 with rasterio.open(f) as r:
                     data, profile, scales = r.read(), r.profile, r.scales
@@ -61,7 +67,7 @@ def make_dataset(src: Path, dst: Path, n: int, *, seed: int = 0) -> list[str]:
                 out.symlink_to(f)
         hr_out.mkdir(parents=True)
         for f in sorted((src / "hr_dataset/12bit" / aoi).iterdir()):
-            (hr_out / f.name.replace(aoi, name).replace(aoi.replace("_", " "), name)).symlink_to(f)
+            (hr_out / _renamed(f.name, aoi, name)).symlink_to(f)
     return names
 
 
