@@ -324,29 +324,32 @@ def run_stage_batch(
 
     Each AOI keeps its run key, its lineage (the commit's ``runs``) and its own result:
     ``committed`` only for the AOIs whose outputs changed, so a rerun after one AOI's refresh
-    recomputes and commits that AOI alone. An error that :func:`run_stage` would raise is raised
-    after the AOIs before it are committed.
+    recomputes and commits that AOI alone. An error computing an AOI that :func:`run_stage`
+    would raise is raised after the AOIs before it are committed; an error writing one (or an
+    interrupt) commits nothing, so no AOI's artifacts are committed out of step.
     """
     p = _params(stage, params)
     spec, data = AOI_STAGES[stage], Path(data)
     results: list[StageResult] = []
     written: list[tuple[int, str, dict[str, Any]]] = []  # (index in results, run key, summary)
     batch = CommitBatch(store, stage, run_id=run_id, message=None)
-    try:
-        for aoi in dict.fromkeys(aois):
+    for aoi in dict.fromkeys(aois):
+        try:
             prep = _prepare(store, stage, aoi, data, p, skip_errors=skip_errors, force=force)
-            if isinstance(prep, StageResult):
-                results.append(prep)
-                continue
-            inputs, artifacts = prep
-            key, wrote = batch.add(artifacts, params={"aoi": aoi, **p}, inputs=inputs, force=force)
-            status = "committed" if wrote else "unchanged"
-            results.append(StageResult(stage, aoi, status, key, batch.base, tuple(artifacts)))
-            if wrote:
-                written.append((len(results) - 1, key, spec.summary(artifacts)))
-            del artifacts, prep
-    finally:
-        snap = batch.commit()
+        except Exception:
+            batch.commit()  # every AOI before this one is whole
+            raise
+        if isinstance(prep, StageResult):
+            results.append(prep)
+            continue
+        inputs, artifacts = prep
+        key, wrote = batch.add(artifacts, params={"aoi": aoi, **p}, inputs=inputs, force=force)
+        status = "committed" if wrote else "unchanged"
+        results.append(StageResult(stage, aoi, status, key, batch.base, tuple(artifacts)))
+        if wrote:
+            written.append((len(results) - 1, key, spec.summary(artifacts)))
+        del artifacts, prep
+    snap = batch.commit()
     for i, _, summary in written:
         results[i] = replace(results[i], snapshot_id=snap, summary=summary)
     return results

@@ -119,3 +119,25 @@ def test_run_stage_batch_commits_the_aois_before_an_error(small_dataset: Path, t
     assert store.list("raw") == [f"raw/{aois[0]}"]
     skipped = run_stage_batch(store, "import", aois, data=small_dataset, skip_errors=True)
     assert [r.status for r in skipped] == ["unchanged", "skipped"]
+
+
+@pytest.mark.integration
+def test_run_stage_batch_write_failure_commits_nothing(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails halfway through an AOI's artifacts commits no AOI: none out of step."""
+    store = ArtifactStore.open(str(tmp_path / "s"))
+    snap, real = store.snapshot_id(), ArtifactStore._write
+    calls = []
+
+    def failing(session: object, path: str, *args: object) -> None:
+        calls.append(path)
+        if len(calls) == 5:  # the second AOI's hr/<aoi>/pan, after its raw/<aoi>
+            raise OSError(28, "No space left on device")
+        real(session, path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ArtifactStore, "_write", staticmethod(failing))
+    with pytest.raises(StoreError, match="nothing committed"):
+        run_stage_batch(store, "import", ["Amnesty_POI-13-1-1", "Landcover-14956"], data=small_dataset)
+    assert store.snapshot_id() == snap and store.list("raw") == []
+
