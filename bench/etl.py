@@ -1,11 +1,13 @@
 """Benchmark: full ETL of the WorldStrat AOIs vs merely reading every source file once.
 
-usage: .venv/bin/python bench/etl.py [--data PATH] [--aoi A ...] [--no-flow]
+usage: .venv/bin/python bench/etl.py [--data PATH] [--aoi A ...] [--no-flow] [--per-aoi]
 
 Prints, in one run: the time to decode every source file once (rasterio reads of every TIFF and
-JSON parses of every metadata file), the ETL through the library alone (stliif.stages), and the
-ETL through the Prefect flow (temporary local server included), each into a fresh store, and
-their ratios to the read-once time.
+JSON parses of every metadata file), the ETL through the library alone (stliif.stages: one
+``run_stage_batch`` per stage, or with ``--per-aoi`` one ``run_stage`` per stage and AOI, as the
+code before batching did), and the ETL through the Prefect flow (temporary local server
+included), each into a fresh store, and their ratios to the read-once time; for the library run
+also the commits made and the store's size per AOI.
 """
 
 from __future__ import annotations
@@ -43,21 +45,37 @@ def read_once(data: Path, aois: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def etl_library(data: Path, aois: list[str], store_uri: str) -> tuple[float, dict[str, float]]:
-    """Total seconds and seconds per stage run (summed over AOIs)."""
+def etl_library(
+    data: Path, aois: list[str], store_uri: str, *, per_aoi: bool = False
+) -> tuple[float, dict[str, float], int]:
+    """Total seconds, seconds per stage run (summed over AOIs) and commits made."""
     per_stage: dict[str, float] = {}
     t = time.perf_counter()
     store = ArtifactStore.open(store_uri)
+    n0 = len(store.log())
     plan = plan_stages(["import", "mask", "pansharpen", "subset", "histogram"])
-    for aoi in aois:
+    if per_aoi:
+        for aoi in aois:
+            for name, stage, params, _ in plan:
+                t0 = time.perf_counter()
+                run_stage(store, stage, aoi, data=data, params=params)
+                per_stage[name] = per_stage.get(name, 0.0) + time.perf_counter() - t0
+    else:
+        from stliif.stages import run_stage_batch
+
         for name, stage, params, _ in plan:
             t0 = time.perf_counter()
-            run_stage(store, stage, aoi, data=data, params=params)
-            per_stage[name] = per_stage.get(name, 0.0) + time.perf_counter() - t0
+            run_stage_batch(store, stage, aois, data=data, params=params)
+            per_stage[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     run_split(store)
     per_stage["split"] = time.perf_counter() - t0
-    return time.perf_counter() - t, per_stage
+    return time.perf_counter() - t, per_stage, len(store.log()) - n0
+
+
+def store_bytes(path: str) -> int:
+    """Bytes of every file under a local store."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def etl_flow(data: Path, aois: list[str], store_uri: str) -> float:
@@ -74,6 +92,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=default_data_root())
     ap.add_argument("--aoi", action="append")
     ap.add_argument("--no-flow", action="store_true", help="skip the Prefect flow measurement")
+    ap.add_argument("--per-aoi", action="store_true", help="library run: one commit per stage and AOI")
     args = ap.parse_args()
     aois = resolve_aois(args.data, args.aoi)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -82,8 +101,11 @@ def main() -> None:
     t_read = read_once(args.data, aois)
     print(f"read every source file once: {t_read:7.2f} s")
     with tempfile.TemporaryDirectory() as tmp:
-        t_lib, per_stage = etl_library(args.data, aois, f"{tmp}/lib")
-        print(f"ETL, library (stliif.stages): {t_lib:7.2f} s  ratio {t_lib / t_read:5.2f}x")
+        t_lib, per_stage, commits = etl_library(args.data, aois, f"{tmp}/lib", per_aoi=args.per_aoi)
+        print(f"ETL, library (stliif.stages): {t_lib:7.2f} s  ratio {t_lib / t_read:5.2f}x  "
+              f"({'per AOI' if args.per_aoi else 'batched'}: {commits} commits)")
+        size = store_bytes(f"{tmp}/lib")
+        print(f"store size: {size / 1e6:7.1f} MB  ({size / len(aois) / 1e6:5.2f} MB per AOI)")
         for name, sec in per_stage.items():
             print(f"  {name:16s} {sec:7.2f} s  ({sec / len(aois) * 1000:6.0f} ms per AOI)")
         if not args.no_flow:

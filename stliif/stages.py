@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,11 @@ from stliif.preprocess.pansharpen import pansharpen
 from stliif.preprocess.split import paper_split, stratified_split
 from stliif.preprocess.temporal import select_revisits
 from stliif.sources import worldstrat
-from stliif.store import ArtifactStore, run_key
+from stliif.store import ArtifactStore, CommitBatch, run_key
 
 __all__ = [
     "AOI_STAGES", "FOLDER_STAGES", "CropPlan", "StageResult", "check_crop", "folder_aois", "plan_stages",
-    "resolve_run_aois", "run_crop", "run_split", "run_stage", "split_aois", "stage_key", "store_aois",
+    "resolve_run_aois", "run_crop", "run_split", "run_stage", "run_stage_batch", "split_aois", "stage_key", "store_aois",
 ]
 
 log = logging.getLogger(__name__)
@@ -273,8 +273,26 @@ def run_stage(
     (:class:`DataAccessError`) when ``skip_errors`` is set. Otherwise errors propagate.
     """
     p = _params(stage, params)
+    prep = _prepare(store, stage, aoi, Path(data), p, skip_errors=skip_errors, force=force)
+    if isinstance(prep, StageResult):
+        return prep
+    inputs, artifacts = prep
+    result = store.commit(
+        artifacts, stage=stage, params={"aoi": aoi, **p}, inputs=inputs, run_id=run_id,
+        message=f"{stage} {aoi}", force=force,
+    )
+    return StageResult(
+        stage, aoi, "committed" if result.created else "unchanged", result.run_key,
+        result.snapshot_id, result.artifacts, summary=AOI_STAGES[stage].summary(artifacts),
+    )
+
+
+def _prepare(
+    store: ArtifactStore, stage: str, aoi: str, data: Path, p: dict[str, Any], *, skip_errors: bool, force: bool
+) -> StageResult | tuple[dict[str, str], Artifacts]:
+    """A stage run's inputs and computed outputs, or its result when there is nothing to commit
+    (``unchanged``, or ``skipped``: see :func:`run_stage`)."""
     spec = AOI_STAGES[stage]
-    data = Path(data)
     _check_aoi(stage, aoi)
     try:
         inputs = spec.inputs(store, data, aoi, p)
@@ -282,20 +300,59 @@ def run_stage(
         outputs = spec.outputs(aoi, p)
         if not force and all(store.version(o) == key for o in outputs):
             return StageResult(stage, aoi, "unchanged", key, store.snapshot_id(), tuple(outputs))
-        artifacts = spec.compute(store, data, aoi, p)
+        return inputs, spec.compute(store, data, aoi, p)
     except (DataAccessError, NoDataError) as err:
         if isinstance(err, DataAccessError) and not skip_errors:
             raise
         log.warning("stage %s skipped AOI %s: %s", stage, aoi, err)
         return StageResult(stage, aoi, "skipped", reason=str(err))
-    result = store.commit(
-        artifacts, stage=stage, params={"aoi": aoi, **p}, inputs=inputs, run_id=run_id,
-        message=f"{stage} {aoi}", force=force,
-    )
-    return StageResult(
-        stage, aoi, "committed" if result.created else "unchanged", result.run_key,
-        result.snapshot_id, result.artifacts, summary=spec.summary(artifacts),
-    )
+
+
+def run_stage_batch(
+    store: ArtifactStore,
+    stage: str,
+    aois: Sequence[str],
+    *,
+    data: str | Path,
+    params: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    skip_errors: bool = False,
+    force: bool = False,
+) -> list[StageResult]:
+    """Run one stage for many AOIs as :func:`run_stage` does, AOI by AOI, but commit the work of
+    all of them at once: one commit (:meth:`ArtifactStore.batch`), none when nothing changed.
+
+    Each AOI keeps its run key, its lineage (the commit's ``runs``) and its own result:
+    ``committed`` only for the AOIs whose outputs changed, so a rerun after one AOI's refresh
+    recomputes and commits that AOI alone. An error computing an AOI that :func:`run_stage`
+    would raise is raised after the AOIs before it are committed; an error writing one (or an
+    interrupt) commits nothing, so no AOI's artifacts are committed out of step.
+    """
+    p = _params(stage, params)
+    spec, data = AOI_STAGES[stage], Path(data)
+    results: list[StageResult] = []
+    written: list[tuple[int, str, dict[str, Any]]] = []  # (index in results, run key, summary)
+    batch = CommitBatch(store, stage, run_id=run_id, message=None)
+    for aoi in dict.fromkeys(aois):
+        try:
+            prep = _prepare(store, stage, aoi, data, p, skip_errors=skip_errors, force=force)
+        except Exception:
+            batch.commit()  # every AOI before this one is whole
+            raise
+        if isinstance(prep, StageResult):
+            results.append(prep)
+            continue
+        inputs, artifacts = prep
+        key, wrote = batch.add(artifacts, params={"aoi": aoi, **p}, inputs=inputs, force=force)
+        status = "committed" if wrote else "unchanged"
+        results.append(StageResult(stage, aoi, status, key, batch.base, tuple(artifacts)))
+        if wrote:
+            written.append((len(results) - 1, key, spec.summary(artifacts)))
+        del artifacts, prep
+    snap = batch.commit()
+    for i, _, summary in written:
+        results[i] = replace(results[i], snapshot_id=snap, summary=summary)
+    return results
 
 
 def split_aois(store: ArtifactStore) -> list[str]:

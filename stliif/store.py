@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import icechunk
+import numpy as np
 import xarray as xr
 import zarr
 from icechunk.xarray import to_icechunk
@@ -40,10 +41,16 @@ from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
 from stliif.location import check_location
 from stliif.names import validate_artifact_path, validate_ref_name
 
-__all__ = ["ArtifactStore", "CommitInfo", "CommitResult", "run_key"]
+__all__ = ["ArtifactStore", "CommitBatch", "CommitInfo", "CommitResult", "run_key"]
 
 VERSION_ATTR = "stliif:version"
 JSON_ATTR = "stliif:json"
+PACK_ENCODING = "stliif:pack"
+"""A float variable's ``encoding`` key asking :meth:`ArtifactStore.commit` to store it as
+integers: ``{"dtype": "uint16", "scale_factor": s, "add_offset": o, "fill": f}`` (CF
+``scale_factor``/``add_offset``/``_FillValue`` attributes; NaN stored as ``fill``). It is stored
+so only when that decodes to the same float32 values to the bit; otherwise as floats."""
+PACKED_ATTR = "stliif:packed"  # on a packed array: the float dtype it decodes to
 STORE_ID_ATTR = "stliif:store_id"
 _THREAD_LOCK = threading.Lock()
 
@@ -292,11 +299,14 @@ class ArtifactStore:
 
     def read(self, path: str, *, ref: str | None = None, load: bool = False) -> xr.Dataset:
         """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``)."""
-        session, _ = self._group(path, ref)
+        session, group = self._group(path, ref)
+        packed = [name for name, arr in group.arrays() if PACKED_ATTR in arr.attrs]
         ds = xr.open_zarr(
             session.store, group=path, consolidated=False, decode_coords="all",
-            chunks=None if load else {},
+            chunks=None if load else {}, mask_and_scale=dict.fromkeys(packed, False) if packed else True,
         )
+        for name in packed:
+            ds[name] = _unpack(ds[name])
         return ds.load() if load else ds
 
     def read_json(self, path: str, *, ref: str | None = None) -> Any:
@@ -372,6 +382,15 @@ class ArtifactStore:
                 raise StoreError(f"commit of stage {stage!r} failed: {_reason(err)}") from err
         return CommitResult(snap, key, True, paths)
 
+    @contextlib.contextmanager
+    def batch(self, stage: str, *, run_id: str | None = None, message: str | None = None) -> Iterator[CommitBatch]:
+        """A batch of runs of ``stage`` (one per AOI, say) committed together, once, on leaving
+        the ``with`` block (see :class:`CommitBatch`); nothing when no run wrote anything, or when
+        the block raised (then nothing is committed: re-run)."""
+        batch = CommitBatch(self, stage, run_id=run_id, message=message)
+        yield batch
+        batch.commit()
+
     @staticmethod
     def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str, chunks: Mapping[str, int]) -> None:
         attrs = {VERSION_ATTR: key, "stliif:stage": stage}
@@ -384,11 +403,135 @@ class ArtifactStore:
                     ds[name] = var = var.astype(object)
                 # One chunk per time step (a revisit is read whole); other dims whole.
                 sizes = (1 if d == "time" else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
+                pack = var.encoding.get(PACK_ENCODING)
                 var.encoding = {"chunks": tuple(sizes)} if var.ndim else {}
+                packed = _pack(var, pack) if pack else None
+                if packed is not None:  # the encoding must be set before the variable is copied in
+                    packed.encoding = {**var.encoding, "_FillValue": packed.attrs.pop("_FillValue")}
+                    ds[name] = packed
             to_icechunk(ds, session, group=path, mode="w")
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
             group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})
+
+
+def _pack(var: xr.DataArray, spec: Mapping[str, Any]) -> xr.DataArray | None:
+    """``var`` (float32) as CF-packed integers per ``spec`` (see :data:`PACK_ENCODING`), or None
+    when that would not decode (:func:`_unpack`) to the same bits: other values, another dtype."""
+    if var.dtype != np.float32:
+        return None
+    dtype, fill = np.dtype(spec["dtype"]), spec["fill"]
+    scale, offset = np.float32(spec.get("scale_factor", 1.0)), np.float32(spec.get("add_offset", 0.0))
+    values = np.asarray(var.values)
+    info, nan = np.iinfo(dtype), np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        dn = np.rint((values - offset) / scale)  # float32: the check below catches any rounding
+        if not (nan | ((dn >= info.min) & (dn <= info.max) & (dn != fill))).all():
+            return None
+        ints = np.where(nan, fill, dn).astype(dtype)
+    attrs = {**var.attrs, "scale_factor": float(scale), "add_offset": float(offset), "_FillValue": fill,
+             PACKED_ATTR: "float32"}
+    packed = xr.DataArray(ints, dims=var.dims, coords=var.coords, attrs=attrs)
+    if not np.array_equal(_decode(ints, scale, offset, fill).view(np.uint32), values.view(np.uint32)):
+        return None
+    return packed
+
+
+def _decode(ints: Any, scale: np.float32, offset: np.float32, fill: Any) -> Any:
+    """float32 values of packed integers: ``ints * scale (+ offset)``, NaN where ``fill``."""
+    out = ints.astype(np.float32) * scale
+    if offset != 0:
+        out = out + offset
+    return np.where(ints == fill, np.float32(np.nan), out)
+
+
+def _unpack(raw: xr.DataArray) -> xr.DataArray:
+    """The float32 values of a variable :func:`_pack` stored, read undecoded (lazy stays lazy)."""
+    if raw.chunks is None:  # not lazy: read the integers once, not once per use below
+        raw = raw.load()
+    attrs = dict(raw.attrs)
+    scale, offset = np.float32(attrs.pop("scale_factor")), np.float32(attrs.pop("add_offset", 0.0))
+    fill = attrs.pop("_FillValue", raw.encoding.get("_FillValue"))
+    attrs.pop(PACKED_ATTR)
+    out = raw.astype(np.float32) * scale
+    if offset != 0:
+        out = out + offset
+    if fill is not None:
+        out = out.where(raw != fill)
+    out.attrs = attrs
+    return out
+
+
+class CommitBatch:
+    """Runs of one stage written into one writable session and committed once
+    (:meth:`ArtifactStore.batch`): the commit count of a stage run does not grow with its AOIs.
+
+    Each run keeps its own run key (in its artifacts' ``stliif:version``) and its lineage: the
+    commit's ``runs`` metadata lists every run's key, parameters, inputs and artifacts (a batch of
+    one run records them at the top level too, as :meth:`ArtifactStore.commit` does). Chunks are
+    written as runs are added, outside the commit lock, which is held only for the commit (a
+    branch that moved meanwhile is rebased; overlapping writes fail with :class:`StoreError`).
+    """
+
+    def __init__(self, store: ArtifactStore, stage: str, *, run_id: str | None, message: str | None) -> None:
+        self.store, self.stage, self.run_id, self.message = store, stage, run_id, message
+        self.branch = store.spec.branch
+        self.base = store.snapshot_id(self.branch)
+        self._session: icechunk.Session | None = None
+        self.runs: builtins.list[dict[str, Any]] = []
+        self.snapshot_id = self.base
+
+    def add(
+        self,
+        artifacts: Mapping[str, xr.Dataset | Mapping[str, Any] | builtins.list[Any]],
+        *,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str] | None = None,
+        force: bool = False,
+        chunks: Mapping[str, int] | None = None,
+    ) -> tuple[str, bool]:
+        """Write one run's ``artifacts`` (as :meth:`ArtifactStore.commit` does) into the batch;
+        returns its run key and whether it wrote (False: every artifact carries the key already)."""
+        paths = tuple(validate_artifact_path(p) for p in artifacts)
+        inputs = dict(inputs or {})
+        key = run_key(self.stage, params, inputs)
+        if not force and all(self.store.version(p, ref=self.base) == key for p in paths):
+            return key, False
+        if self._session is None:
+            self._session = self.store.repo.writable_session(self.branch)
+        for path, obj in artifacts.items():
+            try:
+                self.store._write(self._session, path, obj, key, self.stage, chunks or {})
+            except (icechunk.IcechunkError, OSError) as err:
+                raise StoreError(f"writing {path!r} (stage {self.stage!r}) failed, nothing committed: {_reason(err)}") from err
+        self.runs.append({"run_key": key, "params": json.loads(json.dumps(params, default=str)),
+                          "inputs": inputs, "artifacts": list(paths)})  # fmt: skip
+        return key, True
+
+    def commit(self) -> str:
+        """Commit every run added (once); returns the snapshot id (the base one when none wrote)."""
+        if self._session is None or not self.runs:
+            return self.snapshot_id
+        session, self._session = self._session, None
+        paths = [p for r in self.runs for p in r["artifacts"]]
+        metadata: dict[str, Any] = {
+            "stage": self.stage, "input_snapshot": self.base, "code_version": stliif.code_version(),
+            "run_id": self.run_id or "", "artifacts": paths, "runs": self.runs,
+        }
+        if len(self.runs) == 1:
+            (run,) = self.runs
+            metadata.update(run_key=run["run_key"], params=run["params"], inputs=run["inputs"],
+                            params_hash=run_key(self.stage, run["params"], {})[:12])  # fmt: skip
+        aois = sorted({str(r["params"].get("aoi")) for r in self.runs if "aoi" in r["params"]})
+        message = self.message or f"{self.stage}: " + (
+            ", ".join(aois) if len(aois) <= 3 else f"{len(aois)} AOIs ({aois[0]} ... {aois[-1]})"
+        )
+        with self.store._locked():
+            try:
+                self.snapshot_id = session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
+            except (icechunk.IcechunkError, icechunk.ConflictError, icechunk.RebaseFailedError) as err:
+                raise StoreError(f"commit of stage {self.stage!r} failed: {_reason(err)}") from err
+        return self.snapshot_id
 
 
 def _write_identity(repo: icechunk.Repository) -> None:

@@ -31,6 +31,7 @@ from rasterio.transform import from_bounds
 
 from stliif.errors import DataAccessError, InvalidInputError
 from stliif.raw_schema import check_raw
+from stliif.store import PACK_ENCODING
 
 __all__ = [
     "BANDS",
@@ -256,6 +257,16 @@ def _reflectance(data: np.ndarray, profile: rasterio.profiles.Profile, scales: S
     return out
 
 
+def _pack_spec(data: np.ndarray, profile: rasterio.profiles.Profile, scales: Sequence[float]) -> dict[str, Any] | None:
+    """The store encoding (:data:`stliif.store.PACK_ENCODING`) giving back :func:`_reflectance`'s
+    values from the source's DN: its dtype, one scale for every band, its nodata as the fill."""
+    scale = {float(np.float32(s if s not in (None, 1.0) else _DEFAULT_SCALE)) for s in scales}
+    nodata = profile.get("nodata")
+    if np.issubdtype(data.dtype, np.floating) or len(scale) != 1 or nodata is None:
+        return None
+    return {"dtype": str(data.dtype), "scale_factor": scale.pop(), "add_offset": 0.0, "fill": int(nodata)}
+
+
 def read_lr(files: AOIFiles) -> xr.Dataset:
     """Read the LR revisits of an AOI into one Dataset, sorted by acquisition date.
 
@@ -267,7 +278,7 @@ def read_lr(files: AOIFiles) -> xr.Dataset:
         attributes ``aoi``, ``hr_date`` and the AOI's location and labels.
     """
     masks: dict[str, list[Any]] = {v: [] for v in _MASK_VARS.values()}
-    arrays, metas = [], []
+    arrays, metas, packs = [], [], []
     transform = shape = None
     has_scl = all(r.masks.get("SCL") is not None for r in files.revisits)
     for r in files.revisits:
@@ -277,6 +288,7 @@ def read_lr(files: AOIFiles) -> xr.Dataset:
         elif data.shape[1:] != shape:
             raise DataAccessError(f"{r.data}: size {data.shape[1:]} differs from revisit 1's {shape}")
         arrays.append(_reflectance(data, profile, scales, r.data))
+        packs.append(_pack_spec(data, profile, scales))
         for name, var in _MASK_VARS.items():
             path = r.masks.get(name)
             if path is None:
@@ -314,6 +326,8 @@ def read_lr(files: AOIFiles) -> xr.Dataset:
     attrs.update({k: first[k] for k in ("lon", "lat", "bounds", "LCCS", "SMOD", "IPCC") if k in first})
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     ds["reflectance"].attrs["nodata"] = "NaN"
+    if packs[0] is not None and all(p == packs[0] for p in packs):  # stored as the source's DN
+        ds["reflectance"].encoding[PACK_ENCODING] = packs[0]
     ds = ds.rio.write_crs(crs or "EPSG:4326").rio.write_transform(transform)
     check_raw(ds)
     return ds

@@ -1,0 +1,124 @@
+"""Benchmark: the library ETL over N synthetic AOIs: seconds per AOI and commits per stage run.
+
+usage: .venv/bin/python bench/etl_scale.py [--n 31 250 ...] [--data PATH] [--work DIR] [--per-aoi]
+
+The synthetic dataset is made here, under ``--work`` (default: a folder in /tmp, removed at the
+end; never in the repository): the shared subset's AOIs replicated round-robin under new names
+(``S<i>_<aoi>``), each L2A revisit's DN perturbed by a seeded +-3 (nodata kept), the masks,
+metadata and HR images linked. Each N runs import, mask, pansharpen, subset and histogram
+(``clean`` mode: ``paper`` needs the study's own AOI names) and the split into a fresh store, one
+``run_stage_batch`` per stage (``--per-aoi``: one ``run_stage`` per stage and AOI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stliif.config import default_data_root
+from stliif.sources.worldstrat import list_aois
+from stliif.stages import plan_stages, run_split, run_stage, run_stage_batch
+from stliif.store import ArtifactStore
+
+
+def _renamed(file: str, aoi: str, name: str) -> str:
+    """``file`` of ``aoi`` named for ``name`` (WorldStrat spells some names with spaces)."""
+    prefix = aoi if file.startswith(aoi) else aoi.replace("_", " ")
+    return name + file[len(prefix):]
+
+
+def make_dataset(src: Path, dst: Path, n: int, *, seed: int = 0) -> list[str]:
+    """``n`` synthetic AOIs under ``dst`` (made once; reused when already there)."""
+    real = list_aois(src)
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(n):
+        aoi = real[i % len(real)]
+        name = f"S{i:05d}_{aoi.replace(' ', '_')}"
+        names.append(name)
+        lr_out, hr_out = dst / "lr_dataset" / name / "L2A", dst / "hr_dataset/12bit" / name
+        if hr_out.is_dir():
+            continue
+        lr_out.mkdir(parents=True)
+        for f in sorted((src / "lr_dataset" / aoi / "L2A").iterdir()):
+            out = lr_out / _renamed(f.name, aoi, name)
+            if f.name.endswith("L2A_data.tiff"):
+                with rasterio.open(f) as r:
+                    data, profile, scales = r.read(), r.profile, r.scales
+                noise = rng.integers(-3, 4, data.shape)
+                nodata = data == (profile.get("nodata") or 0)
+                data = np.where(nodata, data, np.clip(data.astype(np.int64) + noise, 1, 65535)).astype(data.dtype)
+                with rasterio.open(out, "w", **profile) as w:
+                    w.write(data)
+                    w.scales = scales
+            else:
+                out.symlink_to(f)
+        hr_out.mkdir(parents=True)
+        for f in sorted((src / "hr_dataset/12bit" / aoi).iterdir()):
+            (hr_out / _renamed(f.name, aoi, name)).symlink_to(f)
+    return names
+
+
+def run(data: Path, aois: list[str], store_uri: str, *, per_aoi: bool) -> tuple[float, dict[str, tuple[float, int]]]:
+    """Total seconds; per stage run: seconds and commits."""
+    store = ArtifactStore.open(store_uri)
+    plan = plan_stages(["import", "mask", "pansharpen", "subset", "histogram"], modes=("clean",))
+    out: dict[str, tuple[float, int]] = {}
+    t = time.perf_counter()
+    for name, stage, params, _ in plan:
+        n0, t0 = len(store.log()), time.perf_counter()
+        if per_aoi:
+            for aoi in aois:
+                run_stage(store, stage, aoi, data=data, params=params)
+        else:
+            run_stage_batch(store, stage, aois, data=data, params=params)
+        out[name] = (time.perf_counter() - t0, len(store.log()) - n0)
+    n0, t0 = len(store.log()), time.perf_counter()
+    run_split(store)
+    out["split"] = (time.perf_counter() - t0, len(store.log()) - n0)
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[31, 250])
+    ap.add_argument("--data", type=Path, default=default_data_root())
+    ap.add_argument("--work", type=Path, help="folder for the synthetic dataset and stores (kept)")
+    ap.add_argument("--per-aoi", action="store_true", help="one commit per stage and AOI")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; "
+          f"{'per AOI' if args.per_aoi else 'batched'}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="stliif-etl-scale-"))
+    try:
+        for n in args.n:
+            t0 = time.perf_counter()
+            aois = make_dataset(args.data, work / "data", n)
+            print(f"N={n}: dataset made in {time.perf_counter() - t0:.1f} s")
+            store = work / f"store-{n}{'-per-aoi' if args.per_aoi else ''}"
+            shutil.rmtree(store, ignore_errors=True)
+            total, stages = run(work / "data", aois, str(store), per_aoi=args.per_aoi)
+            print(f"N={n}: {total:8.1f} s, {total / n:6.3f} s per AOI, "
+                  f"{sum(c for _, c in stages.values())} commits")
+            for name, (sec, commits) in stages.items():
+                print(f"  {name:16s} {sec:8.1f} s  {sec / n * 1000:6.0f} ms per AOI  {commits:5d} commits")
+            shutil.rmtree(store, ignore_errors=True)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
