@@ -72,6 +72,17 @@ class CommitInfo:
     written_at: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def run_of(self, path: str) -> dict[str, Any] | None:
+        """The run that wrote ``path`` in this commit (``run_key``, ``params``, ``inputs``,
+        ``artifacts``): its entry of a batch commit's ``runs``, or the commit's own fields;
+        None when the commit did not write ``path``."""
+        for run in self.metadata.get("runs") or []:
+            if path in (run.get("artifacts") or []):
+                return dict(run)
+        if path in (self.metadata.get("artifacts") or []):
+            return {k: self.metadata.get(k) for k in ("run_key", "params", "inputs", "artifacts")}
+        return None
+
 
 @dataclass(frozen=True)
 class CommitResult:

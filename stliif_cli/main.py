@@ -224,10 +224,9 @@ def store_log(
     table = Table("snapshot", "written", "stage", "artifacts", "inputs")
     for c in open_store(store, endpoint_url=endpoint_url).log(ref, limit=limit):
         md = c.metadata
-        table.add_row(
-            c.snapshot_id, c.written_at[:19], md.get("stage", c.message),
-            "\n".join(md.get("artifacts", [])), "\n".join(f"{k}@{v[:8]}" for k, v in md.get("inputs", {}).items()),
-        )
+        runs = md.get("runs") or [md]  # a batch commit: every run's inputs
+        inputs = dict.fromkeys(f"{k}@{v[:8]}" for r in runs for k, v in (r.get("inputs") or {}).items())
+        table.add_row(c.snapshot_id, c.written_at[:19], md.get("stage", c.message), "\n".join(md.get("artifacts", [])), "\n".join(inputs))
     console.print(table)
 
 

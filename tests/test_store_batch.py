@@ -38,6 +38,18 @@ def test_a_batch_is_one_commit_with_each_runs_key_and_lineage(tmp_path: Path) ->
     assert float(store.read("out/b", load=True)["v"][0, 0, 0]) == 2.0
 
 
+
+def test_the_run_of_a_path_in_a_batch_commit_is_its_own(tmp_path: Path) -> None:
+    """Lineage readers (the viewer, ``stliif store log``) find each AOI's key and params."""
+    store = ArtifactStore.open(str(tmp_path / "s"))
+    _add_all(store, {"a": 1.0, "b": 2.0})
+    (batch, *_) = store.log()
+    assert batch.run_of("out/b")["run_key"] == store.version("out/b") and batch.run_of("out/b")["params"]["v"] == 2.0
+    assert batch.run_of("out/a")["params"]["v"] == 1.0 and batch.run_of("out/nope") is None
+    store.commit({"out/c": _ds(3.0)}, stage="demo", params={"aoi": "c"})
+    (single, *_) = store.log()
+    assert single.run_of("out/c")["run_key"] == store.version("out/c") and single.run_of("out/a") is None
+
 def test_an_unchanged_rerun_commits_nothing_and_a_change_commits_that_run_alone(tmp_path: Path) -> None:
     store = ArtifactStore.open(str(tmp_path / "s"))
     _add_all(store, {"a": 1.0, "b": 2.0, "c": 3.0})

@@ -220,16 +220,17 @@ class Catalog:
                 return self._lineage[key]
         found = None
         for c in self.store.log(snap):
-            md = c.metadata
-            if path in (md.get("artifacts") or []):
+            run = c.run_of(path)  # a batch commit holds one run per AOI
+            if run is not None:
+                md = c.metadata
                 found = {
                     "path": path,
                     "version": self.store.version(path, ref=snap),
                     "snapshot_id": c.snapshot_id,
                     "written_at": c.written_at,
                     "message": c.message,
-                    **{k: md.get(k) for k in ("stage", "run_key", "run_id", "code_version", "inputs",
-                                                "input_snapshot", "params")},
+                    **{k: md.get(k) for k in ("stage", "run_id", "code_version", "input_snapshot")},
+                    **{k: run.get(k) for k in ("run_key", "inputs", "params")},
                 }
                 break
         with self._lock:
