@@ -8,9 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from stliif.consistency import consistency, correctness, degrade, members, spatial_shift, synthesis, upsample
+from stliif.consistency import (
+    consistency,
+    correctness,
+    degrade,
+    members,
+    spatial_shift,
+    synthesis,
+    upsample,
+)
+from stliif.constraint import check_mode, constrain, constrain_window, window_rows
 from stliif.errors import InvalidInputError
-from stliif.render.constraint import check_mode, constrain, constrain_window, window_rows
 
 
 def test_members_at_integer_and_non_integer_scales() -> None:

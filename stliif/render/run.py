@@ -20,6 +20,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from stliif.cog import write_cog_blocks
+from stliif.constraint import check_mode
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.models.predictor import model_name
 from stliif.models.window import WindowPredictor
@@ -36,7 +37,6 @@ from stliif.render.request import (
     series_dates,
     temporal_support,
 )
-from stliif.render.constraint import check_mode
 from stliif.render.tiles import (
     Area,
     DateJob,
@@ -214,7 +214,7 @@ def render(
             result is the same.
         client: A ``distributed.Client`` to predict the tiles on.
         mode: ``"product"`` (default: the output degraded to the cube's grid equals the
-            time-interpolated input reflectance, :mod:`stliif.render.constraint`) or ``"paper"``
+            time-interpolated input reflectance, :mod:`stliif.constraint`) or ``"paper"``
             (the model's output as protocol P scores it).
 
     Returns:
@@ -520,7 +520,7 @@ def run_render(
     else:
         da = _series_coords(xr.DataArray(data, dims=("time", "band", "y", "x"), coords=coords, name="reflectance"), jobs)
         attrs = {k: v for k, v in attrs.items() if k not in _PER_DATE}
-        attrs["consistency"] = [{k: v for k, v in _consistency_attrs(c).items()} for c in checks]
+        attrs["consistency"] = [_consistency_attrs(c) for c in checks]
     ds = da.rio.write_crs(cube.rio.crs).rio.write_transform(tr).to_dataset(name="reflectance")
     ds.attrs = {**attrs, "model_sha256": plan.inputs["model"], "source": aoi_cube_path(aoi)}
     path = f"render/{aoi}/{mid}/{name}"

@@ -46,9 +46,9 @@ __all__ = [
     "Tile",
     "ZarrSink",
     "finalise",
-    "render_consistency",
     "plan_tiles",
     "predict_tile",
+    "render_consistency",
     "render_tiles",
     "tile_side",
     "tile_window",
@@ -466,7 +466,7 @@ def finalise(
     """Calibrate, scale and mask every tile of date ``d``: the output's mean ``V`` matched to the
     inputs' (``v_mean`` ``"add"`` or ``"mul"``, over the whole output), clipped to 0..255,
     mapped back to reflectance with the date's display scale; in ``"product"`` mode the
-    low-frequency constraint (:mod:`stliif.render.constraint`) on a window around each tile,
+    low-frequency constraint (:mod:`stliif.constraint`) on a window around each tile,
     then clipped at 0; NaN outside the area; each tile handed to ``write(d, tile, values
     (3, ny, nx))``.
 
@@ -475,7 +475,7 @@ def finalise(
         whole output, degraded tile by tile into an LR-sized array), over the area.
     """
     from stliif.consistency import members
-    from stliif.render.constraint import check_mode, constrain_window, lr_target, window_rows
+    from stliif.constraint import check_mode, constrain_window, lr_target, window_rows
 
     check_mode(mode)
     n = area.out_hw[0] * area.out_hw[1]

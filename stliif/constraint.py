@@ -25,7 +25,7 @@ import numpy as np
 from stliif.consistency import members
 from stliif.errors import InvalidInputError
 
-__all__ = ["MARGIN", "MODES", "check_mode", "constrain", "constrain_window", "lr_target", "window_rows"]
+__all__ = ["MARGIN", "MODES", "check_mode", "constrain", "constrain_window", "lr_target", "product_predictor", "window_rows"]
 
 MODES = ("product", "paper")
 """Render modes: ``product`` (the low-frequency constraint, the default) or ``paper`` (the
@@ -123,3 +123,22 @@ def constrain(y: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise InvalidInputError(f"need (H, W, C) and (h, w, C) arrays, got {a.shape} and {t.shape}")
     (oh, ow), (h, w) = a.shape[:2], t.shape[:2]
     return constrain_window(a, t, (0, oh, 0, h), (0, ow, 0, w), (oh, ow), (h, w))
+
+
+def product_predictor(predictor: Any, name: str | None = None) -> Any:
+    """``predictor`` (see :class:`stliif.models.baselines.Predictor`) in product mode: each
+    output constrained (:func:`constrain`) to the frames interpolated in time at
+    ``target_date`` (their temporal median without dates); same units as the frames (uint8
+    values stay 0..255 floats, rounded by the scorer). A ``(K, S, S, C)`` stack is constrained
+    image by image."""
+
+    def predict(frames: np.ndarray, *, size: Any, dates: Any = None, target_date: Any = None, **kw: Any) -> np.ndarray:
+        out = np.asarray(predictor(frames, size=size, dates=dates, target_date=target_date, **kw), np.float64)
+        f = np.asarray(frames, np.float64)
+        target = lr_target(f, dates, target_date) if dates is not None and target_date is not None else np.median(f, axis=0)
+        top = 255.0 if np.asarray(frames).dtype == np.uint8 else np.inf
+        fixed = [np.clip(constrain(o, target), 0.0, top) for o in (out if out.ndim == 4 else out[None])]
+        return np.stack(fixed) if out.ndim == 4 else fixed[0]
+
+    predict.__name__ = name or f"{getattr(predictor, '__name__', 'model')}-product"
+    return predict
