@@ -28,6 +28,7 @@ Array convention as :mod:`stliif.metrics`: ``(H, W, C)`` channels last, any real
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -158,7 +159,7 @@ def synthesis(sr: np.ndarray, lr: np.ndarray) -> float:
     s = np.asarray(sr, np.float64)
     s = s[..., None] if s.ndim == 2 else s
     diff = np.abs(s - upsample(lr, s.shape[:2]))
-    return float(np.nanmean(diff))
+    return float(np.nanmean(diff)) if np.isfinite(diff).any() else math.nan
 
 
 def _patch_means(a: np.ndarray, patch: int) -> np.ndarray:
@@ -166,7 +167,9 @@ def _patch_means(a: np.ndarray, patch: int) -> np.ndarray:
     if h < 1 or w < 1:
         raise InvalidInputError(f"the image ({a.shape[0]} x {a.shape[1]}) is smaller than one patch of {patch} px")
     a = a[: h * patch, : w * patch].reshape(h, patch, w, patch, -1)
-    return np.nanmean(a, axis=(1, 3, 4))
+    with warnings.catch_warnings():  # a patch without data is NaN, skipped by the caller
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=(1, 3, 4))
 
 
 def correctness(

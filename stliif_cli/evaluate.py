@@ -52,7 +52,7 @@ def _fmt(v: float, metric: str) -> str:
 def _shown(ev: Evaluation) -> list[str]:
     if ev.protocol == "paper":
         return ["psnr", "ssim", "cons_mae", "hallucination"]
-    return ["psnr", "ssim", "psnr_refl", "cpsnr_refl"]
+    return ["psnr", "ssim", "psnr_refl", "cpsnr_refl", "cons_mae", "hallucination"]
 
 
 def _print(ev: Evaluation) -> None:

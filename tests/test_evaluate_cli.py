@@ -107,7 +107,8 @@ def test_clean_geotiffs_rescore(store_path: Path, tmp_path: Path) -> None:
     assert doc["aois"] == ["Amnesty_POI-13-1-1", "Landcover-31746"]
     assert doc["train_aois"] == ["Landcover-14956"]
     rec = doc["metrics"]["Landcover-31746"]["x2"]
-    assert set(rec) == {"mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl"}
+    assert set(rec) == {"mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl", *CONSISTENCY_METRICS}
+    assert 0 <= rec["hallucination"] <= 1 and rec["cons_mae"] >= 0
     store = ArtifactStore.open(str(store_path), create=False)
     sample = load_clean_sample(store, "Landcover-31746")
     with rasterio.open(preds / "Landcover-31746_x2.tif") as src:

@@ -54,12 +54,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
+_CONSISTENCY_GROUP = ("consistency with the LR inputs and hallucination (opensr-test)",
+                      ("cons_mae", "cons_sam", "cons_shift", "synthesis", "improvement", "omission", "hallucination"))  # fmt: skip
+
+
 def _groups(protocol: str) -> list[tuple[str, tuple[str, ...]]]:
     if protocol == "paper":
-        return [("uint8 RGB", ("psnr", "ssim")),
-                ("consistency with the LR inputs and hallucination (opensr-test)", ("cons_mae", "cons_sam", "cons_shift",
-                 "synthesis", "improvement", "omission", "hallucination"))]  # fmt: skip
-    return [("uint8 RGB", ("psnr", "ssim")), ("reflectance", ("psnr_refl", "ssim_refl", "cpsnr_refl"))]
+        return [("uint8 RGB", ("psnr", "ssim")), _CONSISTENCY_GROUP]
+    return [("uint8 RGB", ("psnr", "ssim")), ("reflectance", ("psnr_refl", "ssim_refl", "cpsnr_refl")), _CONSISTENCY_GROUP]
 
 
 def means_table(ev: Evaluation, metrics: Sequence[str]) -> list[str]:

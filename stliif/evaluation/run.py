@@ -198,12 +198,12 @@ def evaluate_protocol(
         on_prediction: Called with a :class:`PredictionEvent` for every prediction of every
             method before it is scored (to save predictions or keep crops).
         n_boot: Bootstrap resamples of the paired deltas.
-        product: On P, also score a model (not a baseline) in product mode (``<model>-product``,
+        product: Also score a model (not a baseline) in product mode (``<model>-product``,
             :func:`stliif.constraint.product_predictor`), compared like a baseline (so the deltas
-            ``model - <model>-product`` say what the constraint costs on P).
+            ``model - <model>-product`` say what the constraint costs).
 
     Returns:
-        An :class:`Evaluation`; every P record carries the consistency and hallucination scores
+        An :class:`Evaluation`; every record carries the consistency and hallucination scores
         of :mod:`stliif.evaluation.consistency`.
     """
     start = time.perf_counter()
@@ -244,6 +244,10 @@ def evaluate_protocol(
         predictors = {b: get_predictor(b, protocol="clean", colour_map=cmap) for b in BASELINE_NAMES}
         if name not in predictors:
             predictors[name] = get_predictor(model, protocol="clean")
+        if product and name not in BASELINE_NAMES:
+            from stliif.constraint import product_predictor
+
+            predictors[f"{name}-product"] = product_predictor(predictors[name], f"{name}-product")
         results = evaluate_clean(
             predictors, csamples, scales=scales, ssim=ssim, on_prediction=on_prediction
         )
