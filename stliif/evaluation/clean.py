@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
+from stliif.evaluation.consistency import CONSISTENCY_METRICS, lr_hr_scores
 from stliif.evaluation.paper import PAPER_SCALES, TargetSizes
 from stliif.evaluation.results import (
     CLEAN_CPSNR_SHIFT,
@@ -56,7 +57,6 @@ from stliif.evaluation.results import (
     PredictionEvent,
     check_scales,
 )
-from stliif.evaluation.consistency import CONSISTENCY_METRICS, lr_hr_scores
 from stliif.metrics import SsimTarget, masked_cpsnr
 from stliif.models.baselines import ColourMap, Predictor, resize
 from stliif.models.predictor import UINT8_PEAK, reflectance_to_uint8
