@@ -470,6 +470,9 @@ def finalise(
     then clipped at 0; NaN outside the area; each tile handed to ``write(d, tile, values
     (3, ny, nx))``.
 
+    The LR target is read per tile, on the tile's LR window widened by the constraint's margin;
+    the consistency needs LR-sized float32 arrays (sums, counts, target: 36 bytes per LR pixel).
+
     Returns:
         The date's consistency with its LR target (:func:`stliif.consistency.consistency` of the
         whole output, degraded tile by tile into an LR-sized array), over the area.
@@ -481,9 +484,9 @@ def finalise(
     n = area.out_hw[0] * area.out_hw[1]
     cur = sink.mean_v(d, n) if v_mean != "none" else 0.0
     (h, w), out_hw = area.lowres.hw, area.out_hw
-    target = lr_target(area.lowres.window(job.idx, slice(0, h), slice(0, w)), job.used, job.when)
     my, mx = members(out_hw[0], h), members(out_hw[1], w)
-    sums, counts = np.zeros((h, w, 3)), np.zeros((h, w, 3))
+    sums, counts = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 3), np.float32)
+    target = np.full((h, w, 3), np.nan, np.float32)  # filled tile by tile, for the consistency
 
     def calibrate(raw: np.ndarray) -> np.ndarray:
         raw = raw.astype(np.float64)
@@ -494,10 +497,13 @@ def finalise(
         return np.clip(raw, 0.0, 255.0) * (job.top / 255.0)
 
     for t in tiles:
+        rows, cols = window_rows(t.r0, t.r1, out_hw[0], h), window_rows(t.c0, t.c1, out_hw[1], w)
+        lr_rows, lr_cols = slice(rows[2], rows[3]), slice(cols[2], cols[3])
+        local = lr_target(area.lowres.window(job.idx, lr_rows, lr_cols), job.used, job.when)  # per pixel: window-local
+        target[lr_rows, lr_cols] = local
         if mode == "product":
-            rows, cols = window_rows(t.r0, t.r1, out_hw[0], h), window_rows(t.c0, t.c1, out_hw[1], w)
             y = calibrate(sink.window(d, rows[:2], cols[:2])).transpose(1, 2, 0)
-            fixed = constrain_window(y, target[rows[2] : rows[3], cols[2] : cols[3]], rows, cols, out_hw, (h, w))
+            fixed = constrain_window(y, local, rows, cols, out_hw, (h, w))
             fixed = fixed[t.r0 - rows[0] : t.r1 - rows[0], t.c0 - cols[0] : t.c1 - cols[0]]
             values = np.maximum(fixed, 0.0).transpose(2, 0, 1).astype(np.float32)
         else:
@@ -520,7 +526,8 @@ def render_consistency(sums: np.ndarray, counts: np.ndarray, size: np.ndarray, t
     from stliif.metrics import sam
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        deg = np.where((counts == size) & (counts > 0), sums / np.maximum(counts, 1), np.nan)
+        deg = np.where((counts == size) & (counts > 0), sums.astype(np.float64) / np.maximum(counts, 1), np.nan)
+    target = np.asarray(target, np.float64)
     out = reflectance_error(deg, target)
     ok = np.isfinite(deg).all(axis=2) & np.isfinite(target).all(axis=2)
     out["sam"] = sam(np.where(ok[..., None], deg, 0.0), np.where(ok[..., None], target, 0.0)) if ok.any() else math.nan
