@@ -252,6 +252,9 @@ class RenderSpec(_Spec):
     dask: str | None = Field(None, description="Spread tiles on Dask: 'local' (a LocalCluster) or a scheduler's tcp://host:port.")
     workers: int | None = Field(None, ge=1, le=256, description="Worker processes of dask='local' (default: one per core).")
     out_dir: str = Field("stliif-out/render", description="Folder of the GeoTIFF / PNG / GIF / MP4 files.")
+    mode: Literal["product", "paper"] = Field(
+        "product", description="product: the output degraded to the input grid equals the time-interpolated inputs; paper: the model's raw output (protocol P)."
+    )
 
     @field_validator("dask")
     @classmethod

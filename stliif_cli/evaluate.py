@@ -35,14 +35,14 @@ class ProtocolChoice(str, Enum):
 
 _SHORT = {
     "mse": "MSE", "psnr": "PSNR", "ssim": "SSIM", "mse_refl": "MSEρ", "psnr_refl": "PSNRρ",
-    "ssim_refl": "SSIMρ", "cpsnr_refl": "cPSNRρ",
+    "ssim_refl": "SSIMρ", "cpsnr_refl": "cPSNRρ", "cons_mae": "LR-MAE", "hallucination": "halluc",
 }  # fmt: skip
 
 
 def _fmt(v: float, metric: str) -> str:
     if not math.isfinite(v):
         return "–"
-    if metric.startswith("ssim"):
+    if metric.startswith("ssim") or metric == "cons_mae":
         return f"{v:.4f}"
     if metric == "mse_refl":
         return f"{v:.2e}"
@@ -51,8 +51,8 @@ def _fmt(v: float, metric: str) -> str:
 
 def _shown(ev: Evaluation) -> list[str]:
     if ev.protocol == "paper":
-        return ["psnr", "ssim"]
-    return ["psnr", "ssim", "psnr_refl", "cpsnr_refl"]
+        return ["psnr", "ssim", "cons_mae", "hallucination"]
+    return ["psnr", "ssim", "psnr_refl", "cpsnr_refl", "cons_mae", "hallucination"]
 
 
 def _print(ev: Evaluation) -> None:

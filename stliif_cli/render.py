@@ -35,6 +35,7 @@ def render(
     tile: Annotated[int | None, typer.Option("--tile", help="Tile side in output pixels [default: sized from --max-mb].")] = None,
     dask: Annotated[str | None, typer.Option("--dask", help="Spread tiles on Dask: 'local' or a scheduler's tcp://host:8786.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes of --dask local [default: one per core].")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="product: the render averaged back to the input grid equals the time-interpolated inputs (the model adds only detail); paper: the model's raw output, as protocol P scores it.")] = "product",
     store: StoreOpt = None,
 ) -> None:
     """Render an AOI at a date (COG + PNG) or over a date range (Zarr + GIF + MP4 + strip); commit it.
@@ -45,7 +46,7 @@ def render(
     fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
                                   scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
                                   min_clear=min_clear, allow_far=allow_far, max_gap_days=max_gap_days,
-                                  max_mb=max_mb, tile=tile, dask=dask, workers=workers)  # fmt: skip
+                                  max_mb=max_mb, tile=tile, dask=dask, workers=workers, mode=mode)  # fmt: skip
     if model:
         fields["model"] = model
     spec = build_spec(RenderSpec, fields, "render request")
@@ -61,6 +62,10 @@ def render(
     console.print(f"{record['status']} [bold]{record['path']}[/] (snapshot {record['snapshot_id']})")
     if "revisits" in a:
         console.print(f"revisits {', '.join(a['revisits'])}; nearest {a['nearest_revisit_days']:.1f} days ({a['temporal_support']})")
+    if "consistency_mae" in a:
+        bias = " / ".join(f"{b:+.4f}" for b in a["consistency_bias"])
+        console.print(f"{a['mode']} mode; against the inputs on their grid: mean abs error {a['consistency_mae']:.4f}, "
+                      f"bias R/G/B {bias}, spectral angle {a['consistency_sam_deg']:.2f} deg, shift {a['consistency_shift_px']:.2f} px")
     if a.get("tiles_resumed"):
         console.print(f"resumed {a['tiles_resumed']} of {a['tiles']} tiles from an interrupted run")
     for f in record["files"]:

@@ -54,6 +54,15 @@ def publish_render_task(record: dict[str, Any]) -> str:
     if "revisits" in a:
         lines += [f"Revisits used: {', '.join(a['revisits'])}; nearest {a['nearest_revisit_days']:.1f} days "
                   f"({a['temporal_support']}).", ""]  # fmt: skip
+    if "consistency_mae" in a:
+        bias = " / ".join(f"{b:+.4f}" for b in a["consistency_bias"])
+        lines += [f"Mode `{a.get('mode')}`. Consistency with the inputs (the render averaged back to their grid, against "
+                  "their time interpolation):", "", "| mean abs error | bias R / G / B | spectral angle (deg) | shift (LR px) |",
+                  "|---|---|---|---|", f"| {a['consistency_mae']:.4f} | {bias} | {a['consistency_sam_deg']:.2f} | "
+                  f"{a['consistency_shift_px']:.2f} |", ""]  # fmt: skip
+    elif a.get("consistency"):
+        lines += [f"Mode `{a.get('mode')}`; mean abs error against the inputs, per date: "
+                  + ", ".join(f"{c['consistency_mae']:.4f}" for c in a["consistency"]), ""]
     lines += ["Files:", *[f"- `{f}`" for f in record["files"]], ""]
     for f in record["files"]:
         p = Path(f)

@@ -10,6 +10,7 @@ import pytest
 
 from stliif.errors import CheckpointError, InvalidInputError, NoDataError
 from stliif.evaluation import CLEAN_METRICS, evaluate_protocol, load_clean_sample, score_clean
+from stliif.evaluation.consistency import CONSISTENCY_METRICS
 from stliif.metrics import cpsnr, psnr, ssim
 from stliif.models.baselines import (
     median_bicubic,
@@ -115,6 +116,7 @@ def test_clean_protocol_on_two_aois(evaluation) -> None:
             # the bias-corrected, shift-searched PSNR is at least about the plain one
             assert r["cpsnr_refl"] > r["psnr_refl"] - 0.1, (name, r)
             assert 0.95 < r["valid_fraction"] < 1.0
+            assert 0 <= r["cons_mae"] < 0.05 and r["improvement"] + r["omission"] + r["hallucination"] == pytest.approx(1)
     # the temporal median beats single frames on both AOIs at every scale
     d = ev.deltas["bicubic"]
     for s in ev.scales:
@@ -125,7 +127,7 @@ def test_clean_protocol_on_two_aois(evaluation) -> None:
     assert "median" not in ev.deltas and set(ev.deltas) == {"bicubic", "median-colour", "linear"}
     doc = ev.to_dict()
     assert doc["metrics"]["Landcover-31746"]["x4"]["ssim"] is None
-    assert set(doc["metrics"]["Landcover-31746"]["x4"]) == set(CLEAN_METRICS)
+    assert set(doc["metrics"]["Landcover-31746"]["x4"]) == {*CLEAN_METRICS, *CONSISTENCY_METRICS}
 
 
 def test_score_clean_equals_the_metrics_module_when_everything_is_valid() -> None:

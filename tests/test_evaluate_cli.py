@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stliif.evaluation import load_clean_sample, load_paper_sample, score_clean, score_image
+from stliif.evaluation.consistency import CONSISTENCY_METRICS
 from stliif.store import ArtifactStore
 from stliif_cli.main import app
 from tests.test_evaluate_clean import build_eval_store
@@ -48,7 +49,8 @@ def test_paper_bicubic_json_predictions_and_report(worldstrat: Path, tmp_path: P
     for a in P_AOIS:
         for s in ("x2", "x4"):
             rec = doc["metrics"][a][s]
-            assert set(rec) == {"mse", "psnr", "ssim"} and rec["ssim"] is None
+            assert set(rec) == {"mse", "psnr", "ssim", *CONSISTENCY_METRICS} and rec["ssim"] is None
+            assert 0 < rec["cons_mae"] < 0.1 and rec["improvement"] + rec["omission"] + rec["hallucination"] == pytest.approx(1)
     assert set(doc["means"]) == {"x2", "x4"}
     assert set(doc["baselines"]) == {"bicubic", "median", "median-colour", "linear"}
     assert set(doc["deltas"]) == {"median", "median-colour", "linear"}
@@ -74,6 +76,7 @@ def test_paper_bicubic_json_predictions_and_report(worldstrat: Path, tmp_path: P
         with Image.open(rep / f) as im:
             assert im.size[0] > 300
     assert "Definitions" in text and "10 log10(255^2 / MSE)" in text
+    assert "hallucination (opensr-test)" in text and "opensr-test's definitions" in text
 
 
 def test_paper_model_png_rescores(worldstrat: Path, tmp_path: Path) -> None:
@@ -104,7 +107,8 @@ def test_clean_geotiffs_rescore(store_path: Path, tmp_path: Path) -> None:
     assert doc["aois"] == ["Amnesty_POI-13-1-1", "Landcover-31746"]
     assert doc["train_aois"] == ["Landcover-14956"]
     rec = doc["metrics"]["Landcover-31746"]["x2"]
-    assert set(rec) == {"mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl"}
+    assert set(rec) == {"mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl", *CONSISTENCY_METRICS}
+    assert 0 <= rec["hallucination"] <= 1 and rec["cons_mae"] >= 0
     store = ArtifactStore.open(str(store_path), create=False)
     sample = load_clean_sample(store, "Landcover-31746")
     with rasterio.open(preds / "Landcover-31746_x2.tif") as src:

@@ -53,6 +53,12 @@ def test_render_one_date_writes_a_cog_on_the_aoi_and_commits_once(store_dir: Pat
 
     progress = Artifact.get(f"render-progress-{AOI.lower()}")  # the flow's progress artifact, at its end
     assert progress is not None and progress.type == "progress" and float(progress.data) == 100.0
+    # product mode by default: the render, averaged back to the 10 m grid, is the inputs' time interpolation
+    assert "product mode; against the inputs on their grid: mean abs error 0.0000" in res.output
+    with rasterio.open(tif) as src:
+        assert src.tags()["mode"] == "product" and float(src.tags()["consistency_mae"]) < 1e-6
+    card = Artifact.get(f"render-{AOI.lower()}-median-2019-10-20-x4")
+    assert card is not None and "Mode `product`" in str(card.data) and "| mean abs error |" in str(card.data)
     n = len(store.log())
     again = _render(store_dir, tmp_path, "--date", "2019-10-20", "--scale", "4")
     assert again.exit_code == 0 and "unchanged" in again.output

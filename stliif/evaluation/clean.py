@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError, NoDataError
+from stliif.evaluation.consistency import CONSISTENCY_METRICS, lr_hr_scores
 from stliif.evaluation.paper import PAPER_SCALES, TargetSizes
 from stliif.evaluation.results import (
     CLEAN_CPSNR_SHIFT,
@@ -375,6 +376,9 @@ def evaluate_clean(
     with the AOI's gap-filled ``(T, H, W, 3)`` float32 reflectance frames and must return
     ``(S, S, 3)`` reflectance (or a ``(K, S, S, 3)`` stack, scored per image and averaged).
 
+    Every record also carries the consistency and hallucination scores of
+    :mod:`stliif.evaluation.consistency` (reflectance, ``peak`` 1).
+
     Returns:
         ``{name: EvalResult}`` with ``len(samples) * len(scales)`` records each.
     """
@@ -399,8 +403,9 @@ def evaluate_clean(
                                         sample.uint8_scale, sample.crs, sample.bounds)
                     )  # fmt: skip
                 scores = _score(pred, scoring, ssim=ssim, cpsnr=cpsnr)
+                scores.update(lr_hr_scores(pred, sample.frames, sample.dates, sample.hr_date, target, peak=1.0))
                 records[name].append({"aoi": aoi, "scale": scale, "size": int(size), **scores})
                 seconds[name] += time.perf_counter() - start
     return {
-        k: EvalResult(k, "clean", records[k], CLEAN_METRICS, seconds[k]) for k in predictors
+        k: EvalResult(k, "clean", records[k], (*CLEAN_METRICS, *CONSISTENCY_METRICS), seconds[k]) for k in predictors
     }

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stliif.errors import DataAccessError, InvalidInputError, ModelError
+from stliif.evaluation.consistency import lr_hr_scores
 from stliif.evaluation.results import PAPER_METRICS, EvalResult, check_scales
 from stliif.metrics import mse as _mse
 from stliif.metrics import ssim as _ssim
@@ -300,7 +301,10 @@ def evaluate_paper(
             )
             if on_prediction is not None:
                 on_prediction(aoi, scale, pred)
-            scores = score_image(pred, sample.target_at(int(size)), ssim=ssim)
+            target = sample.target_at(int(size))
+            scores = score_image(pred, target, ssim=ssim)
+            p8 = pred if np.asarray(pred).dtype == np.uint8 else to_uint8(np.asarray(pred))
+            scores.update(lr_hr_scores(p8, sample.frames, sample.dates, sample.hr_date, target, peak=UINT8_PEAK))
             records.append({"aoi": aoi, "scale": scale, "size": int(size), **scores})
     return EvalResult(str(label), "paper", records, PAPER_METRICS, time.perf_counter() - start)
 

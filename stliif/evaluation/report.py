@@ -27,6 +27,13 @@ _LABELS = {
     "psnr_refl": "PSNR ρ",
     "ssim_refl": "SSIM ρ",
     "cpsnr_refl": "cPSNR ρ",
+    "cons_mae": "LR MAE",
+    "cons_sam": "LR SAM°",
+    "cons_shift": "LR shift px",
+    "synthesis": "synthesis",
+    "improvement": "improv.",
+    "omission": "omission",
+    "hallucination": "halluc.",
 }
 _PROTOCOL_TITLE = {"paper": "P (the study's protocol)", "clean": "C (clean, from our ETL artifacts)"}
 
@@ -34,7 +41,7 @@ _PROTOCOL_TITLE = {"paper": "P (the study's protocol)", "clean": "C (clean, from
 def _fmt(v: float | None, metric: str) -> str:
     if v is None or not math.isfinite(float(v)):
         return "–"
-    if metric.startswith("ssim"):
+    if metric.startswith("ssim") or metric in ("cons_mae", "synthesis"):
         return f"{v:.4f}"
     if metric.startswith("mse"):
         return f"{v:.3g}" if metric.endswith("_refl") else f"{v:.2f}"
@@ -47,10 +54,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
+_CONSISTENCY_GROUP = ("consistency with the LR inputs and hallucination (opensr-test)",
+                      ("cons_mae", "cons_sam", "cons_shift", "synthesis", "improvement", "omission", "hallucination"))  # fmt: skip
+
+
 def _groups(protocol: str) -> list[tuple[str, tuple[str, ...]]]:
     if protocol == "paper":
-        return [("uint8 RGB", ("psnr", "ssim"))]
-    return [("uint8 RGB", ("psnr", "ssim")), ("reflectance", ("psnr_refl", "ssim_refl", "cpsnr_refl"))]
+        return [("uint8 RGB", ("psnr", "ssim")), _CONSISTENCY_GROUP]
+    return [("uint8 RGB", ("psnr", "ssim")), ("reflectance", ("psnr_refl", "ssim_refl", "cpsnr_refl")), _CONSISTENCY_GROUP]
 
 
 def means_table(ev: Evaluation, metrics: Sequence[str]) -> list[str]:

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 ProtocolName = Literal["paper", "clean"]
-PAPER_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
+_CONSISTENCY = ("cons_mae", "cons_sam", "cons_shift", "synthesis", "improvement", "omission", "hallucination")
+PAPER_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim", *_CONSISTENCY)
 CLEAN_METRICS: tuple[str, ...] = (
     "mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl",
 )  # fmt: skip
@@ -62,7 +63,12 @@ DEFINITIONS: dict[str, str] = {
         "window 11 px, sigma 1.5, K1 0.01, K2 0.03, population covariance, data_range 255, mean "
         "of per-channel SSIM after a 5-px border crop. Per-frame bicubic is scored per frame and "
         "averaged. Means are unweighted over AOIs. Test AOIs: the study's 10; colour map fitted "
-        "on the other 21."
+        "on the other 21. Consistency (opensr-test's definitions, stliif.consistency): the "
+        "prediction (uint8 / 255) averaged over the output pixels whose centres fall in each LR "
+        "pixel, against the input frames interpolated linearly in time at the HR date: mean "
+        "absolute error, spectral angle (degrees), phase-correlation shift (LR px); synthesis = "
+        "mean |SR - bilinear(LR)|; improvement / omission / hallucination = shares of 8-px "
+        "patches by opensr-test's scores (lambda 0.8) against the HR target."
     ),
     "clean": (
         "Protocol C: inputs matched/clean/<AOI> (clean-selected revisits, float32 reflectance, "

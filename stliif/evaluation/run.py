@@ -182,6 +182,7 @@ def evaluate_protocol(
     ssim: bool = True,
     on_prediction: OnPrediction | None = None,
     n_boot: int = 10000,
+    product: bool = True,
 ) -> Evaluation:
     """Evaluate a model and the four baselines on protocol P or C, with paired deltas.
 
@@ -197,9 +198,13 @@ def evaluate_protocol(
         on_prediction: Called with a :class:`PredictionEvent` for every prediction of every
             method before it is scored (to save predictions or keep crops).
         n_boot: Bootstrap resamples of the paired deltas.
+        product: Also score a model (not a baseline) in product mode (``<model>-product``,
+            :func:`stliif.constraint.product_predictor`), compared like a baseline (so the deltas
+            ``model - <model>-product`` say what the constraint costs).
 
     Returns:
-        An :class:`Evaluation`.
+        An :class:`Evaluation`; every record carries the consistency and hallucination scores
+        of :mod:`stliif.evaluation.consistency`.
     """
     start = time.perf_counter()
     check_scales(scales)
@@ -217,6 +222,10 @@ def evaluate_protocol(
         }
         if name not in predictors:
             predictors[name] = get_predictor(model, protocol="paper")
+        if product and name not in BASELINE_NAMES:  # the render's default mode, scored beside the model's own output
+            from stliif.constraint import product_predictor
+
+            predictors[f"{name}-product"] = product_predictor(predictors[name], f"{name}-product")
         results = {}
         for key, pred in predictors.items():
             hook = None
@@ -235,11 +244,17 @@ def evaluate_protocol(
         predictors = {b: get_predictor(b, protocol="clean", colour_map=cmap) for b in BASELINE_NAMES}
         if name not in predictors:
             predictors[name] = get_predictor(model, protocol="clean")
+        if product and name not in BASELINE_NAMES:
+            from stliif.constraint import product_predictor
+
+            predictors[f"{name}-product"] = product_predictor(predictors[name], f"{name}-product")
         results = evaluate_clean(
             predictors, csamples, scales=scales, ssim=ssim, on_prediction=on_prediction
         )
     result = results[name]
     baselines = {b: results[b] for b in BASELINE_NAMES}
+    if f"{name}-product" in results:
+        baselines[f"{name}-product"] = results[f"{name}-product"]
     deltas: dict[str, dict[str, dict[str, PairedDelta]]] = {}
     for b, base in baselines.items():
         if b == name:

@@ -20,6 +20,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from stliif.cog import write_cog_blocks
+from stliif.constraint import check_mode
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
 from stliif.models.predictor import model_name
 from stliif.models.window import WindowPredictor
@@ -51,6 +52,9 @@ from stliif.render.tiles import (
 )
 
 __all__ = ["RenderPlan", "check_render", "dask_client", "render", "render_series", "run_render"]
+
+_PER_DATE = ("date", "revisits", "nearest_revisit_days", "temporal_support", "consistency_mae", "consistency_bias",
+             "consistency_mae_band", "consistency_corr", "consistency_sam_deg", "consistency_shift_px")  # fmt: skip
 
 QUICKLOOK_SIDE = 1024
 """Largest side of a render's PNG quicklook (a larger render is decimated; the COG is full size)."""
@@ -104,6 +108,12 @@ def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJo
     return attrs
 
 
+def _consistency_attrs(c: dict[str, Any]) -> dict[str, Any]:
+    """A date's LR consistency (:func:`~stliif.render.tiles.finalise`) as flat attributes/tags."""
+    return {"consistency_mae": c["mae"], "consistency_bias": c["bias"], "consistency_mae_band": c["mae_band"],
+            "consistency_corr": c["corr"], "consistency_sam_deg": c["sam"], "consistency_shift_px": c["shift_px"]}  # fmt: skip
+
+
 def _v_mean(predictor: WindowPredictor) -> str:
     cal = getattr(predictor, "calibration", None)
     return str(cal.v_mean) if cal is not None else "none"
@@ -129,7 +139,9 @@ def _render_memory(
     tile: int | None,
     client: Any,
     support: dict[str, Any],
+    mode: str = "product",
 ) -> tuple[xr.DataArray, list[dict[str, Any]]]:
+    check_mode(mode)
     s = _scale(cube, scale, gsd)
     check_render_budget(cube, s, len(dates), max_mb)
     if cube.rio.crs is None:
@@ -154,9 +166,9 @@ def _render_memory(
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         values[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
-    for d, job in enumerate(jobs):
-        finalise(job, d, tiles, sink, area, v_mean, write)
-    attrs = [_attrs(predictor, model, cube, job, s, min_clear) for job in jobs]
+    checks = [finalise(job, d, tiles, sink, area, v_mean, write, mode) for d, job in enumerate(jobs)]
+    attrs = [{**_attrs(predictor, model, cube, job, s, min_clear), "mode": mode, **_consistency_attrs(c)}
+             for job, c in zip(jobs, checks, strict=True)]  # fmt: skip
     if "warning" in attrs[0]:
         warnings.warn(attrs[0]["warning"], UserWarning, stacklevel=3)
     da = xr.DataArray(values, dims=("time", "band", "y", "x"), coords={"band": list(RGB_BANDS), "y": y, "x": x},
@@ -180,6 +192,7 @@ def render(
     max_mb: float = 2048.0,
     tile: int | None = None,
     client: Any = None,
+    mode: str = "product",
 ) -> xr.DataArray:
     """The model's RGB reflectance at ``date`` on a grid ``scale`` times finer than the cube's.
 
@@ -200,11 +213,16 @@ def render(
         tile: Render by tiles of this many output pixels a side (default: one tile); the
             result is the same.
         client: A ``distributed.Client`` to predict the tiles on.
+        mode: ``"product"`` (default: the output degraded to the cube's grid equals the
+            time-interpolated input reflectance, :mod:`stliif.constraint`) or ``"paper"``
+            (the model's output as protocol P scores it).
 
     Returns:
         DataArray (band, y, x) float32 reflectance, ``x``/``y`` pixel centres, CRS and transform
         written; attributes: model, date, scale, revisits used, ``nearest_revisit_days``,
-        ``temporal_support`` (``"interpolated"``, ``"extrapolated"`` or ``"at revisit"``).
+        ``temporal_support`` (``"interpolated"``, ``"extrapolated"`` or ``"at revisit"``),
+        ``mode`` and the LR consistency (``consistency_mae``, ``consistency_bias`` per band,
+        ``consistency_sam_deg``, ``consistency_shift_px``, ...).
 
     Raises:
         InvalidInputError: Bad date, scale/gsd, tile, or a date beyond the temporal support.
@@ -212,7 +230,7 @@ def render(
     """
     support = {"k": k, "clear_fraction": clear_fraction, "max_gap_days": max_gap_days, "allow_far": allow_far}
     da, attrs = _render_memory(model, cube, [date], scale=scale, gsd=gsd, min_clear=min_clear, max_mb=max_mb,
-                               tile=tile, client=client, support=support)  # fmt: skip
+                               tile=tile, client=client, support=support, mode=mode)  # fmt: skip
     out = da.isel(time=0, drop=True)
     out.attrs = attrs[0]
     return out
@@ -231,9 +249,10 @@ def render_series(
     if not dates:
         raise InvalidInputError("no dates to render")
     support: dict[str, Any] = {key: kwargs.pop(key) for key in ("k", "clear_fraction", "max_gap_days", "allow_far") if key in kwargs}
-    opts = {"scale": None, "gsd": None, "min_clear": 0.5, "max_mb": 2048.0, "tile": None, "client": None, **kwargs}
+    opts = {"scale": None, "gsd": None, "min_clear": 0.5, "max_mb": 2048.0, "tile": None, "client": None, "mode": "product", **kwargs}
     da, attrs = _render_memory(model, cube, dates, support={"k": 5, "max_gap_days": 30.0, "allow_far": False, **support}, **opts)
-    da.attrs = {k: v for k, v in attrs[0].items() if k not in ("date", "revisits", "nearest_revisit_days", "temporal_support")}
+    da.attrs = {k: v for k, v in attrs[0].items() if k not in _PER_DATE}
+    da.attrs["consistency"] = [{k: a[k] for k in a if k.startswith("consistency_")} for a in attrs]
     return da
 
 
@@ -302,6 +321,7 @@ def check_render(
     tile: int | None = None,
     dask: str | None = None,
     workers: int | None = None,
+    mode: str = "product",
 ) -> RenderPlan:
     """Check a render request against the store before any pixel is computed: the AOI's cube,
     the dates (each within the temporal support), scale or gsd, the bbox (inside the cube), the
@@ -322,6 +342,7 @@ def check_render(
     from stliif.preprocess.mask import clear_fraction
 
     source = aoi_cube_path(aoi)
+    check_mode(mode)
     if (date is None) == (start is None and end is None) or (start is None) != (end is None):
         raise InvalidInputError("give a date, or a start and an end (with a step)")
     if not (isinstance(min_clear, int | float) and 0 <= min_clear <= 1):
@@ -413,6 +434,7 @@ def run_render(
     run_id: str | None = None,
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    mode: str = "product",
 ) -> dict[str, Any]:
     """Render ``aoi``'s cube (``raw/<aoi>``, or a crop's path ``crop/raw/<aoi>/<name>``) from the
     store at one date or a date range, tile by tile; write the files, commit.
@@ -427,11 +449,15 @@ def run_render(
     tile) is committed once, as ``render/<aoi>/<model>/<name>``, with the model's hash and the
     cube's version as inputs; an identical request commits nothing.
 
+    ``mode`` is ``"product"`` (default) or ``"paper"``, as in :func:`render`.
+
     Returns:
         ``{"path", "status", "snapshot_id", "files", "attrs", "tile_seconds"}``; attrs include
-        ``tiles``, ``tile_px`` and ``tiles_resumed``; ``tile_seconds`` is the time spent
-        predicting tiles.
+        ``tiles``, ``tile_px``, ``tiles_resumed``, ``mode`` and the LR consistency
+        (``consistency_*``, in the COG's tags too; a series holds one per date in
+        ``consistency``); ``tile_seconds`` is the time spent predicting tiles.
     """
+    check_mode(mode)
     plan = check_render(
         store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
         k=k, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, tile=tile,
@@ -446,7 +472,7 @@ def run_render(
     name = (f"{str(dates[0])[:10]}-{tag}" if date is not None
             else f"{str(dates[0])[:10]}_{str(dates[-1])[:10]}_{step}-{tag}")  # fmt: skip
     params = {"dates": [str(d)[:10] for d in dates], "scale": scale, "gsd": gsd, "bbox": bbox, "k": k,
-              "min_clear": min_clear, "max_gap_days": max_gap_days, "allow_far": allow_far}  # fmt: skip
+              "min_clear": min_clear, "max_gap_days": max_gap_days, "allow_far": allow_far, "mode": mode}  # fmt: skip
     out = Path(out_dir) / aoi / mid
     scratch = _scratch(out / f".{name}.partial", {"key": run_key("render", params, plan.inputs), "tile": plan.tile})
     jobs = _jobs(cube, dates, k=k, clear_fraction=plan.clear, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far)
@@ -478,9 +504,9 @@ def run_render(
     finally:
         if bar is not None:
             bar.close()
-    final = _finalise_to_zarr(scratch, jobs, tiles, sink, lowres, cube, out_hw, plan.tile, v_mean)
+    final, checks = _finalise_to_zarr(scratch, jobs, tiles, sink, lowres, cube, out_hw, plan.tile, v_mean, mode)
     tr, x, y = _grid(cube, *out_hw)
-    attrs = _attrs(predictor, model, cube, jobs[0], plan.scale, min_clear)
+    attrs = {**_attrs(predictor, model, cube, jobs[0], plan.scale, min_clear), "mode": mode, **_consistency_attrs(checks[0])}
     if "warning" in attrs:
         warnings.warn(attrs["warning"], UserWarning, stacklevel=2)
     attrs.update(tiles=len(tiles), tile_px=plan.tile, tiles_resumed=len(jobs) * len(tiles) - predicted)
@@ -493,7 +519,8 @@ def run_render(
         da = xr.DataArray(data[0], dims=("band", "y", "x"), coords=coords, name="reflectance")
     else:
         da = _series_coords(xr.DataArray(data, dims=("time", "band", "y", "x"), coords=coords, name="reflectance"), jobs)
-        attrs = {k: v for k, v in attrs.items() if k not in ("date", "revisits", "nearest_revisit_days", "temporal_support")}
+        attrs = {k: v for k, v in attrs.items() if k not in _PER_DATE}
+        attrs["consistency"] = [_consistency_attrs(c) for c in checks]
     ds = da.rio.write_crs(cube.rio.crs).rio.write_transform(tr).to_dataset(name="reflectance")
     ds.attrs = {**attrs, "model_sha256": plan.inputs["model"], "source": aoi_cube_path(aoi)}
     path = f"render/{aoi}/{mid}/{name}"
@@ -514,9 +541,10 @@ def run_render(
 
 def _finalise_to_zarr(
     scratch: Path, jobs: Sequence[DateJob], tiles: Sequence[Tile], sink: MemorySink, lowres: LowRes,
-    cube: xr.Dataset, out_hw: tuple[int, int], tile: int, v_mean: str,
-) -> Any:  # fmt: skip
-    """The finished render in ``scratch/final.zarr`` (time, band, y, x), one chunk per tile."""
+    cube: xr.Dataset, out_hw: tuple[int, int], tile: int, v_mean: str, mode: str,
+) -> tuple[Any, list[dict[str, Any]]]:  # fmt: skip
+    """The finished render in ``scratch/final.zarr`` (time, band, y, x), one chunk per tile, and
+    each date's LR consistency."""
     import zarr
 
     final = zarr.create_array(str(scratch / "final.zarr"), shape=(len(jobs), 3, *out_hw), chunks=(1, 3, tile, tile),
@@ -527,9 +555,7 @@ def _finalise_to_zarr(
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         final[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
-    for d, job in enumerate(jobs):
-        finalise(job, d, tiles, sink, area, v_mean, write)
-    return final
+    return final, [finalise(job, d, tiles, sink, area, v_mean, write, mode) for d, job in enumerate(jobs)]
 
 
 def decimated(final: Any, d: int, tiles: Sequence[Tile], side: int) -> np.ndarray:

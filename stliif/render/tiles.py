@@ -48,6 +48,7 @@ __all__ = [
     "finalise",
     "plan_tiles",
     "predict_tile",
+    "render_consistency",
     "render_tiles",
     "tile_side",
     "tile_window",
@@ -294,6 +295,10 @@ class MemorySink:
     def get(self, d: int, t: Tile) -> np.ndarray:
         return np.asarray(self.raw[d, :, t.r0 : t.r1, t.c0 : t.c1])
 
+    def window(self, d: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Raw output rows ``[rows)`` and columns ``[cols)`` of date ``d``, across tiles."""
+        return np.asarray(self.raw[d, :, rows[0] : rows[1], cols[0] : cols[1]])
+
     def mean_v(self, d: int, n_pixels: int) -> float:
         return sum(v for (dd, _), v in self.vsum.items() if dd == d) / n_pixels
 
@@ -456,19 +461,75 @@ def finalise(
     area: Area,
     v_mean: str,
     write: Callable[[int, Tile, np.ndarray], None],
-) -> None:
+    mode: str = "product",
+) -> dict[str, Any]:
     """Calibrate, scale and mask every tile of date ``d``: the output's mean ``V`` matched to the
     inputs' (``v_mean`` ``"add"`` or ``"mul"``, over the whole output), clipped to 0..255,
-    mapped back to reflectance with the date's display scale, NaN outside the area; each tile
-    handed to ``write(d, tile, values (3, ny, nx))``."""
+    mapped back to reflectance with the date's display scale; in ``"product"`` mode the
+    low-frequency constraint (:mod:`stliif.constraint`) on a window around each tile,
+    then clipped at 0; NaN outside the area; each tile handed to ``write(d, tile, values
+    (3, ny, nx))``.
+
+    The LR target is read per tile, on the tile's LR window widened by the constraint's margin;
+    the consistency needs LR-sized float32 arrays (sums, counts, target: 36 bytes per LR pixel).
+
+    Returns:
+        The date's consistency with its LR target (:func:`stliif.consistency.consistency` of the
+        whole output, degraded tile by tile into an LR-sized array), over the area.
+    """
+    from stliif.consistency import members
+    from stliif.constraint import check_mode, constrain_window, lr_target, window_rows
+
+    check_mode(mode)
     n = area.out_hw[0] * area.out_hw[1]
     cur = sink.mean_v(d, n) if v_mean != "none" else 0.0
-    for t in tiles:
-        raw = sink.get(d, t).astype(np.float64)
+    (h, w), out_hw = area.lowres.hw, area.out_hw
+    my, mx = members(out_hw[0], h), members(out_hw[1], w)
+    sums, counts = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 3), np.float32)
+    target = np.full((h, w, 3), np.nan, np.float32)  # filled tile by tile, for the consistency
+
+    def calibrate(raw: np.ndarray) -> np.ndarray:
+        raw = raw.astype(np.float64)
         if v_mean == "add":
             raw += job.ref_v - cur
         elif v_mean == "mul" and cur > 0:
             raw *= job.ref_v / cur
-        values = (np.clip(raw, 0.0, 255.0) * (job.top / 255.0)).astype(np.float32)
+        return np.clip(raw, 0.0, 255.0) * (job.top / 255.0)
+
+    for t in tiles:
+        rows, cols = window_rows(t.r0, t.r1, out_hw[0], h), window_rows(t.c0, t.c1, out_hw[1], w)
+        lr_rows, lr_cols = slice(rows[2], rows[3]), slice(cols[2], cols[3])
+        local = lr_target(area.lowres.window(job.idx, lr_rows, lr_cols), job.used, job.when)  # per pixel: window-local
+        target[lr_rows, lr_cols] = local
+        if mode == "product":
+            y = calibrate(sink.window(d, rows[:2], cols[:2])).transpose(1, 2, 0)
+            fixed = constrain_window(y, local, rows, cols, out_hw, (h, w))
+            fixed = fixed[t.r0 - rows[0] : t.r1 - rows[0], t.c0 - cols[0] : t.c1 - cols[0]]
+            values = np.maximum(fixed, 0.0).transpose(2, 0, 1).astype(np.float32)
+        else:
+            values = calibrate(sink.get(d, t)).astype(np.float32)
         values[:, ~area.tile(t)] = np.nan
         write(d, t, values)
+        ok = np.isfinite(values).transpose(1, 2, 0)
+        iy, ix = my[t.r0 : t.r1][:, None], mx[t.c0 : t.c1][None, :]
+        np.add.at(sums, (iy, ix), np.where(ok, values.transpose(1, 2, 0), 0.0))
+        np.add.at(counts, (iy, ix), ok)
+    size = np.outer(np.bincount(my, minlength=h), np.bincount(mx, minlength=w))[..., None]
+    return render_consistency(sums, counts, size, target)
+
+
+def render_consistency(sums: np.ndarray, counts: np.ndarray, size: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+    """:func:`stliif.consistency.consistency` terms of a render degraded to the LR grid (``sums``
+    and ``counts`` of its finite member pixels per LR pixel, ``size`` its members) against its
+    LR ``target``, over the LR pixels with every member finite."""
+    from stliif.consistency import reflectance_error, spatial_shift
+    from stliif.metrics import sam
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        deg = np.where((counts == size) & (counts > 0), sums.astype(np.float64) / np.maximum(counts, 1), np.nan)
+    target = np.asarray(target, np.float64)
+    out = reflectance_error(deg, target)
+    ok = np.isfinite(deg).all(axis=2) & np.isfinite(target).all(axis=2)
+    out["sam"] = sam(np.where(ok[..., None], deg, 0.0), np.where(ok[..., None], target, 0.0)) if ok.any() else math.nan
+    out["shift_px"] = float(math.hypot(*spatial_shift(deg, target))) if ok.any() else math.nan
+    return out
