@@ -86,3 +86,39 @@ def test_a_series_holds_one_consistency_per_date() -> None:
     cube = synthetic_cube(AOI, **CUBE)
     da = render_series("median", cube, ["2024-03-05", "2024-03-20"], scale=2)
     assert len(da.attrs["consistency"]) == 2 and all(c["consistency_mae"] <= 1e-6 for c in da.attrs["consistency"])
+
+
+@pytest.mark.parametrize("scale", [4, 2.5])
+def test_the_consistency_read_block_by_block_is_the_whole_grids(scale: float) -> None:
+    """date_consistency reads the output LR block by LR block (memory bounded by a block): its
+    figures equal the whole-grid definition (stliif.consistency), NaN members included."""
+    from stliif.consistency import members, reflectance_error, spatial_shift
+    from stliif.constraint import lr_target
+    from stliif.metrics import sam
+    from stliif.render.run import _jobs
+    from stliif.render.tiles import LowRes, date_consistency
+
+    cube, clear = _cube()
+    (job,) = _jobs(cube, [DATE], k=3, clear_fraction=clear, min_clear=0.0, max_gap_days=30, allow_far=False)
+    lowres = LowRes(cube, job.idx)
+    h, w = lowres.hw
+    out_hw = (round(scale * h), round(scale * w))
+    out = np.random.default_rng(0).uniform(0.0, 0.3, (1, 3, *out_hw)).astype(np.float32)
+    out[:, :, 5:9, 3:20] = np.nan  # LR pixels with a missing member are left out
+    whole, blocks = date_consistency(job, lowres, out, 0, block=10**6), date_consistency(job, lowres, out, 0, block=4)
+    for key in ("mae", "corr", "sam"):
+        assert blocks[key] == pytest.approx(whole[key], rel=1e-9)
+    np.testing.assert_allclose(blocks["bias"], whole["bias"], rtol=1e-9)
+    np.testing.assert_allclose(blocks["mae_band"], whole["mae_band"], rtol=1e-9)
+    # the whole-grid definition, computed directly
+    my, mx = members(out_hw[0], h), members(out_hw[1], w)
+    sums, size = np.zeros((h, w, 3)), np.zeros((h, w, 3))
+    np.add.at(sums, (my[:, None], mx[None, :]), out[0].transpose(1, 2, 0).astype(np.float64))
+    np.add.at(size, (my[:, None], mx[None, :]), 1.0)
+    deg = sums / size  # NaN wherever a member is NaN
+    target = lr_target(lowres.window(job.idx, slice(0, h), slice(0, w)), job.used, job.when)
+    ref, ok = reflectance_error(deg, target), np.isfinite(deg).all(axis=2)
+    assert whole["mae"] == pytest.approx(ref["mae"], rel=1e-9) and whole["corr"] == pytest.approx(ref["corr"], rel=1e-9)
+    np.testing.assert_allclose(whole["bias"], ref["bias"], rtol=1e-9)
+    assert whole["sam"] == pytest.approx(sam(np.where(ok[..., None], deg, 0), np.where(ok[..., None], target, 0)), rel=1e-9)
+    assert whole["shift_px"] == pytest.approx(float(np.hypot(*spatial_shift(deg, target))), abs=1e-9)

@@ -45,6 +45,7 @@ from stliif.render.tiles import (
     Tile,
     ZarrSink,
     check_tile,
+    date_consistency,
     finalise,
     plan_tiles,
     render_tiles,
@@ -166,7 +167,10 @@ def _render_memory(
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         values[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
-    checks = [finalise(job, d, tiles, sink, area, v_mean, write, mode) for d, job in enumerate(jobs)]
+    checks = []
+    for d, job in enumerate(jobs):
+        finalise(job, d, tiles, sink, area, v_mean, write, mode)
+        checks.append(date_consistency(job, lowres, values, d))
     attrs = [{**_attrs(predictor, model, cube, job, s, min_clear), "mode": mode, **_consistency_attrs(c)}
              for job, c in zip(jobs, checks, strict=True)]  # fmt: skip
     if "warning" in attrs[0]:
@@ -555,7 +559,11 @@ def _finalise_to_zarr(
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         final[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
-    return final, [finalise(job, d, tiles, sink, area, v_mean, write, mode) for d, job in enumerate(jobs)]
+    checks = []
+    for d, job in enumerate(jobs):
+        finalise(job, d, tiles, sink, area, v_mean, write, mode)
+        checks.append(date_consistency(job, lowres, final, d))
+    return final, checks
 
 
 def decimated(final: Any, d: int, tiles: Sequence[Tile], side: int) -> np.ndarray:

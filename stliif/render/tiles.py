@@ -45,10 +45,10 @@ __all__ = [
     "MemorySink",
     "Tile",
     "ZarrSink",
+    "date_consistency",
     "finalise",
     "plan_tiles",
     "predict_tile",
-    "render_consistency",
     "render_tiles",
     "tile_side",
     "tile_window",
@@ -462,7 +462,7 @@ def finalise(
     v_mean: str,
     write: Callable[[int, Tile, np.ndarray], None],
     mode: str = "product",
-) -> dict[str, Any]:
+) -> None:
     """Calibrate, scale and mask every tile of date ``d``: the output's mean ``V`` matched to the
     inputs' (``v_mean`` ``"add"`` or ``"mul"``, over the whole output), clipped to 0..255,
     mapped back to reflectance with the date's display scale; in ``"product"`` mode the
@@ -470,23 +470,15 @@ def finalise(
     then clipped at 0; NaN outside the area; each tile handed to ``write(d, tile, values
     (3, ny, nx))``.
 
-    The LR target is read per tile, on the tile's LR window widened by the constraint's margin;
-    the consistency needs LR-sized float32 arrays (sums, counts, target: 36 bytes per LR pixel).
-
-    Returns:
-        The date's consistency with its LR target (:func:`stliif.consistency.consistency` of the
-        whole output, degraded tile by tile into an LR-sized array), over the area.
+    The LR target is read per tile, on the tile's LR window widened by the constraint's margin.
+    The date's consistency is measured afterwards on what was written (:func:`date_consistency`).
     """
-    from stliif.consistency import members
     from stliif.constraint import check_mode, constrain_window, lr_target, window_rows
 
     check_mode(mode)
     n = area.out_hw[0] * area.out_hw[1]
     cur = sink.mean_v(d, n) if v_mean != "none" else 0.0
     (h, w), out_hw = area.lowres.hw, area.out_hw
-    my, mx = members(out_hw[0], h), members(out_hw[1], w)
-    sums, counts = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 3), np.float32)
-    target = np.full((h, w, 3), np.nan, np.float32)  # filled tile by tile, for the consistency
 
     def calibrate(raw: np.ndarray) -> np.ndarray:
         raw = raw.astype(np.float64)
@@ -499,9 +491,8 @@ def finalise(
     for t in tiles:
         rows, cols = window_rows(t.r0, t.r1, out_hw[0], h), window_rows(t.c0, t.c1, out_hw[1], w)
         lr_rows, lr_cols = slice(rows[2], rows[3]), slice(cols[2], cols[3])
-        local = lr_target(area.lowres.window(job.idx, lr_rows, lr_cols), job.used, job.when)  # per pixel: window-local
-        target[lr_rows, lr_cols] = local
         if mode == "product":
+            local = lr_target(area.lowres.window(job.idx, lr_rows, lr_cols), job.used, job.when)  # per pixel: window-local
             y = calibrate(sink.window(d, rows[:2], cols[:2])).transpose(1, 2, 0)
             fixed = constrain_window(y, local, rows, cols, out_hw, (h, w))
             fixed = fixed[t.r0 - rows[0] : t.r1 - rows[0], t.c0 - cols[0] : t.c1 - cols[0]]
@@ -510,26 +501,63 @@ def finalise(
             values = calibrate(sink.get(d, t)).astype(np.float32)
         values[:, ~area.tile(t)] = np.nan
         write(d, t, values)
-        ok = np.isfinite(values).transpose(1, 2, 0)
-        iy, ix = my[t.r0 : t.r1][:, None], mx[t.c0 : t.c1][None, :]
-        np.add.at(sums, (iy, ix), np.where(ok, values.transpose(1, 2, 0), 0.0))
-        np.add.at(counts, (iy, ix), ok)
-    size = np.outer(np.bincount(my, minlength=h), np.bincount(mx, minlength=w))[..., None]
-    return render_consistency(sums, counts, size, target)
 
 
-def render_consistency(sums: np.ndarray, counts: np.ndarray, size: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    """:func:`stliif.consistency.consistency` terms of a render degraded to the LR grid (``sums``
-    and ``counts`` of its finite member pixels per LR pixel, ``size`` its members) against its
-    LR ``target``, over the LR pixels with every member finite."""
-    from stliif.consistency import reflectance_error, spatial_shift
-    from stliif.metrics import sam
+CONSISTENCY_BLOCK = 512
+"""LR pixels a side of the blocks :func:`date_consistency` reads the output by."""
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        deg = np.where((counts == size) & (counts > 0), sums.astype(np.float64) / np.maximum(counts, 1), np.nan)
-    target = np.asarray(target, np.float64)
-    out = reflectance_error(deg, target)
-    ok = np.isfinite(deg).all(axis=2) & np.isfinite(target).all(axis=2)
-    out["sam"] = sam(np.where(ok[..., None], deg, 0.0), np.where(ok[..., None], target, 0.0)) if ok.any() else math.nan
-    out["shift_px"] = float(math.hypot(*spatial_shift(deg, target))) if ok.any() else math.nan
-    return out
+
+def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: int = CONSISTENCY_BLOCK) -> dict[str, Any]:
+    """The consistency of a date's finished output with its LR target (the revisits interpolated
+    in time at the date, :func:`stliif.constraint.lr_target`), as
+    :func:`stliif.consistency.consistency` defines it, over the LR pixels whose every member
+    (:func:`stliif.consistency.members`) is finite: date ``d`` of ``output`` (``(time, band, y,
+    x)``, an array or a Zarr array) is read and degraded ``block`` LR pixels a side at a time,
+    the sums carried from block to block, so memory is bounded by a block, not by the render.
+    The spatial shift is measured on the block that holds the grid's centre (the whole grid
+    when it is one block)."""
+    from stliif.consistency import members, spatial_shift
+    from stliif.constraint import lr_target
+
+    (h, w), c = lowres.hw, 3
+    my, mx = members(output.shape[2], h), members(output.shape[3], w)
+    n, sx, sy, sxx, syy, sxy, angles, n_angles = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0
+    abs_sum, diff_sum = np.zeros(c), np.zeros(c)
+    shift = math.nan
+    for a in range(0, h, block):
+        for b in range(0, w, block):
+            rows, cols = slice(a, min(h, a + block)), slice(b, min(w, b + block))
+            r0, r1 = (int(v) for v in np.searchsorted(my, [a, rows.stop]))
+            c0, c1 = (int(v) for v in np.searchsorted(mx, [b, cols.stop]))
+            out = np.asarray(output[d, :, r0:r1, c0:c1], np.float64).transpose(1, 2, 0)
+            bh, bw = rows.stop - a, cols.stop - b
+            sums, counts, size = np.zeros((bh, bw, c)), np.zeros((bh, bw, c)), np.zeros((bh, bw, 1))
+            at = (my[r0:r1, None] - a, mx[None, c0:c1] - b)
+            ok = np.isfinite(out)
+            np.add.at(sums, at, np.where(ok, out, 0.0))
+            np.add.at(counts, at, ok)
+            np.add.at(size, at, 1.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                deg = np.where(counts == size, sums / np.maximum(counts, 1), np.nan)
+            target = lr_target(lowres.window(job.idx, rows, cols), job.used, job.when)
+            both = np.isfinite(deg).all(axis=2) & np.isfinite(target).all(axis=2)
+            if a <= h // 2 < rows.stop and b <= w // 2 < cols.stop and both.any():
+                shift = float(math.hypot(*spatial_shift(deg, target)))
+            x, y = deg[both], target[both]
+            n += len(x)
+            abs_sum += np.abs(x - y).sum(axis=0)
+            diff_sum += (x - y).sum(axis=0)
+            sx, sy, sxx, syy, sxy = sx + x.sum(), sy + y.sum(), sxx + (x * x).sum(), syy + (y * y).sum(), sxy + (x * y).sum()
+            nx, ny = np.sqrt((x * x).sum(axis=1)), np.sqrt((y * y).sum(axis=1))  # the spectral angle, as metrics.sam
+            keep = (nx > 1e-12) & (ny > 1e-12)
+            cos = np.clip((x * y).sum(axis=1)[keep] / (nx * ny)[keep], -1.0, 1.0)
+            angles, n_angles = angles + float(np.degrees(np.arccos(cos)).sum()), n_angles + int(keep.sum())
+    if n == 0:
+        nan3 = [math.nan] * c
+        return {"mae": math.nan, "bias": nan3, "mae_band": nan3, "corr": math.nan, "sam": math.nan, "shift_px": shift}
+    m = n * c  # Pearson's correlation of all values, from the sums
+    vx, vy = sxx - sx * sx / m, syy - sy * sy / m
+    corr = float((sxy - sx * sy / m) / math.sqrt(vx * vy)) if vx > 0 and vy > 0 else math.nan
+    return {"mae": float(abs_sum.sum() / m), "mae_band": [float(v) for v in abs_sum / n],
+            "bias": [float(v) for v in diff_sum / n], "corr": corr,
+            "sam": angles / n_angles if n_angles else math.nan, "shift_px": shift}  # fmt: skip
