@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 OPENSR_LAMBDA = 0.8
-"""The ``lambda`` of opensr-test's improvement / omission / hallucination scores."""
+"""The ``lambda`` of opensr-test's improvement / omission / hallucination scores (the value its
+``main.py`` passed for omission and hallucination; the constants changed between its versions)."""
 
 
 def members(n_out: int, n_lr: int) -> np.ndarray:
