@@ -503,17 +503,18 @@ def finalise(
         write(d, t, values)
 
 
-CONSISTENCY_BLOCK = 512
-"""LR pixels a side of the blocks :func:`date_consistency` reads the output by."""
+CONSISTENCY_BLOCK_PX = 1024
+"""Output pixels a side (about) of the blocks :func:`date_consistency` reads the output by."""
 
 
-def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: int = CONSISTENCY_BLOCK) -> dict[str, Any]:
+def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: int | None = None) -> dict[str, Any]:
     """The consistency of a date's finished output with its LR target (the revisits interpolated
     in time at the date, :func:`stliif.constraint.lr_target`), as
     :func:`stliif.consistency.consistency` defines it, over the LR pixels whose every member
     (:func:`stliif.consistency.members`) is finite: date ``d`` of ``output`` (``(time, band, y,
-    x)``, an array or a Zarr array) is read and degraded ``block`` LR pixels a side at a time,
-    the sums carried from block to block, so memory is bounded by a block, not by the render.
+    x)``, an array or a Zarr array) is read and degraded ``block`` LR pixels a side at a time
+    (by default the LR pixels of about :data:`CONSISTENCY_BLOCK_PX` output pixels), the sums
+    carried from block to block, so memory is bounded by a block, not by the render.
     The spatial shift is measured on the block that holds the grid's centre (the whole grid
     when it is one block)."""
     from stliif.consistency import members, spatial_shift
@@ -521,6 +522,7 @@ def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: i
 
     (h, w), c = lowres.hw, 3
     my, mx = members(output.shape[2], h), members(output.shape[3], w)
+    block = block or max(8, CONSISTENCY_BLOCK_PX * h // output.shape[2])
     n, sx, sy, sxx, syy, sxy, angles, n_angles = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0
     abs_sum, diff_sum = np.zeros(c), np.zeros(c)
     shift = math.nan
@@ -529,7 +531,7 @@ def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: i
             rows, cols = slice(a, min(h, a + block)), slice(b, min(w, b + block))
             r0, r1 = (int(v) for v in np.searchsorted(my, [a, rows.stop]))
             c0, c1 = (int(v) for v in np.searchsorted(mx, [b, cols.stop]))
-            out = np.asarray(output[d, :, r0:r1, c0:c1], np.float64).transpose(1, 2, 0)
+            out = np.asarray(output[d, :, r0:r1, c0:c1], np.float32).transpose(1, 2, 0)  # summed in float64
             bh, bw = rows.stop - a, cols.stop - b
             sums, counts, size = np.zeros((bh, bw, c)), np.zeros((bh, bw, c)), np.zeros((bh, bw, 1))
             at = (my[r0:r1, None] - a, mx[None, c0:c1] - b)
