@@ -331,7 +331,7 @@ def run_stage_batch(
     p = _params(stage, params)
     spec, data = AOI_STAGES[stage], Path(data)
     results: list[StageResult] = []
-    written: list[tuple[int, str, dict[str, Any]]] = []  # (index in results, run key, summary)
+    written: list[tuple[int, dict[str, Any]]] = []  # (index in results, summary)
     batch = CommitBatch(store, stage, run_id=run_id, message=None)
     for aoi in dict.fromkeys(aois):
         try:
@@ -347,10 +347,10 @@ def run_stage_batch(
         status = "committed" if wrote else "unchanged"
         results.append(StageResult(stage, aoi, status, key, batch.base, tuple(artifacts)))
         if wrote:
-            written.append((len(results) - 1, key, spec.summary(artifacts)))
+            written.append((len(results) - 1, spec.summary(artifacts)))
         del artifacts, prep
     snap = batch.commit()
-    for i, _, summary in written:
+    for i, summary in written:
         results[i] = replace(results[i], snapshot_id=snap, summary=summary)
     return results
 

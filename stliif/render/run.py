@@ -110,7 +110,7 @@ def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJo
 
 
 def _consistency_attrs(c: dict[str, Any]) -> dict[str, Any]:
-    """A date's LR consistency (:func:`~stliif.render.tiles.finalise`) as flat attributes/tags."""
+    """A date's LR consistency (:func:`~stliif.render.tiles.date_consistency`) as flat attributes/tags."""
     return {"consistency_mae": c["mae"], "consistency_bias": c["bias"], "consistency_mae_band": c["mae_band"],
             "consistency_corr": c["corr"], "consistency_sam_deg": c["sam"], "consistency_shift_px": c["shift_px"]}  # fmt: skip
 
@@ -167,10 +167,7 @@ def _render_memory(
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         values[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
-    checks = []
-    for d, job in enumerate(jobs):
-        finalise(job, d, tiles, sink, area, v_mean, write, mode)
-        checks.append(date_consistency(job, lowres, values, d))
+    checks = _finalise_dates(jobs, tiles, sink, area, v_mean, write, mode, values)
     attrs = [{**_attrs(predictor, model, cube, job, s, min_clear), "mode": mode, **_consistency_attrs(c)}
              for job, c in zip(jobs, checks, strict=True)]  # fmt: skip
     if "warning" in attrs[0]:
@@ -461,7 +458,6 @@ def run_render(
         (``consistency_*``, in the COG's tags too; a series holds one per date in
         ``consistency``); ``tile_seconds`` is the time spent predicting tiles.
     """
-    check_mode(mode)
     plan = check_render(
         store, aoi, model, date=date, start=start, end=end, step=step, scale=scale, gsd=gsd, bbox=bbox,
         k=k, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far, max_mb=max_mb, tile=tile,
@@ -559,11 +555,20 @@ def _finalise_to_zarr(
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         final[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
+    return final, _finalise_dates(jobs, tiles, sink, area, v_mean, write, mode, final)
+
+
+def _finalise_dates(
+    jobs: Sequence[DateJob], tiles: Sequence[Tile], sink: MemorySink, area: Area, v_mean: str,
+    write: Callable[[int, Tile, np.ndarray], None], mode: str, output: Any,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """:func:`finalise` every date into ``write``, then measure each date's LR consistency on
+    ``output``, what ``write`` filled (:func:`date_consistency`)."""
     checks = []
     for d, job in enumerate(jobs):
         finalise(job, d, tiles, sink, area, v_mean, write, mode)
-        checks.append(date_consistency(job, lowres, final, d))
-    return final, checks
+        checks.append(date_consistency(job, area.lowres, output, d))
+    return checks
 
 
 def decimated(final: Any, d: int, tiles: Sequence[Tile], side: int) -> np.ndarray:
