@@ -1,15 +1,17 @@
-"""The ETL flow: import -> mask -> pansharpen -> subset -> histogram -> split, AOIs in parallel."""
+"""The ETL flow: import -> mask -> pansharpen -> subset -> histogram -> split, batches of AOIs in parallel."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
-from flows.runners import task_runner
+from flows.runners import parallelism, task_runner
 from stliif.config import ETLSpec, Stage, StoreSpec
 from stliif.errors import RunFailures
 from stliif.report import etl_markdown
@@ -52,26 +54,35 @@ def etl(
     # An import that runs without its downstream stages announces new data, so that an automation
     # (deployment etl-downstream) runs them for the AOIs that changed.
     announce = not set(spec.stages) & {"mask", "pansharpen", "subset", "histogram"}
-    futures: list[PrefectFuture[dict[str, Any]]] = []
-    runs: list[tuple[str, str]] = []  # (stage, aoi) of each future
-    for aoi in aois:
-        done: dict[str, PrefectFuture[dict[str, Any]]] = {}
+    # AOIs in batches, one per worker (at most spec.batch_size AOIs each): each batch runs the
+    # stages in order, one task and one commit per stage; batches run side by side.
+    runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+    n = max(min(len(aois), parallelism(runner)), math.ceil(len(aois) / spec.batch_size))
+    batches = [aois[i::n] for i in range(n)] if aois else []
+    futures: list[PrefectFuture[list[dict[str, Any]]]] = []
+    runs: list[tuple[str, list[str]]] = []  # (stage, AOIs) of each future
+    for batch in batches:
+        done: dict[str, PrefectFuture[list[dict[str, Any]]]] = {}
         for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
             assert stage in AOI_STAGES
-            if stage in FOLDER_STAGES and aoi not in folder:  # in the store only
+            todo = [a for a in batch if stage not in FOLDER_STAGES or a in folder]  # else in the store only
+            if not todo:
                 continue
+            upstream = [done[d] for d in deps if d in done]
             fut = stage_task.submit(
-                stage, aoi, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
-                announce=announce and stage == "import", wait_for=[done[d] for d in deps if d in done],
+                stage, todo, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
+                announce=announce and stage == "import", upstream=upstream or None,  # type: ignore[arg-type]
             )
             done[name] = fut
             futures.append(fut)
-            runs.append((stage, aoi))
-    with tqdm(total=len(futures), desc="etl", unit="stage", disable=None) as bar:
+            runs.append((stage, todo))
+    size = {f.task_run_id: len(names) for f, (_, names) in zip(futures, runs, strict=True)}
+    with tqdm(total=sum(size.values()), desc="etl", unit="AOI stage", disable=None) as bar:
         for fut in as_completed(futures):
-            bar.update()
-            bar.set_postfix_str(str(fut.task_run_id)[:8], refresh=False)
-    records = [_record(f, stage, aoi) for f, (stage, aoi) in zip(futures, runs, strict=True)]
+            bar.update(size[fut.task_run_id])
+    records = [r for f, (stage, names) in zip(futures, runs, strict=True) for r in _records(f, stage, names)]
+    order = {a: i for i, a in enumerate(aois)}
+    records.sort(key=lambda r: order[r["aoi"]])  # AOI by AOI, stages in order
     if "split" in spec.stages:
         records.append(split_task(store, spec.split_seed))
     snapshot = repo.snapshot_id()
@@ -84,18 +95,19 @@ def etl(
     return {"snapshot_id": snapshot, "records": records}
 
 
-def _record(fut: PrefectFuture[dict[str, Any]], stage: str, aoi: str) -> dict[str, Any]:
-    """A stage task's record; a failed one (or one not run after an upstream failure) as a
-    ``failed`` / ``not run`` record with the reason, so that every failure can be reported."""
+def _records(fut: PrefectFuture[list[dict[str, Any]]], stage: str, aois: list[str]) -> list[dict[str, Any]]:
+    """A stage task's records, one per AOI; when the task itself failed (or was not run after
+    an upstream failure), a ``failed`` / ``not run`` record per AOI with the reason, so that
+    every failure can be reported."""
     fut.wait()
     state = fut.state
     if state.is_completed():
-        return fut.result()
+        return list(fut.result())
     if state.is_failed() or state.is_crashed():
         err = state.result(raise_on_failure=False)
         reason = str(err) if isinstance(err, BaseException) else (state.message or state.name)
-        return {"stage": stage, "aoi": aoi, "status": "failed", "reason": reason}
-    return {"stage": stage, "aoi": aoi, "status": "not run", "reason": "an upstream stage failed"}
+        return [{"stage": stage, "aoi": a, "status": "failed", "reason": reason} for a in aois]
+    return [{"stage": stage, "aoi": a, "status": "not run", "reason": "an upstream stage failed"} for a in aois]
 
 
 def _raise_failures(records: list[dict[str, Any]], *, skip_bad: bool) -> None:

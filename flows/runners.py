@@ -30,3 +30,10 @@ def task_runner(dask: str | None = None, *, workers: int = 2) -> Any:
             }
         )
     return DaskTaskRunner(address=dask)
+
+
+def parallelism(runner: Any) -> int:
+    """How many tasks ``runner`` runs at once: its threads, or its local cluster's workers; 4 for
+    a remote Dask scheduler (its size is not known here)."""
+    n = getattr(runner, "_max_workers", None) or (getattr(runner, "cluster_kwargs", None) or {}).get("n_workers")
+    return max(1, min(int(n or 4), 256))

@@ -227,6 +227,11 @@ class ETLSpec(_Spec):
     )
     split_seed: int = Field(0, description="Seed of the stratified split and validation carve-out.")
     force: bool = Field(False, description="Recompute and commit the selected stages even when up to date.")
+    batch_size: int = Field(
+        64, ge=1, le=100_000,
+        description="At most this many AOIs per stage task, each committed at once: the AOIs are split into "
+        "one batch per worker, or more when a batch would be larger (a killed run redoes at most a batch per worker).",
+    )
 
 
 class RenderSpec(_Spec):

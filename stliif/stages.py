@@ -1,9 +1,10 @@
 """The preprocessing stages as plain functions over the artifact store.
 
 A stage run for one AOI: read its inputs' versions, derive the run key, and (unless every output
-already carries that key) compute the outputs and commit them once. Stages never import Prefect;
-``tasks/`` wraps :func:`run_stage`, and uses :func:`stage_key` as the Prefect cache key (given
-only when the open store already holds the outputs, so a cache hit is never stale).
+already carries that key) compute the outputs and commit them once; :func:`run_stage_batch`
+does it for many AOIs in one commit. Stages never import Prefect; ``tasks/`` wraps
+:func:`run_stage_batch`, and builds the Prefect cache key from :func:`stage_key` (given only
+when the open store already holds the outputs, so a cache hit is never stale).
 
 Artifacts (``<mode>`` is ``paper`` or ``clean``)::
 
@@ -25,7 +26,7 @@ imported, acquired, or a crop of one, named by its store path (``crop/raw/<aoi>/
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ import xarray as xr
 
 from stliif.config import STAGES, CropSpec
 from stliif.cubes import read_cube
-from stliif.errors import DataAccessError, InvalidInputError, NoDataError
+from stliif.errors import (
+    DataAccessError,
+    InvalidInputError,
+    NoDataError,
+    StliifError,
+    TransientDataAccessError,
+)
 from stliif.names import aoi_cube_path, validate_aoi, validate_name
 from stliif.preprocess.crop import crop_polygon, crop_square
 from stliif.preprocess.histogram import PAPER_REFERENCE_REVISIT, adapt_clean, adapt_paper
@@ -61,7 +68,7 @@ class StageResult:
 
     stage: str
     aoi: str | None
-    status: str  # "committed", "unchanged" or "skipped"
+    status: str  # "committed", "unchanged", "skipped"; in a batch also "failed", "not run"
     run_key: str = ""
     snapshot_id: str = ""
     artifacts: tuple[str, ...] = ()
@@ -318,6 +325,8 @@ def run_stage_batch(
     run_id: str | None = None,
     skip_errors: bool = False,
     force: bool = False,
+    keep_going: bool = False,
+    blocked: Collection[str] = (),
 ) -> list[StageResult]:
     """Run one stage for many AOIs as :func:`run_stage` does, AOI by AOI, but commit the work of
     all of them at once: one commit (:meth:`ArtifactStore.batch`), none when nothing changed.
@@ -325,34 +334,60 @@ def run_stage_batch(
     Each AOI keeps its run key, its lineage (the commit's ``runs``) and its own result:
     ``committed`` only for the AOIs whose outputs changed, so a rerun after one AOI's refresh
     recomputes and commits that AOI alone. An error computing an AOI that :func:`run_stage`
-    would raise is raised after the AOIs before it are committed; an error writing one (or an
-    interrupt) commits nothing, so no AOI's artifacts are committed out of step.
+    would raise is raised after the AOIs before it are committed; with ``keep_going`` it is that
+    AOI's ``failed`` result instead (its reason the error) and the others go on, except a
+    :class:`TransientDataAccessError`, raised so that the caller can retry. An error writing
+    (or an interrupt) commits nothing, so no AOI's artifacts are committed out of step. The
+    ``blocked`` AOIs (an upstream stage failed for them) get a ``not run`` result.
     """
     p = _params(stage, params)
     spec, data = AOI_STAGES[stage], Path(data)
+    todo = [a for a in dict.fromkeys(aois) if a not in blocked]
     results: list[StageResult] = []
     written: list[tuple[int, dict[str, Any]]] = []  # (index in results, summary)
-    batch = CommitBatch(store, stage, run_id=run_id, message=None)
+    batch: CommitBatch | None = None  # made at the first AOI with work to commit
     for aoi in dict.fromkeys(aois):
+        if aoi in blocked:
+            results.append(StageResult(stage, aoi, "not run", reason="an upstream stage failed"))
+            continue
         try:
             prep = _prepare(store, stage, aoi, data, p, skip_errors=skip_errors, force=force)
-        except Exception:
-            batch.commit()  # every AOI before this one is whole
-            raise
+        except Exception as err:
+            if not keep_going or isinstance(err, TransientDataAccessError):
+                if batch is not None:
+                    batch.commit()  # every AOI before this one is whole
+                raise
+            if not isinstance(err, StliifError):
+                log.exception("stage %s failed for AOI %s", stage, aoi)
+            results.append(StageResult(stage, aoi, "failed", reason=str(err) or type(err).__name__))
+            continue
         if isinstance(prep, StageResult):
             results.append(prep)
             continue
         inputs, artifacts = prep
+        if batch is None:  # concurrent batches must find the groups they share made
+            store.ensure_groups(g for a in todo for o in spec.outputs(a, p) if (g := _shared_parent(o, a)))
+            batch = CommitBatch(store, stage, run_id=run_id, message=None)
         key, wrote = batch.add(artifacts, params={"aoi": aoi, **p}, inputs=inputs, force=force)
         status = "committed" if wrote else "unchanged"
         results.append(StageResult(stage, aoi, status, key, batch.base, tuple(artifacts)))
         if wrote:
             written.append((len(results) - 1, spec.summary(artifacts)))
         del artifacts, prep
-    snap = batch.commit()
+    snap = batch.commit() if batch is not None else ""
     for i, summary in written:
         results[i] = replace(results[i], snapshot_id=snap, summary=summary)
     return results
+
+
+def _shared_parent(path: str, aoi: str) -> str | None:
+    """The nearest parent group of ``path`` that is not ``aoi``'s own (``hr`` of ``hr/<aoi>/pan``):
+    the one other AOIs' batches may create too."""
+    parts = path.split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        if f"/{aoi}/" not in f"/{(parent := '/'.join(parts[:i]))}/":
+            return parent
+    return None
 
 
 def split_aois(store: ArtifactStore) -> list[str]:

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,16 @@ class CommitInfo:
     message: str
     written_at: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> builtins.list[dict[str, Any]]:
+        """The stage runs this commit holds: a batch commit's ``runs``, or the commit's own one
+        (none for the store's creation or a commit of parent groups)."""
+        if self.metadata.get("runs"):
+            return [dict(r) for r in self.metadata["runs"]]
+        if "run_key" in self.metadata:
+            return [{k: self.metadata.get(k) for k in ("run_key", "params", "inputs", "artifacts")}]
+        return []
 
     def run_of(self, path: str) -> dict[str, Any] | None:
         """The run that wrote ``path`` in this commit (``run_key``, ``params``, ``inputs``,
@@ -402,6 +412,36 @@ class ArtifactStore:
         yield batch
         batch.commit()
 
+    def ensure_groups(self, groups: Iterable[str]) -> None:
+        """Commit ``groups`` (and their parents) on their own, those missing at the branch's head.
+
+        Batches writing sibling artifacts at once (``mask/<aoi>``) must find their parent group
+        (``mask``) there: two sessions that both create it cannot be rebased onto each other
+        (Icechunk sees two new nodes at one path).
+        """
+        parents = sorted({"/".join(g.split("/")[:i]) for g in map(validate_artifact_path, groups)
+                          for i in range(1, g.count("/") + 2)})  # fmt: skip
+        for _ in range(5):  # another writer may create them meanwhile (S3 has no lock)
+            head = self._session(None).store
+            missing = [g for g in parents if not _is_group(head, g)]
+            if not missing:
+                return
+            with self._locked():
+                session = self.repo.writable_session(self.spec.branch)
+                for group in missing:
+                    zarr.open_group(session.store, path=group, mode="a")
+                if not session.has_uncommitted_changes:
+                    return
+                try:
+                    session.commit(f"groups: {', '.join(missing)}", metadata={"stage": "groups", "groups": missing},
+                                   rebase_with=icechunk.ConflictDetector())  # fmt: skip
+                    return
+                except (icechunk.ConflictError, icechunk.RebaseFailedError):
+                    continue
+                except icechunk.IcechunkError as err:
+                    raise StoreError(f"creating groups {missing} failed: {_reason(err)}") from err
+        raise StoreError(f"creating groups {parents} failed: the branch kept moving")
+
     @staticmethod
     def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str, chunks: Mapping[str, int]) -> None:
         attrs = {VERSION_ATTR: key, "stliif:stage": stage}
@@ -564,3 +604,12 @@ def _reason(err: BaseException) -> str:
 def _attr(value: Any) -> Any:
     """Make an attribute value JSON-safe (numpy scalars, dates)."""
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def _is_group(store: Any, path: str) -> bool:
+    """Whether ``path`` is a group in the Zarr ``store``."""
+    try:
+        zarr.open_group(store, path=path, mode="r")
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError):
+        return False
+    return True

@@ -76,15 +76,18 @@ def etl(
     k: Annotated[int, typer.Option(help="Revisits per temporal subset.")] = 5,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip AOIs with missing/corrupted files, recording why.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute and commit the selected stages even when up to date.")] = False,
+    batch_size: Annotated[int, typer.Option(help="At most this many AOIs per stage task, committed at once (one batch per worker when smaller).")] = 64,
     branch: BranchOpt = "main",
     endpoint_url: EndpointOpt = None,
     dask: Annotated[
         str | None,
         typer.Option(help="Run tasks on Dask: 'local' (a LocalCluster on 127.0.0.1) or a scheduler address."),
     ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Batches run at once: threads, or --dask local's processes.")] = 2,
 ) -> None:
     """Import WorldStrat and build the versioned, analysis-ready artifacts (Prefect flow `etl`)."""
-    fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad, "force": force}
+    fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad, "force": force,
+                              "batch_size": batch_size}  # fmt: skip
     if aoi:
         fields["aois"] = aoi
     if stage:
@@ -109,8 +112,8 @@ def etl(
         repo = None  # an import creates the store
     resolve_run_aois(spec.stages, spec.aois, data=spec.data, store=repo)
     flow = flow_module("etl").etl
-    if dask:
-        flow = flow.with_options(task_runner=flow_module("runners").task_runner(dask))
+    if dask or workers != 2:
+        flow = flow.with_options(task_runner=flow_module("runners").task_runner(dask, workers=workers))
     result = run_flow(flow, spec, st)
     console.print(f"snapshot [bold]{result['snapshot_id']}[/]: {_status_counts(result['records'])}")
 

@@ -1,7 +1,9 @@
-"""ETL tasks: one stage for one AOI, and the split."""
+"""ETL tasks: one stage for a batch of AOIs (one commit), and the split."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,29 +12,41 @@ from prefect.context import TaskRunContext
 
 from stliif.config import StoreSpec
 from stliif.errors import StliifError
-from stliif.stages import run_split, run_stage, stage_key
+from stliif.stages import run_split, run_stage_batch, stage_key
 from tasks.common import open_store, retry_transient
 
 
 def _cache_key(ctx: TaskRunContext, p: dict[str, Any]) -> str | None:
-    """The stage's key in the open store (:func:`stliif.stages.stage_key`): ``None``, so no cache
-    lookup, unless the store already holds the outputs; a bad input is left to the run to report."""
-    if p.get("force"):
+    """The batch's key in the open store: every AOI's :func:`stliif.stages.stage_key`, hashed;
+    ``None``, so no cache lookup, unless the store already holds every AOI's outputs (a blocked
+    AOI, or a bad input, gives none: the run reports it)."""
+    if p.get("force") or _blocked(p.get("upstream")):
         return None
     try:
-        key = stage_key(open_store(p["store"]), p["stage"], p["aoi"], data=p["data"], params=p.get("params"))
+        store = open_store(p["store"])
+        keys = [stage_key(store, p["stage"], a, data=p["data"], params=p.get("params")) for a in p["aois"]]
     except StliifError:
         return None
-    aoi = str(p["aoi"]).replace("/", "~")  # a crop AOI is a store path
-    return None if key is None else f"{p['stage']}-{aoi}-{key}"  # a plain name: result storage uses it as a path
+    if not keys or None in keys:
+        return None
+    digest = hashlib.sha256("\n".join(f"{a}={k}" for a, k in zip(p["aois"], keys, strict=True)).encode()).hexdigest()
+    return f"{p['stage']}-{len(keys)}-{digest[:40]}"  # a plain name: result storage uses it as a path
+
+
+def _blocked(upstream: list[list[dict[str, Any]]] | None) -> set[str]:
+    """The AOIs that failed, or were not run, in the upstream batches' records."""
+    return {r["aoi"] for recs in upstream or [] for r in recs if r["status"] in ("failed", "not run")}
 
 
 def _run_name() -> str:
-    """``<stage>[-<mode>]-<aoi>``: ``subset-paper-Landcover-14956`` tells the modes apart in the UI."""
+    """``<stage>[-<mode>]-<aoi>[-and-<n>-more]``: ``subset-paper-Landcover-14956`` tells the modes
+    apart in the UI."""
     from prefect.runtime import task_run
 
     p = task_run.parameters
-    return "-".join(str(x) for x in (p["stage"], (p.get("params") or {}).get("mode"), p["aoi"]) if x)
+    aois = list(p["aois"])
+    more = f"-and-{len(aois) - 1}-more" if len(aois) > 1 else ""
+    return "-".join(str(x) for x in (p["stage"], (p.get("params") or {}).get("mode"), aois[0] if aois else "") if x) + more
 
 
 @task(
@@ -45,32 +59,39 @@ def _run_name() -> str:
 )
 def stage_task(
     stage: str,
-    aoi: str,
+    aois: list[str],
     store: StoreSpec,
     data: str,
     params: dict[str, Any] | None = None,
     skip_errors: bool = False,
     announce: bool = False,
     force: bool = False,
-) -> dict[str, Any]:
-    """Run ``stage`` for ``aoi`` (see :func:`stliif.stages.run_stage`); returns a small record,
-    and logs one line of what happened (status, artifacts, run key, reason).
+    upstream: list[list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``stage`` for a batch of AOIs, committed at once (:func:`stliif.stages.run_stage_batch`);
+    returns a small record per AOI, and logs one line per AOI (status, artifacts, run key, reason).
 
-    With ``announce``, a commit of new data emits ``stliif.artifact.committed``."""
+    An AOI that fails is that AOI's ``failed`` record, not the batch's failure; an AOI that
+    failed (or was not run) in an ``upstream`` batch's records is ``not run``. With ``announce``,
+    each AOI whose run committed new data emits ``stliif.artifact.committed``."""
     from prefect import get_run_logger
     from prefect.runtime import flow_run
 
-    result = run_stage(
-        open_store(store), stage, aoi, data=data, params=params,
-        run_id=str(flow_run.id or ""), skip_errors=skip_errors, force=force,
+    blocked = _blocked(upstream)
+    results = run_stage_batch(
+        open_store(store), stage, aois, data=data, params=params, run_id=str(flow_run.id or ""),
+        skip_errors=skip_errors, force=force, keep_going=True, blocked=blocked,
     )
-    get_run_logger().info(
-        "%s %s: %s (run key %s)%s", result.status, aoi, ", ".join(result.artifacts) or "-",
-        result.run_key or "-", f": {result.reason}" if result.reason else "",
-    )
-    if announce and result.status == "committed":
-        announce_commit(store, result.to_dict())
-    return result.to_dict()
+    logger = get_run_logger()
+    for result in results:
+        logger.log(
+            logging.ERROR if result.status == "failed" else logging.INFO, "%s %s: %s (run key %s)%s",
+            result.status, result.aoi, ", ".join(result.artifacts) or "-", result.run_key or "-",
+            f": {result.reason}" if result.reason else "",
+        )
+        if announce and result.status == "committed":
+            announce_commit(store, result.to_dict())
+    return [r.to_dict() for r in results]
 
 
 COMMITTED_EVENT = "stliif.artifact.committed"

@@ -123,7 +123,7 @@ def test_corrupted_file_fails_the_flow_by_default(small_dataset: Path, tmp_path:
 
 
 def test_etl_on_s3_moto(small_dataset: Path, s3_env: str) -> None:
-    """The ETL on S3-compatible storage: parallel committers rebase, nothing is lost."""
+    """The ETL on S3-compatible storage: batches commit side by side and rebase, nothing is lost."""
     import os
 
     from flows.etl import etl
@@ -133,13 +133,20 @@ def test_etl_on_s3_moto(small_dataset: Path, s3_env: str) -> None:
     store = ArtifactStore.open(spec, create=False)
     committed = [r for r in result["records"] if r["status"] == "committed"]
     assert len(committed) == 2 * 5 + 1  # 5 stages per AOI + split
-    # every committed stage is in the history, and every artifact is readable at the head
-    assert len(store.log()) == len(committed) + 2  # + the repository's first commit and its identity
+    # one batch per AOI here (the runner's threads): every committed run is in the history once
+    runs = [run["run_key"] for c in store.log() for run in c.runs]
+    assert sorted(runs) == sorted(r["run_key"] for r in committed)
+    assert sum(len(c.runs) == 1 for c in store.log()) == len(runs)  # two batches of one AOI each
     for aoi in AOIS:
         assert store.read(f"pansharpened/{aoi}")["rgbn"].shape == (4, 1054, 1054)
         assert store.read_json(f"subset/clean/{aoi}")["mode"] == "clean"
     again = etl(ETLSpec(data=str(small_dataset), aois=AOIS, modes=["clean"]), spec)
     assert {r["status"] for r in again["records"]} == {"unchanged"}
+    n = len(store.log())
+    one = etl(ETLSpec(data=str(small_dataset), aois=AOIS, modes=["clean"], batch_size=2, force=True), spec,
+              stages=["mask"])  # fmt: skip
+    assert [r["status"] for r in one["records"]] == ["committed"] * 2
+    assert len(store.log()) == n + 2  # min(AOIs, threads) batches, one commit each
 
 
 def test_etl_on_a_local_dask_cluster(small_dataset: Path, tmp_path: Path) -> None:
@@ -152,4 +159,44 @@ def test_etl_on_a_local_dask_cluster(small_dataset: Path, tmp_path: Path) -> Non
     result = on_dask(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask"]), spec)
     assert sorted(r["status"] for r in result["records"]) == ["committed"] * 4
     store = ArtifactStore.open(spec)
-    assert len(store.log()) == 6 and store.list("mask") == [f"mask/{a}" for a in sorted(AOIS)]
+    assert store.list("mask") == [f"mask/{a}" for a in sorted(AOIS)]
+    # a batch per worker, one commit each: 2 stages x 2 batches of one AOI, every run once
+    stages = [c.metadata.get("stage") for c in store.log() if c.runs]
+    assert sorted(stages) == ["import"] * 2 + ["mask"] * 2
+
+
+def test_one_batch_isolates_a_failed_aoi_and_announces_each_changed_one(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both AOIs in one batch (one worker): the corrupted one fails alone, its downstream stage is
+    not run, the other commits, and the import announces the AOI that changed, by name."""
+    import prefect.events
+
+    from flows.etl import etl
+    from flows.runners import task_runner
+
+    events: list[dict] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: events.append(kw))
+    spec = StoreSpec(uri=str(tmp_path / "store"))
+    one_worker = etl.with_options(task_runner=task_runner(workers=0))
+    imported = one_worker(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import"]), spec)
+    assert [e["resource"]["stliif.aoi"] for e in events] == AOIS
+    assert {e["event"] for e in events} == {"stliif.artifact.committed"}
+    assert ArtifactStore.open(spec).log()[0].metadata["stage"] == "import"
+    assert len(ArtifactStore.open(spec).log()[0].runs) == 2  # one commit for the batch
+
+    events.clear()
+    bad = next((small_dataset / "lr_dataset" / AOIS[0] / "L2A").glob("*-2-L2A_data.tiff"))
+    bad.write_bytes(bad.read_bytes()[:1000])
+    _add_revisit(small_dataset, AOIS[1], 1, 9, "2019-10-21")
+    state = one_worker(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import"]), spec, return_state=True)
+    with pytest.raises(RunFailures, match=f"1 stage run.*{AOIS[0]} \\(import\\).*-2-L2A_data.tiff"):
+        state.result()
+    assert [e["resource"]["stliif.aoi"] for e in events] == [AOIS[1]]  # only the AOI that changed
+    assert ArtifactStore.open(spec).read("raw/" + AOIS[1]).sizes["time"] == 9
+
+    # the failed import blocks that AOI's mask, which would otherwise run on its old cube
+    both = one_worker(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask"]), spec,
+                      return_state=True)  # fmt: skip
+    assert both.is_failed() and ArtifactStore.open(spec).list("mask") == [f"mask/{AOIS[1]}"]
+    assert imported["snapshot_id"] != ArtifactStore.open(spec).snapshot_id()

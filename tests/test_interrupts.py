@@ -47,13 +47,16 @@ def _whole(store: Path) -> int:
 def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.Signals, point: str) -> None:
     store = tmp_path / "store"
     env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
-    proc = subprocess.Popen([str(STLIIF), "etl", "--data", str(worldstrat), "--store", str(store), "--stage", "import"],
+    # mid-run: one AOI per batch, so that commits come often; otherwise a batch per worker
+    batch = ["--batch-size", "1"] if point == "mid-run" else []
+    proc = subprocess.Popen([str(STLIIF), "etl", "--data", str(worldstrat), "--store", str(store), "--stage", "import", *batch],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)  # fmt: skip
     try:
         if point == "server-start":  # the temporary Prefect server is starting, no flow yet
             _wait(lambda: any("uvicorn" in _cmdline(p) for p in child_pids(proc.pid)) or proc.poll() is not None)
-        else:  # the first AOI is committed (repository creation, identity, first import), or 12
-            _wait(lambda: _snapshots(store) >= (3 if point == "after-first-commit" else 14) or proc.poll() is not None)
+        else:  # the first batch is committed (repository creation, identity, shared groups, first
+            # import), or 12 batches of one AOI
+            _wait(lambda: _snapshots(store) >= (4 if point == "after-first-commit" else 15) or proc.poll() is not None)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         children = child_pids(proc.pid)
         assert children, "the run has its temporary server as a child"

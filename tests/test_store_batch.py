@@ -100,11 +100,14 @@ def test_run_stage_batch_one_commit_per_stage_run_and_single_aoi_refresh(small_d
     aois = ["Amnesty_POI-13-1-1", "Landcover-14956"]
     n = len(store.log())
     results = run_stage_batch(store, "import", aois, data=small_dataset)
-    assert [r.status for r in results] == ["committed", "committed"] and len(store.log()) == n + 1
+    # one commit of the stage, after one of the groups batches share (raw, hr; not hr/<aoi>)
+    assert [r.status for r in results] == ["committed", "committed"] and len(store.log()) == n + 2
+    assert [c.metadata["stage"] for c in store.log()[:2]] == ["import", "groups"]
+    assert store.log()[1].metadata["groups"] == ["hr", "raw"]
     assert {r.snapshot_id for r in results} == {store.snapshot_id()}
     assert results[0].summary["revisits"] > 0
     mask = run_stage_batch(store, "mask", aois, data=small_dataset)
-    assert [r.status for r in mask] == ["committed", "committed"] and len(store.log()) == n + 2
+    assert [r.status for r in mask] == ["committed", "committed"] and len(store.log()) == n + 4
     # the same keys as one run per AOI: a per-AOI rerun finds them unchanged
     assert all(run_stage(store, "mask", a, data=small_dataset).status == "unchanged" for a in aois)
     # unchanged rerun: nothing committed
@@ -116,9 +119,10 @@ def test_run_stage_batch_one_commit_per_stage_run_and_single_aoi_refresh(small_d
     meta = next((small_dataset / "lr_dataset" / aois[1] / "L2A").glob("*.metadata"))
     os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
     for stage in ("import", "mask"):
+        n = len(store.log())
         res = run_stage_batch(store, stage, aois, data=small_dataset)
         assert [r.status for r in res] == ["unchanged", "committed"], stage
-        assert store.log()[0].metadata["artifacts"] == list(res[1].artifacts)
+        assert store.log()[0].metadata["artifacts"] == list(res[1].artifacts) and len(store.log()) == n + 1
 
 
 @pytest.mark.integration
@@ -151,5 +155,42 @@ def test_run_stage_batch_write_failure_commits_nothing(
     monkeypatch.setattr(ArtifactStore, "_write", staticmethod(failing))
     with pytest.raises(StoreError, match="nothing committed"):
         run_stage_batch(store, "import", ["Amnesty_POI-13-1-1", "Landcover-14956"], data=small_dataset)
-    assert store.snapshot_id() == snap and store.list("raw") == []
+    # no artifact committed: the branch moved only by the parent groups' own commit
+    assert store.log()[0].metadata["stage"] == "groups" and store.log()[1].snapshot_id == snap
+    assert store.list("raw") == [] and store.list("hr") == []
+
+
+def test_concurrent_batches_into_new_parent_groups_both_commit(tmp_path: Path) -> None:
+    """Two batches of one stage writing siblings under a parent that does not exist yet: each
+    would create it, which Icechunk cannot rebase; the parents are committed first, once."""
+    import threading
+
+    store = ArtifactStore.open(str(tmp_path / "s"))
+    store.ensure_groups(["new/deep"])
+    start, n = store.snapshot_id(), len(store.log())
+    store.ensure_groups(["new/deep", "new"])  # nothing missing: no commit
+    assert (store.snapshot_id(), len(store.log())) == (start, n)
+    batches = [store.batch("demo").__enter__() for _ in range(2)]  # both sessions from one base
+    for batch, aoi in zip(batches, ("a", "b"), strict=True):
+        batch.add({f"new/deep/{aoi}": _ds(1.0)}, params={"aoi": aoi})
+    threads = [threading.Thread(target=b.commit) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.list("new") == ["new/deep/a", "new/deep/b"] and len(store.log()) == n + 2
+
+
+@pytest.mark.integration
+def test_keep_going_records_a_failed_aoi_and_commits_the_others(small_dataset: Path, tmp_path: Path) -> None:
+    store = ArtifactStore.open(str(tmp_path / "s"))
+    aois = ["Amnesty_POI-13-1-1", "Landcover-14956"]
+    next((small_dataset / "lr_dataset" / aois[0] / "L2A").glob("*_data.tiff")).write_bytes(b"not a tiff")
+    res = run_stage_batch(store, "import", aois, data=small_dataset, keep_going=True)
+    assert [r.status for r in res] == ["failed", "committed"] and "_data.tiff" in res[0].reason
+    assert store.list("raw") == [f"raw/{aois[1]}"]
+    # downstream: the failed AOI is blocked (not run), the other runs
+    mask = run_stage_batch(store, "mask", aois, data=small_dataset, keep_going=True, blocked={aois[0]})
+    assert [(r.aoi, r.status) for r in mask] == [(aois[0], "not run"), (aois[1], "committed")]
+    assert store.list("mask") == [f"mask/{aois[1]}"]
 
