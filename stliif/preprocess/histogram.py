@@ -482,7 +482,7 @@ def adapt_clean(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         composite = np.nanmedian(masked, axis=0)
-    composite_valid = valid.any(axis=0)
+    composite_valid = np.asarray(valid.any(axis=0))
     out = np.full(data.shape, np.nan, dtype=np.float32)
     for k in range(len(indices)):
         if valid[k].any():
