@@ -41,11 +41,13 @@ def write_cog_blocks(
     transform: Affine,
     tags: Mapping[str, Any] | None = None,
     band_names: Sequence[str] = (),
+    band_tags: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write a float32 COG of ``shape`` (bands, rows, cols) from ``(row, col, values (bands, h, w))``
     blocks, never holding more than one block: the blocks go into an uncompressed tiled GeoTIFF,
     which GDAL's COG driver copies, deflated, with overviews (average of the valid pixels). Nodata is NaN; ``tags``
-    (lists joined with ", ") and band names are written as metadata."""
+    (lists joined with ", "), band names (descriptions) and per-band ``band_tags`` are written
+    as metadata."""
     import rasterio
     import rasterio.shutil
     from rasterio.windows import Window
@@ -64,6 +66,8 @@ def write_cog_blocks(
             dst.update_tags(**{k: (", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)) for k, v in (tags or {}).items()})
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, str(name))
+            for i, band in enumerate(band_tags, start=1):
+                dst.update_tags(i, **{k: str(v) for k, v in band.items()})
         with rasterio.Env(GDAL_CACHEMAX=32):  # MiB: memory bounded by the cache, not by the image
             rasterio.shutil.copy(tmp, p, driver="COG", COMPRESS="DEFLATE", BIGTIFF="IF_SAFER",
                                  OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS")  # fmt: skip

@@ -9,6 +9,10 @@ pulls a CUDA torch 2.14) and needs model downloads at run time:
 - **Consistency** (no HR image needed): the SR image degraded to the LR grid (:func:`degrade`)
   against the LR input: reflectance error (mean absolute error, and the signed bias per band),
   spectral angle (SAM, degrees) and spatial shift (phase correlation, LR pixels).
+- **NDVI consistency** (this project's, for four-band outputs R, G, B, NIR): the block mean
+  (:func:`degrade`) of the output's per-pixel NDVI against the NDVI of the LR input, mean
+  absolute difference (:func:`ndvi_error`). The NDVI is averaged, not recomputed from the
+  averaged bands, so that detail which distorts the red/NIR ratio within a block is seen.
 - **Synthesis**: the high frequencies the SR adds: mean ``|SR - up(LR)|`` with ``up`` bilinear.
 - **Correctness** (an HR image needed): per patch, the distance of the SR to the HR
   (improvement, ``d_im``) and to the upsampled LR (omission, ``d_om``), both divided by the
@@ -42,6 +46,8 @@ __all__ = [
     "correctness",
     "degrade",
     "members",
+    "ndvi",
+    "ndvi_error",
     "reflectance_error",
     "spatial_shift",
     "synthesis",
@@ -76,6 +82,32 @@ def degrade(image: np.ndarray, lr_hw: tuple[int, int]) -> np.ndarray:
     np.add.at(n, (ry[:, None], rx[None, :]), ok)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    """``(nir - red) / (nir + red)`` as float64, NaN where either is not finite or the sum is not
+    positive (no data, or no light)."""
+    r, n = np.asarray(red, np.float64), np.asarray(nir, np.float64)
+    total = n + r
+    ok = np.isfinite(total) & (total > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, (n - r) / np.where(ok, total, 1.0), np.nan)
+
+
+def ndvi_error(sr: np.ndarray, lr: np.ndarray, *, red: int = 0, nir: int = 3) -> float:
+    """Mean absolute difference between the block-mean NDVI of ``sr`` (``(H, W, C)``, its
+    per-pixel NDVI averaged over each LR pixel's members, :func:`degrade`) and the NDVI of
+    ``lr`` (``(h, w, C)``), over the LR pixels where both are defined; NaN where none is, or
+    when there is no NIR band."""
+    s, t = np.asarray(sr, np.float64), np.asarray(lr, np.float64)
+    if s.ndim != 3 or t.ndim != 3:
+        raise InvalidInputError(f"need (H, W, C) and (h, w, C) arrays, got {s.shape} and {t.shape}")
+    if min(s.shape[2], t.shape[2]) <= max(red, nir):
+        return math.nan
+    d = degrade(ndvi(s[..., red], s[..., nir]), t.shape[:2])[..., 0]
+    err = np.abs(d - ndvi(t[..., red], t[..., nir]))
+    ok = np.isfinite(err)
+    return float(err[ok].mean()) if ok.any() else math.nan
 
 
 def upsample(lr: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:

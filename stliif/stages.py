@@ -44,7 +44,13 @@ from stliif.errors import (
 )
 from stliif.names import aoi_cube_path, validate_aoi, validate_name
 from stliif.preprocess.crop import crop_polygon, crop_square
-from stliif.preprocess.histogram import PAPER_REFERENCE_REVISIT, adapt_clean, adapt_paper
+from stliif.preprocess.histogram import (
+    NIR_BAND,
+    PAPER_REFERENCE_REVISIT,
+    adapt_clean,
+    adapt_paper,
+    match_nir_clean,
+)
 from stliif.preprocess.mask import compute_masks
 from stliif.preprocess.pansharpen import pansharpen
 from stliif.preprocess.split import paper_split, stratified_split
@@ -203,7 +209,11 @@ def _histogram_compute(store: ArtifactStore, data: Path, aoi: str, params: Mappi
         clear = store.read(f"mask/{aoi}", load=True)["clear"].astype(bool)
         rgb = adapt_clean(lr, revisits=revisits, clear=clear)
     ds = rgb.rename("rgb").to_dataset()
-    ds.attrs = {"aoi": aoi, "mode": params["mode"], **{k: v for k, v in rgb.attrs.items()}}
+    ds.attrs = {"aoi": aoi, "mode": params["mode"], **rgb.attrs, "bands": "B04,B03,B02"}
+    if params["mode"] == "clean" and NIR_BAND in lr["band"].values:  # paper: the study's RGB frames only
+        nir = match_nir_clean(lr, revisits=revisits, clear=clear)
+        ds["nir"] = nir
+        ds.attrs.update(bands="B04,B03,B02,B08", nir_matching=nir.attrs["histogram_matching"])
     return {f"matched/{params['mode']}/{aoi}": ds.assign_coords(spatial_ref=lr["spatial_ref"])}
 
 

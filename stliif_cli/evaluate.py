@@ -26,7 +26,7 @@ __all__ = ["ProtocolChoice", "evaluate"]
 console = Console()
 
 
-class ProtocolChoice(str, Enum):
+class ProtocolChoice(str, Enum):  # noqa: UP042  (typer shows the values; StrEnum would change str())
     """Evaluation protocols."""
 
     paper = "paper"
@@ -36,13 +36,14 @@ class ProtocolChoice(str, Enum):
 _SHORT = {
     "mse": "MSE", "psnr": "PSNR", "ssim": "SSIM", "mse_refl": "MSEρ", "psnr_refl": "PSNRρ",
     "ssim_refl": "SSIMρ", "cpsnr_refl": "cPSNRρ", "cons_mae": "LR-MAE", "hallucination": "halluc",
+    "psnr_refl_nir": "PSNRρ-NIR", "ndvi_mae": "NDVI-MAE",
 }  # fmt: skip
 
 
 def _fmt(v: float, metric: str) -> str:
     if not math.isfinite(v):
         return "–"
-    if metric.startswith("ssim") or metric == "cons_mae":
+    if metric.startswith("ssim") or metric in ("cons_mae", "ndvi_mae"):
         return f"{v:.4f}"
     if metric == "mse_refl":
         return f"{v:.2e}"
@@ -52,7 +53,8 @@ def _fmt(v: float, metric: str) -> str:
 def _shown(ev: Evaluation) -> list[str]:
     if ev.protocol == "paper":
         return ["psnr", "ssim", "cons_mae", "hallucination"]
-    return ["psnr", "ssim", "psnr_refl", "cpsnr_refl", "cons_mae", "hallucination"]
+    shown = ["psnr", "ssim", "psnr_refl", "cpsnr_refl", "cons_mae", "hallucination", "psnr_refl_nir", "ndvi_mae"]
+    return [m for m in shown if m in ev.result.metrics]  # a result saved before four bands lacks the last two
 
 
 def _print(ev: Evaluation) -> None:

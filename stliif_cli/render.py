@@ -43,10 +43,10 @@ def render(
     The render goes tile by tile (memory bounded by --max-mb), resumes from the finished tiles
     when the same command is run again after a kill, and spreads tiles over Dask with --dask.
     """
-    fields: dict[str, Any] = dict(aoi=aoi, date=date, start=start, end=end, step=step,
-                                  scale=scale, gsd=gsd, bbox=parse_floats(bbox, 4, "--bbox"), out_dir=str(out),
-                                  min_clear=min_clear, allow_far=allow_far, max_gap_days=max_gap_days,
-                                  max_mb=max_mb, tile=tile, dask=dask, workers=workers, mode=mode)  # fmt: skip
+    fields: dict[str, Any] = {"aoi": aoi, "date": date, "start": start, "end": end, "step": step, "scale": scale,
+                              "gsd": gsd, "bbox": parse_floats(bbox, 4, "--bbox"), "out_dir": str(out),
+                              "min_clear": min_clear, "allow_far": allow_far, "max_gap_days": max_gap_days,
+                              "max_mb": max_mb, "tile": tile, "dask": dask, "workers": workers, "mode": mode}  # fmt: skip
     if model:
         fields["model"] = model
     spec = build_spec(RenderSpec, fields, "render request")
@@ -65,8 +65,17 @@ def render(
     if "consistency_mae" in a:
         bias = " / ".join(f"{b:+.4f}" for b in a["consistency_bias"])
         console.print(f"{a['mode']} mode; against the inputs on their grid: mean abs error {a['consistency_mae']:.4f}, "
-                      f"bias R/G/B {bias}, spectral angle {a['consistency_sam_deg']:.2f} deg, shift {a['consistency_shift_px']:.2f} px")
+                      f"bias {'/'.join(_short(b) for b in a.get('bands', ['B04', 'B03', 'B02']))} {bias}, "
+                      f"spectral angle {a['consistency_sam_deg']:.2f} deg, shift {a['consistency_shift_px']:.2f} px"
+                      + (f", NDVI mean abs error {a['consistency_ndvi_mae']:.4f}" if "consistency_ndvi_mae" in a else ""))
+    if a.get("nir_source"):
+        console.print(f"NIR: {a['nir_source']}")
     if a.get("tiles_resumed"):
         console.print(f"resumed {a['tiles_resumed']} of {a['tiles']} tiles from an interrupted run")
     for f in record["files"]:
         console.print(f"  {f}")
+
+
+def _short(band: str) -> str:
+    """R, G, B or NIR for a render band (B04, B03, B02, B08)."""
+    return {"B04": "R", "B03": "G", "B02": "B", "B08": "NIR"}.get(band, band)

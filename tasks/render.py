@@ -56,10 +56,15 @@ def publish_render_task(record: dict[str, Any]) -> str:
                   f"({a['temporal_support']}).", ""]  # fmt: skip
     if "consistency_mae" in a:
         bias = " / ".join(f"{b:+.4f}" for b in a["consistency_bias"])
+        names = " / ".join({"B04": "R", "B03": "G", "B02": "B", "B08": "NIR"}.get(b, b) for b in a.get("bands", ["B04", "B03", "B02"]))
+        nd = f"{a['consistency_ndvi_mae']:.4f}" if "consistency_ndvi_mae" in a else "n/a (no NIR)"
         lines += [f"Mode `{a.get('mode')}`. Consistency with the inputs (the render averaged back to their grid, against "
-                  "their time interpolation):", "", "| mean abs error | bias R / G / B | spectral angle (deg) | shift (LR px) |",
-                  "|---|---|---|---|", f"| {a['consistency_mae']:.4f} | {bias} | {a['consistency_sam_deg']:.2f} | "
-                  f"{a['consistency_shift_px']:.2f} |", ""]  # fmt: skip
+                  "their time interpolation):", "",
+                  f"| mean abs error | bias {names} | spectral angle (deg) | shift (LR px) | NDVI mean abs error |",
+                  "|---|---|---|---|---|", f"| {a['consistency_mae']:.4f} | {bias} | {a['consistency_sam_deg']:.2f} | "
+                  f"{a['consistency_shift_px']:.2f} | {nd} |", ""]  # fmt: skip
+        if a.get("nir_source"):
+            lines += [f"NIR: {a['nir_source']}.", ""]
     elif a.get("consistency"):
         lines += [f"Mode `{a.get('mode')}`; mean abs error against the inputs, per date: "
                   + ", ".join(f"{c['consistency_mae']:.4f}" for c in a["consistency"]), ""]

@@ -119,3 +119,18 @@ def test_bad_modes_and_shapes_are_refused() -> None:
         check_mode("fast")
     with pytest.raises(InvalidInputError):
         constrain(np.zeros((4, 4)), np.zeros((2, 2, 1)))
+
+
+def test_ndvi_and_its_block_mean_error_by_hand() -> None:
+    from stliif.consistency import ndvi, ndvi_error
+
+    assert ndvi(np.array([0.1, 0.0, np.nan]), np.array([0.3, 0.0, 0.2])).tolist()[:1] == [pytest.approx(0.5)]
+    assert np.isnan(ndvi(np.array([0.0, np.nan]), np.array([0.0, 0.2]))).all()  # no light, no data
+    lr = np.zeros((1, 1, 4))
+    lr[0, 0] = [0.1, 0.1, 0.1, 0.3]  # NDVI 0.5
+    sr = np.zeros((2, 2, 4))
+    sr[..., :3], sr[..., 3] = 0.1, 0.3
+    assert ndvi_error(sr, lr) == 0.0
+    sr[0, 0, 0] = 0.3  # that pixel's NDVI 0: block mean (0 + 3 * 0.5) / 4 = 0.375
+    assert ndvi_error(sr, lr) == pytest.approx(0.125)
+    assert np.isnan(ndvi_error(sr[..., :3], lr[..., :3]))  # no NIR

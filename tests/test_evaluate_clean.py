@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from stliif.errors import CheckpointError, InvalidInputError, NoDataError
-from stliif.evaluation import CLEAN_METRICS, evaluate_protocol, load_clean_sample, score_clean
+from stliif.evaluation import (
+    BAND_METRICS,
+    CLEAN_METRICS,
+    evaluate_protocol,
+    load_clean_sample,
+    score_clean,
+)
 from stliif.evaluation.consistency import CONSISTENCY_METRICS
 from stliif.metrics import cpsnr, psnr, ssim
 from stliif.models.baselines import (
@@ -97,6 +103,13 @@ def test_inputs_and_target_are_sane(sample, store: ArtifactStore) -> None:
         "matched/clean/Landcover-31746", "pansharpened/Landcover-31746", "subset/clean/Landcover-31746",
     }  # fmt: skip
     assert sample.versions["pansharpened/Landcover-31746"] == store.version("pansharpened/Landcover-31746")
+    # four bands: the NIR frames and target, in reflectance, NIR's distribution the composite's
+    assert sample.nir_frames is not None and sample.nir_frames.shape == f.shape[:3] and np.isfinite(sample.nir_frames).all()
+    nt = sample.nir_target
+    assert nt is not None and nt.shape == (1054, 1054) and np.array_equal(np.isfinite(nt), valid)
+    nir_comp = np.median(sample.nir_frames, axis=0)
+    assert np.percentile(nt[valid], 50) == pytest.approx(np.median(nir_comp), abs=0.01)
+    assert sample.nir_target_at(314).shape == (314, 314)
 
 
 def test_clean_protocol_on_two_aois(evaluation) -> None:
@@ -117,7 +130,12 @@ def test_clean_protocol_on_two_aois(evaluation) -> None:
             assert r["cpsnr_refl"] > r["psnr_refl"] - 0.1, (name, r)
             assert 0.95 < r["valid_fraction"] < 1.0
             assert 0 <= r["cons_mae"] < 0.05 and r["improvement"] + r["omission"] + r["hallucination"] == pytest.approx(1)
-    # the temporal median beats single frames on both AOIs at every scale
+            assert all(15 < r[f"psnr_refl_{b}"] < 45 for b in ("r", "g", "b", "nir")), (name, r)
+            assert 0 <= r["ndvi_mae"] < 0.1 and 0 < r["ndvi_mae_hr"] < 0.5, (name, r)
+    # NIR: the colour map predicts R, G, B only: its NIR is the inputs' low frequencies, whose
+    # block means are the inputs' (an NDVI consistency limited by its red alone)
+    for s in ev.scales:
+        assert ev.baselines["median-colour"].values("psnr_refl_nir", s) != ev.result.values("psnr_refl_nir", s)    # the temporal median beats single frames on both AOIs at every scale
     d = ev.deltas["bicubic"]
     for s in ev.scales:
         assert d[s]["psnr"].n == 2 and d[s]["psnr"].mean > 0
@@ -127,7 +145,7 @@ def test_clean_protocol_on_two_aois(evaluation) -> None:
     assert "median" not in ev.deltas and set(ev.deltas) == {"bicubic", "median-colour", "linear"}
     doc = ev.to_dict()
     assert doc["metrics"]["Landcover-31746"]["x4"]["ssim"] is None
-    assert set(doc["metrics"]["Landcover-31746"]["x4"]) == {*CLEAN_METRICS, *CONSISTENCY_METRICS}
+    assert set(doc["metrics"]["Landcover-31746"]["x4"]) == {*CLEAN_METRICS, *CONSISTENCY_METRICS, *BAND_METRICS}
 
 
 def test_score_clean_equals_the_metrics_module_when_everything_is_valid() -> None:
@@ -226,3 +244,20 @@ def test_missing_manifest_and_artifacts_say_what_to_run(tmp_path: Path, store: A
         evaluate_protocol("clean", "median", store=store, aois=["Landcover-769356"])
     with pytest.raises(InvalidInputError, match="store"):
         evaluate_protocol("clean", "median")
+
+
+def test_a_band_target_is_cdf_matched_to_the_composite_band() -> None:
+    """match_band_target: the HR band takes the upsampled composite band's distribution, its
+    ordering kept, NaN kept."""
+    from stliif.evaluation.clean import match_band_target
+
+    rng = np.random.default_rng(0)
+    comp = rng.uniform(0.2, 0.4, (8, 8)).astype(np.float32)
+    hr = rng.uniform(100, 3000, (32, 32)).astype(np.float32)
+    hr[0, :3] = np.nan
+    out = match_band_target(hr, comp, np.ones((8, 8), bool))
+    ok = np.isfinite(hr)
+    assert np.array_equal(np.isfinite(out), ok) and 0.15 < np.nanmin(out) and np.nanmax(out) < 0.45
+    order = np.argsort(hr[ok])
+    assert np.all(np.diff(out[ok][order]) >= -1e-7)
+    assert np.median(out[ok]) == pytest.approx(np.median(comp), abs=0.02)

@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from stliif.evaluation import load_clean_sample, load_paper_sample, score_clean, score_image
+from stliif.evaluation import (
+    BAND_METRICS,
+    load_clean_sample,
+    load_paper_sample,
+    score_clean,
+    score_image,
+)
 from stliif.evaluation.consistency import CONSISTENCY_METRICS
 from stliif.store import ArtifactStore
 from stliif_cli.main import app
@@ -107,8 +113,10 @@ def test_clean_geotiffs_rescore(store_path: Path, tmp_path: Path) -> None:
     assert doc["aois"] == ["Amnesty_POI-13-1-1", "Landcover-31746"]
     assert doc["train_aois"] == ["Landcover-14956"]
     rec = doc["metrics"]["Landcover-31746"]["x2"]
-    assert set(rec) == {"mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl", *CONSISTENCY_METRICS}
+    assert set(rec) == {"mse", "psnr", "ssim", "mse_refl", "psnr_refl", "ssim_refl", "cpsnr_refl", *CONSISTENCY_METRICS,
+                        *BAND_METRICS}  # fmt: skip
     assert 0 <= rec["hallucination"] <= 1 and rec["cons_mae"] >= 0
+    assert rec["psnr_refl_nir"] > 15 and 0 <= rec["ndvi_mae"] < 0.1  # four bands: NIR scored, NDVI consistency
     store = ArtifactStore.open(str(store_path), create=False)
     sample = load_clean_sample(store, "Landcover-31746")
     with rasterio.open(preds / "Landcover-31746_x2.tif") as src:

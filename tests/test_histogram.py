@@ -16,6 +16,7 @@ from stliif.preprocess.histogram import (
     adapt_clean,
     adapt_paper,
     match_cdf,
+    match_nir_clean,
     match_value_channel,
     match_value_channel_paper,
     to_uint8_paper,
@@ -259,6 +260,29 @@ def test_adapt_clean_clear_mask_and_errors():
         adapt_clean(lr.drop_vars("clm"), revisits=[1])
 
 
+def test_match_nir_clean_matches_the_composite_nir_and_leaves_rgb_alone():
+    lr = _lr()
+    lr["clm"][1, :3, :] = 1
+    lr["reflectance"][0, BANDS.index("B08"), 2, 2] = np.nan  # NaN NIR only: RGB still valid there
+    clear = (lr["clm"] == 0).values
+    rgb = adapt_clean(lr, revisits=[1, 2, 3, 4])
+    nir = match_nir_clean(lr, revisits=[1, 2, 3, 4], clear=clear)
+    assert nir.name == "nir" and nir.dims == ("time", "y", "x") and nir.dtype == np.float32
+    assert nir["revisit"].values.tolist() == rgb["revisit"].values.tolist()
+    assert np.isnan(nir.values[1, :3]).all() and np.isnan(nir.values[0, 2, 2])
+    assert np.isfinite(rgb.values[0, :, 2, 2]).all()  # NIR is not part of the RGB rule
+    raw = lr["reflectance"].sel(band="B08").values
+    valid = np.isfinite(nir.values)
+    composite = np.nanmedian(np.where(valid, raw, np.nan), axis=0)
+    for k in range(4):  # each frame's NIR now has the composite's distribution (same median)
+        assert np.median(nir.values[k][valid[k]]) == pytest.approx(np.median(composite), abs=0.02)
+        order = np.argsort(raw[k][valid[k]], kind="stable")  # monotone: NIR ordering kept
+        assert np.all(np.diff(nir.values[k][valid[k]][order]) >= 0)
+    assert "B08" in nir.attrs["histogram_matching"]
+    with pytest.raises(InvalidInputError):
+        match_nir_clean(lr.sel(band=["B04", "B03", "B02"]), revisits=[1])
+
+
 # ---------------------------------------------------------------- real data
 
 
@@ -300,3 +324,7 @@ def test_clean_on_real_aoi(worldstrat):
     assert np.isnan(data[:, ~valid]).all() and np.isfinite(data[:, valid]).all()
     medians = [np.median(out.values[k].max(axis=0)[valid[k]]) for k in range(len(revisits))]
     assert np.ptp(medians) < 0.01  # reflectance units: every frame's V now shares one median
+    nir = match_nir_clean(lr, revisits=revisits)
+    assert np.array_equal(np.isfinite(nir.values), valid & np.isfinite(sub["reflectance"].sel(band="B08").values))
+    nir_medians = [np.median(nir.values[k][valid[k]]) for k in range(len(revisits))]
+    assert np.ptp(nir_medians) < 0.01 and 0.15 < np.median(nir_medians) < 0.6  # vegetated: NIR well above red

@@ -44,7 +44,7 @@ def linear_cube(h: int = 16, w: int = 12) -> xr.Dataset:
 def test_render_grid_matches_the_cube_footprint() -> None:
     cube = linear_cube()
     da = render("bicubic", cube, "2020-01-21", scale=4)
-    assert da.shape == (3, 64, 48) and list(da["band"].values) == ["B04", "B03", "B02"]
+    assert da.shape == (4, 64, 48) and list(da["band"].values) == ["B04", "B03", "B02", "B08"]  # product: + NIR
     assert da.rio.crs == cube.rio.crs
     np.testing.assert_allclose(da.rio.bounds(), cube.rio.bounds(), atol=1e-6)
     assert da.rio.resolution() == pytest.approx((2.5, -2.5))
@@ -59,13 +59,15 @@ def test_a_render_at_a_revisit_date_and_native_scale_reproduces_that_revisit() -
     for i in (0, 2, 4):
         da = render("linear", cube, DATES[i], scale=1)
         real = cube["reflectance"].isel(time=i).sel(band=["B04", "B03", "B02"]).values
-        assert np.abs(da.values - real).max() <= da.attrs["uint8_scale"] / 255 / 2 + 1e-6
+        assert np.abs(da.values[:3] - real).max() <= da.attrs["uint8_scale"] / 255 / 2 + 1e-6
+        nir = cube["reflectance"].isel(time=i).sel(band="B08").values  # the inputs' NIR, never quantised
+        assert np.abs(da.values[3] - nir).max() <= 1e-6
         assert da.attrs["temporal_support"] == "at revisit"
 
 
 def test_linear_in_time_renders_between_the_two_revisits() -> None:
     cube = linear_cube()
-    mid = render("linear", cube, "2020-01-16", scale=1)  # halfway between revisits 2 and 3
+    mid = render("linear", cube, "2020-01-16", scale=1, mode="paper")  # halfway between revisits 2 and 3
     a = cube["reflectance"].isel(time=1).sel(band=["B04", "B03", "B02"]).values
     b = cube["reflectance"].isel(time=2).sel(band=["B04", "B03", "B02"]).values
     scale = mid.attrs["uint8_scale"] / 255
@@ -107,12 +109,12 @@ def test_memory_budget_refuses_before_any_compute() -> None:
     """16x12 px at x16 is 256x192 px = 6 MiB per date at 128 bytes per pixel: refused under a
     5 MiB budget before the model is even looked up (a model name that does not exist is never
     reached), accepted under 7 MiB."""
-    with pytest.raises(InvalidInputError, match="about 6 MiB .* above the budget of 5 MiB"):
+    with pytest.raises(InvalidInputError, match=r"about 6 MiB .* above the budget of 5 MiB"):
         render("no-such-model", linear_cube(), "2020-01-21", scale=16, max_mb=5)
     dates = series_dates("2020-01-01", "2020-01-31", "1D")
     with pytest.raises(InvalidInputError, match=r"31 date\(s\)"):
         render_series("no-such-model", linear_cube(), dates, scale=4, max_mb=1)
-    assert render("linear", linear_cube(), "2020-01-21", scale=16, max_mb=7).shape == (3, 256, 192)
+    assert render("linear", linear_cube(), "2020-01-21", scale=16, max_mb=7).shape == (4, 256, 192)
 
 
 def test_series_dates_refuse_reversed_and_empty_ranges() -> None:
@@ -128,12 +130,15 @@ def test_products_open_as_georeferenced_files(tmp_path: Path) -> None:
     da = render("linear", cube, "2020-01-16", scale=3)
     tif = write_cog(da, tmp_path / "r.tif")
     with rasterio.open(tif) as src:
-        assert src.crs.to_epsg() == 32633 and src.count == 3 and (src.height, src.width) == (48, 36)
+        assert src.crs.to_epsg() == 32633 and src.count == 4 and (src.height, src.width) == (48, 36)
         np.testing.assert_allclose(tuple(src.bounds), cube.rio.bounds(), atol=1e-6)
         assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         np.testing.assert_allclose(src.read(), da.values)
     png = write_quicklook(da, tmp_path / "r.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image as _Image
+
+    assert _Image.open(png).mode == "RGB"  # the quicklook shows R, G, B of the four bands
     series = render_series("linear", cube, series_dates("2020-01-01", "2020-02-10", "10D"), scale=2)
     assert series.sizes["time"] == 5 and list(series["temporal_support"].values) == ["at revisit"] * 5
     from PIL import Image
@@ -160,7 +165,7 @@ def test_record_model_renders_follow_the_date(worldstrat: Path) -> None:
     for i in (sep, octo):
         da = render(default_model(), cube, cube["time"].values[i], scale=1, clear_fraction=clear)
         assert da.attrs["temporal_support"] == "at revisit"
-        img = da.values.transpose(1, 2, 0)
+        img = da.values[:3].transpose(1, 2, 0)  # R, G, B: the model's bands (NIR is the inputs')
         corr[i] = [np.corrcoef(img.ravel(), frames[j].ravel())[0, 1] for j in (sep, octo)]
     assert corr[sep][0] > corr[sep][1] + 0.2 and corr[octo][1] > corr[octo][0] + 0.2, corr
 

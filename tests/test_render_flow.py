@@ -40,7 +40,8 @@ def test_render_one_date_writes_a_cog_on_the_aoi_and_commits_once(store_dir: Pat
     path = f"render/{AOI}/median/2019-10-20-x4"
     ds = store.read(path, load=True)
     raw = store.read(f"raw/{AOI}")
-    assert ds["reflectance"].shape == (3, 4 * raw.sizes["y"], 4 * raw.sizes["x"])
+    assert ds["reflectance"].shape == (4, 4 * raw.sizes["y"], 4 * raw.sizes["x"])  # R, G, B, NIR
+    assert ds["band"].values.tolist() == ["B04", "B03", "B02", "B08"]
     meta = store.log(limit=1)[0].metadata
     assert meta["stage"] == "render" and meta["inputs"][f"raw/{AOI}"] == store.version(f"raw/{AOI}")
     assert ds.attrs["nearest_revisit_days"] == 2 and ds.attrs["temporal_support"] == "interpolated"
@@ -55,10 +56,13 @@ def test_render_one_date_writes_a_cog_on_the_aoi_and_commits_once(store_dir: Pat
     assert progress is not None and progress.type == "progress" and float(progress.data) == 100.0
     # product mode by default: the render, averaged back to the 10 m grid, is the inputs' time interpolation
     assert "product mode; against the inputs on their grid: mean abs error 0.0000" in res.output
+    flat = " ".join(res.output.split())  # the console wraps long lines
+    assert "bias R/G/B/NIR" in flat and "NDVI mean abs error" in flat and "NIR: B08" in flat
     with rasterio.open(tif) as src:
         assert src.tags()["mode"] == "product" and float(src.tags()["consistency_mae"]) < 1e-6
     card = Artifact.get(f"render-{AOI.lower()}-median-2019-10-20-x4")
     assert card is not None and "Mode `product`" in str(card.data) and "| mean abs error |" in str(card.data)
+    assert "bias R / G / B / NIR" in str(card.data) and "NDVI mean abs error" in str(card.data)
     n = len(store.log())
     again = _render(store_dir, tmp_path, "--date", "2019-10-20", "--scale", "4")
     assert again.exit_code == 0 and "unchanged" in again.output

@@ -137,7 +137,7 @@ def test_a_store_render_streams_tiles_into_a_cog_with_overviews_and_the_store(tm
         assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         np.testing.assert_allclose(src.read(), ref.values, atol=1e-5)
     ds = store.read(res["path"])
-    assert ds["reflectance"].encoding["chunks"] == (3, 128, 128) and res["attrs"]["tiles"] == 5 * 4
+    assert ds["reflectance"].encoding["chunks"] == (4, 128, 128) and res["attrs"]["tiles"] == 5 * 4
     np.testing.assert_allclose(ds["reflectance"].values, ref.values, atol=1e-5)
     assert not list((tmp_path / "out").rglob(".*.partial"))  # the scratch goes once committed
 

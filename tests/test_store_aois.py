@@ -61,6 +61,9 @@ def test_store_stages_run_on_acquired_areas_and_crops(store: ArtifactStore, tmp_
         assert doc["dates"] == ["2024-03-01", "2024-03-11", "2024-03-31"] and "no HR image" in doc["notes"][-1]
         hist = run_stage(store, "histogram", aoi, data=tmp_path, params={"mode": "clean"})
         assert hist.status == "committed", hist.reason
+        matched = store.read(f"matched/clean/{aoi}", load=True)  # four bands: R, G, B in V, B08 alone
+        assert matched.attrs["bands"] == "B04,B03,B02,B08" and matched["nir"].dims == ("time", "y", "x")
+        assert np.array_equal(np.isfinite(matched["nir"].values), np.isfinite(matched["rgb"].values).all(axis=1))
         paper = run_stage(store, "subset", aoi, data=tmp_path, params={"mode": "paper"})
         assert paper.status == "skipped" and "no HR image date" in paper.reason
     crop_mask = store.read(f"mask/{CROP}", load=True)

@@ -11,6 +11,7 @@ Metrics (PSNR, SSIM, cPSNR) live in :mod:`stliif.metrics`, models and baselines 
 """
 
 from stliif.evaluation.clean import (
+    BAND_METRICS,
     CleanSample,
     evaluate_clean,
     fit_colour_map_clean,
@@ -51,6 +52,7 @@ from stliif.evaluation.run import (
 )
 
 __all__ = [
+    "BAND_METRICS",
     "CLEAN_METRICS",
     "DEFINITIONS",
     "PAPER_METRICS",

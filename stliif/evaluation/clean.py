@@ -29,6 +29,18 @@ choice. For an AOI (store artifacts ``matched/clean/<aoi>``, ``pansharpened/<aoi
   pixels only (SSIM: the SSIM map, computed with each invalid target pixel set to its nearest
   valid target pixel's value, is averaged over the valid pixels after the 5-px border crop). A ``(K, S, S, 3)``
   stack (per-frame bicubic) is scored per image and averaged, as in P.
+* **NIR and NDVI** (four bands, where ``matched/clean/<aoi>`` carries ``nir``): the NIR frames
+  are gap-filled as R, G, B are; the NIR target is the pansharpened SPOT NIR CDF-matched, band
+  by band, to the upsampled NIR composite (the rule of :func:`match_target` on one band, not
+  in V). Each method's NIR: the band-agnostic baselines (``bicubic``, ``median``, ``linear``)
+  run on the NIR frames; a method that predicts R, G, B only (the colour map, a checkpoint, its
+  product mode) gets the inputs' low frequencies, the constraint of a zero output
+  (:func:`stliif.constraint.constrain`), as its renders do. Scored (:data:`BAND_METRICS`):
+  reflectance PSNR per band (``psnr_refl_r/g/b/nir``, data_range 1.0, valid target pixels),
+  ``ndvi_mae`` (the block-mean NDVI of the output against the NDVI of the inputs interpolated
+  in time at the HR date, :func:`stliif.consistency.ndvi_error`) and ``ndvi_mae_hr`` (mean
+  ``|NDVI(output) - NDVI(target)|`` over valid target pixels). The RGB metrics above are
+  unchanged. Without ``nir`` in the store (matched before four bands) these are NaN.
 * **Split.** The store's ``splits/paper`` manifest: its ``test`` AOIs are evaluated, the colour
   map baseline is fitted on its ``train`` AOIs only.
 """
@@ -65,15 +77,23 @@ from stliif.preprocess.mask import fill_nearest
 from stliif.store import ArtifactStore
 
 __all__ = [
+    "BAND_METRICS",
     "CleanSample",
     "clean_paths",
     "evaluate_clean",
     "fit_colour_map_clean",
     "load_clean_sample",
+    "match_band_target",
     "match_target",
     "require_hr",
     "score_clean",
 ]
+
+
+BAND_METRICS: tuple[str, ...] = ("psnr_refl_r", "psnr_refl_g", "psnr_refl_b", "psnr_refl_nir", "ndvi_mae", "ndvi_mae_hr")
+"""Per-band reflectance PSNR (R, G, B, NIR) and NDVI errors of protocol C (module docstring)."""
+NIR_BASELINES = ("bicubic", "median", "linear")
+"""Methods that run on any band count: their NIR is their own."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,8 @@ class CleanSample(TargetSizes):
         crs: CRS of the HR grid (WKT).
         bounds: ``(minx, miny, maxx, maxy)`` of the HR grid.
         versions: Versions of the store artifacts read, ``{path: version}``.
+        nir_frames: ``(T, H, W)`` float32 NIR (B08) frames, gap-filled, or None (no NIR matched).
+        nir_target: ``(S0, S0)`` float32 NIR target, NaN where not scored, or None.
     """
 
     aoi: str
@@ -106,7 +128,18 @@ class CleanSample(TargetSizes):
     crs: str
     bounds: tuple[float, float, float, float]
     versions: dict[str, str]
+    nir_frames: np.ndarray | None = None
+    nir_target: np.ndarray | None = None
     _cache: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _nir_cache: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def nir_target_at(self, size: int) -> np.ndarray | None:
+        """The NIR target at ``size`` px (Pillow bicubic float resize), or None."""
+        if self.nir_target is None or size == self.nir_target.shape[0]:
+            return self.nir_target
+        if size not in self._nir_cache:
+            self._nir_cache[size] = resize(self.nir_target[..., None], size)[..., 0]
+        return self._nir_cache[size]
 
 
 
@@ -157,6 +190,17 @@ def match_target(hr_rgb: np.ndarray, composite: np.ndarray, composite_valid: np.
         out = np.where((v > 0)[..., None], hr * gain[..., None], v_new.astype(np.float32)[..., None])
     out[~hr_valid] = np.nan
     return out
+
+
+def match_band_target(hr_band: np.ndarray, composite_band: np.ndarray, composite_valid: np.ndarray) -> np.ndarray:
+    """One band (the NIR) of protocol C's target: ``hr_band`` ``(S, S)`` CDF-matched to the
+    composite band ``(H, W)`` upsampled with Pillow bicubic, fitted on pixels valid in both,
+    the monotone map applied to every finite HR pixel (:func:`match_target`'s arithmetic, the
+    band in place of V). Returns ``(S, S)`` float32, NaN where ``hr_band`` is not finite."""
+    hr = np.asarray(hr_band, np.float32)
+    comp = np.asarray(composite_band, np.float32)
+    out = match_target(np.repeat(hr[..., None], 3, axis=-1), np.repeat(comp[..., None], 3, axis=-1), composite_valid)
+    return np.asarray(out[..., 0], np.float32)  # V of three equal bands is the band: the same map
 
 
 def require_hr(store: ArtifactStore, aoi: str, ref: str | None) -> None:
@@ -221,6 +265,18 @@ def load_clean_sample(store: ArtifactStore, aoi: str, *, ref: str | None = None)
         raise NoDataError(f"{aoi}: the composite has no positive reflectance")
     hr = sharp["rgbn"].sel(band=["red", "green", "blue"]).transpose("y", "x", "band")
     target = match_target(hr.values, filled_comp, comp_valid)
+    nir_frames = nir_target = None
+    if "nir" in matched and "nir" in sharp["rgbn"]["band"].values:  # four bands (histogram stage since f65a30f)
+        nir = matched["nir"].transpose("time", "y", "x").values.astype(np.float32)[order]
+        nir_valid = valid & np.isfinite(nir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            nir_comp = np.nanmedian(np.where(nir_valid, nir, np.nan), axis=0).astype(np.float32)
+        nir_comp_valid = np.isfinite(nir_comp)
+        if nir_comp_valid.any():
+            nir_filled = fill_nearest(nir_comp[..., None], nir_comp_valid)[..., 0]
+            nir_frames = np.where(nir_valid, nir, nir_filled[None]).astype(np.float32)
+            nir_target = match_band_target(sharp["rgbn"].sel(band="nir").transpose("y", "x").values, nir_filled, nir_comp_valid)
     try:
         crs = sharp.rio.crs
         bounds = tuple(float(b) for b in sharp.rio.bounds())
@@ -230,7 +286,7 @@ def load_clean_sample(store: ArtifactStore, aoi: str, *, ref: str | None = None)
         aoi=aoi, frames=frames, valid=valid, composite=composite, dates=dates,
         hr_date=np.datetime64(subset["hr_date"], "D"), target=target, uint8_scale=scale,
         crs=crs.to_wkt() if crs is not None else "EPSG:4326", bounds=bounds,  # type: ignore[arg-type]
-        versions=versions,
+        versions=versions, nir_frames=nir_frames, nir_target=nir_target,
     )  # fmt: skip
 
 
@@ -404,8 +460,53 @@ def evaluate_clean(
                     )  # fmt: skip
                 scores = _score(pred, scoring, ssim=ssim, cpsnr=cpsnr)
                 scores.update(lr_hr_scores(pred, sample.frames, sample.dates, sample.hr_date, target, peak=1.0))
+                scores.update(band_scores(name, predictor, pred, sample, int(size), target))
                 records[name].append({"aoi": aoi, "scale": scale, "size": int(size), **scores})
                 seconds[name] += time.perf_counter() - start
     return {
-        k: EvalResult(k, "clean", records[k], (*CLEAN_METRICS, *CONSISTENCY_METRICS), seconds[k]) for k in predictors
+        k: EvalResult(k, "clean", records[k], (*CLEAN_METRICS, *CONSISTENCY_METRICS, *BAND_METRICS), seconds[k])
+        for k in predictors
     }
+
+
+def nir_prediction(name: str, predictor: Predictor, sample: CleanSample, size: int) -> np.ndarray:
+    """``(S, S)`` or ``(K, S, S)`` NIR of a method (module docstring): its own for the
+    band-agnostic baselines (:data:`NIR_BASELINES`), else the inputs' low frequencies."""
+    from stliif.constraint import constrain, lr_target
+
+    assert sample.nir_frames is not None
+    f = sample.nir_frames[..., None]
+    if name in NIR_BASELINES:
+        return np.asarray(predictor(f, size=size, dates=sample.dates, target_date=sample.hr_date), np.float64)[..., 0]
+    low = lr_target(f, sample.dates, sample.hr_date)
+    return np.maximum(constrain(np.zeros((size, size, 1)), low), 0.0)[..., 0]
+
+
+def band_scores(name: str, predictor: Predictor, pred: np.ndarray, sample: CleanSample, size: int,
+                target: np.ndarray) -> dict[str, float]:  # fmt: skip
+    """:data:`BAND_METRICS` of a prediction ``(S, S, 3)`` or ``(K, S, S, 3)`` (mean over K): NaN
+    without NIR in the sample."""
+    from stliif.consistency import ndvi, ndvi_error
+    from stliif.constraint import lr_target
+
+    out = dict.fromkeys(BAND_METRICS, math.nan)
+    p = np.asarray(pred, np.float64)
+    p = p[None] if p.ndim == 3 else p
+    valid = np.isfinite(target).all(axis=-1)
+    for i, key in enumerate(("psnr_refl_r", "psnr_refl_g", "psnr_refl_b")):
+        mse = float(np.mean([np.mean((img[..., i][valid] - target[..., i][valid]) ** 2) for img in p]))
+        out[key] = math.inf if mse == 0 else 10 * math.log10(CLEAN_REFLECTANCE_RANGE**2 / mse)
+    nir_t = sample.nir_target_at(size)
+    if sample.nir_frames is None or nir_t is None:
+        return out
+    nir = nir_prediction(name, predictor, sample, size)
+    nir = np.broadcast_to(nir if nir.ndim == 3 else nir[None], p.shape[:3])
+    ok = valid & np.isfinite(nir_t)
+    mse = float(np.mean([np.mean((n[ok] - nir_t[ok]) ** 2) for n in nir]))
+    out["psnr_refl_nir"] = math.inf if mse == 0 else 10 * math.log10(CLEAN_REFLECTANCE_RANGE**2 / mse)
+    four = np.concatenate([p, nir[..., None]], axis=-1)
+    lr = lr_target(np.concatenate([sample.frames, sample.nir_frames[..., None]], axis=-1), sample.dates, sample.hr_date)
+    out["ndvi_mae"] = float(np.mean([ndvi_error(img, lr) for img in four]))
+    nd_t = ndvi(target[..., 0], nir_t)
+    out["ndvi_mae_hr"] = float(np.mean([np.nanmean(np.abs(ndvi(img[..., 0], img[..., 3]) - nd_t)[ok]) for img in four]))
+    return out

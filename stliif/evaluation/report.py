@@ -34,6 +34,12 @@ _LABELS = {
     "improvement": "improv.",
     "omission": "omission",
     "hallucination": "halluc.",
+    "psnr_refl_r": "PSNR ρ R",
+    "psnr_refl_g": "PSNR ρ G",
+    "psnr_refl_b": "PSNR ρ B",
+    "psnr_refl_nir": "PSNR ρ NIR",
+    "ndvi_mae": "NDVI LR MAE",
+    "ndvi_mae_hr": "NDVI HR MAE",
 }
 _PROTOCOL_TITLE = {"paper": "P (the study's protocol)", "clean": "C (clean, from our ETL artifacts)"}
 
@@ -41,7 +47,7 @@ _PROTOCOL_TITLE = {"paper": "P (the study's protocol)", "clean": "C (clean, from
 def _fmt(v: float | None, metric: str) -> str:
     if v is None or not math.isfinite(float(v)):
         return "–"
-    if metric.startswith("ssim") or metric in ("cons_mae", "synthesis"):
+    if metric.startswith("ssim") or metric in ("cons_mae", "synthesis", "ndvi_mae", "ndvi_mae_hr"):
         return f"{v:.4f}"
     if metric.startswith("mse"):
         return f"{v:.3g}" if metric.endswith("_refl") else f"{v:.2f}"
@@ -58,10 +64,17 @@ _CONSISTENCY_GROUP = ("consistency with the LR inputs and hallucination (opensr-
                       ("cons_mae", "cons_sam", "cons_shift", "synthesis", "improvement", "omission", "hallucination"))  # fmt: skip
 
 
-def _groups(protocol: str) -> list[tuple[str, tuple[str, ...]]]:
-    if protocol == "paper":
-        return [("uint8 RGB", ("psnr", "ssim")), _CONSISTENCY_GROUP]
-    return [("uint8 RGB", ("psnr", "ssim")), ("reflectance", ("psnr_refl", "ssim_refl", "cpsnr_refl")), _CONSISTENCY_GROUP]
+def _groups(ev: Evaluation) -> list[tuple[str, tuple[str, ...]]]:
+    """The report's metric groups, each with the metrics the evaluation holds (an evaluation saved
+    before four bands has no band group)."""
+    if ev.protocol == "paper":
+        groups = [("uint8 RGB", ("psnr", "ssim")), _CONSISTENCY_GROUP]
+    else:
+        groups = [("uint8 RGB", ("psnr", "ssim")), ("reflectance", ("psnr_refl", "ssim_refl", "cpsnr_refl")), _CONSISTENCY_GROUP,
+                  ("four bands: reflectance PSNR per band, NDVI against the inputs (block mean) and the target",
+                   ("psnr_refl_r", "psnr_refl_g", "psnr_refl_b", "psnr_refl_nir", "ndvi_mae", "ndvi_mae_hr"))]  # fmt: skip
+    have = set(ev.result.metrics)
+    return [(t, tuple(m for m in ms if m in have)) for t, ms in groups if any(m in have for m in ms)]
 
 
 def means_table(ev: Evaluation, metrics: Sequence[str]) -> list[str]:
@@ -136,12 +149,12 @@ def markdown_report(
     if ev.notes:
         lines.append("")
     lines += ["## Means over AOIs", ""]
-    for title, metrics in _groups(ev.protocol):
+    for title, metrics in _groups(ev):
         lines += [f"{title}:", "", *means_table(ev, metrics), ""]
     lines += ["## Paired per-AOI deltas (model − baseline, 95 % bootstrap CI)", ""]
     lines += [*deltas_table(ev), ""]
     lines += ["## Per AOI", ""]
-    for title, metrics in _groups(ev.protocol):
+    for title, metrics in _groups(ev):
         for s in ev.scales:
             label = " / ".join(_LABELS[m] for m in metrics)
             lines += [f"### {s}, {title}: {label}", "", *per_aoi_table(ev, s, metrics), ""]

@@ -84,7 +84,13 @@ DEFINITIONS: dict[str, str] = {
         "same R for prediction and target; MSE, PSNR (peak 255), SSIM (data_range 255). SSIM "
         "settings as in P; invalid target pixels take their nearest valid pixel's value and the "
         "SSIM map is averaged over valid pixels only. Per-frame bicubic is scored per frame and "
-        "averaged. Test AOIs: splits/paper test; colour map fitted on splits/paper train only."
+        "averaged. Test AOIs: splits/paper test; colour map fitted on splits/paper train only. "
+        "Four bands (where matched/clean holds NIR): NIR frames gap-filled as RGB; NIR target = "
+        "pansharpened SPOT NIR CDF-matched (per band) to the upsampled NIR composite; NIR of "
+        "bicubic/median/linear their own, of RGB-only methods (colour map, checkpoints) the "
+        "inputs' low frequencies (product constraint of a zero output); PSNR ρ per band "
+        "(data_range 1); NDVI LR MAE = mean |block-mean NDVI(output) - NDVI(inputs interpolated "
+        "in time)|; NDVI HR MAE = mean |NDVI(output) - NDVI(target)| over valid target pixels."
     ),
     "deltas": (
         "Paired per-AOI deltas model - baseline; mean over AOIs with a 95 % percentile-bootstrap "
@@ -244,7 +250,7 @@ class Evaluation:
                 b: {s: {m: {k: v for k, v in asdict(d).items() if k != "deltas"}
                         | {"per_aoi": d.deltas} for m, d in per.items()} for s, per in ds.items()}
                 for b, ds in self.deltas.items()
-            },  # fmt: skip
+            },
             "definitions": {"protocol": DEFINITIONS[self.protocol], "deltas": DEFINITIONS["deltas"]},
             "train_aois": self.train_aois,
             "notes": self.notes,

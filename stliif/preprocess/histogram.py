@@ -19,6 +19,13 @@ Two modes:
     No human choice: each revisit's V is CDF-matched, on valid clear pixels only, to the V of the
     per-pixel median composite of the given revisits; hue and saturation are kept exactly (RGB is
     scaled by ``V' / V``) and the output stays float32 reflectance.
+
+    NIR (B08, :func:`match_nir_clean`) is matched in the same mode, to the same composite, band
+    by band: its CDF over each revisit's valid pixels is mapped to the CDF of the composite's
+    B08. It is kept out of V so that R, G, B (and every RGB number) are exactly what they were;
+    a plain per-band CDF match is the one-channel analogue of the V rule (the same reference,
+    the same pixels, the same arithmetic), and it keeps each revisit's NIR ordering, so NDVI's
+    spatial pattern survives. The study's paper mode is RGB only: there is no study NIR.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import xarray as xr
 from stliif.errors import InvalidInputError, NoDataError
 
 __all__ = [
+    "NIR_BAND",
     "PAPER_REFERENCE_REVISIT",
     "RGB_BANDS",
     "adapt_clean",
     "adapt_paper",
     "match_cdf",
+    "match_nir_clean",
     "match_value_channel",
     "match_value_channel_paper",
     "to_uint8_paper",
@@ -44,6 +53,9 @@ __all__ = [
 
 RGB_BANDS: tuple[str, str, str] = ("B04", "B03", "B02")
 """Sentinel-2 bands of the true-colour image, in (red, green, blue) order."""
+
+NIR_BAND = "B08"
+"""Sentinel-2 near infrared band matched with SPOT's NIR (10 m, like B04, B03, B02)."""
 
 PAPER_REFERENCE_REVISIT: dict[str, int] = {
     "Amnesty_POI-13-1-1": 3,
@@ -91,6 +103,11 @@ CLEAN_RULE = (
     "revisit CDF-matched on its valid pixels to the reference V on pixels valid in >=1 revisit; "
     "RGB scaled by V'/V (hue, saturation kept; V==0 -> grey V'); invalid pixels NaN"
 )
+NIR_RULE = (
+    "clean NIR: valid = the RGB rule's valid pixels & B08 finite; reference = per-pixel median of "
+    "the valid B08 of the given revisits; each revisit's B08 CDF-matched on its valid pixels to the "
+    "reference B08 on pixels valid in >=1 revisit (per band, not in V); invalid pixels NaN"
+)
 
 _DN_SCALE = np.float32(10000.0)
 _CV_SIMD_PIXELS = 32  # OpenCV HSV2RGB_b, AVX2: 4 x 8 float32 lanes per SIMD iteration
@@ -126,7 +143,7 @@ def match_cdf(source: np.ndarray, template: np.ndarray) -> np.ndarray:
         raise NoDataError("CDF matching needs at least one source and one template value")
     if not (np.isfinite(source).all() and np.isfinite(template).all()):
         raise InvalidInputError("CDF matching needs finite values; mask NaN/inf out first")
-    s_values, s_index, s_counts = np.unique(source.ravel(), return_inverse=True, return_counts=True)
+    _, s_index, s_counts = np.unique(source.ravel(), return_inverse=True, return_counts=True)
     t_values, t_counts = np.unique(template.ravel(), return_counts=True)
     s_quantiles = np.cumsum(s_counts) / source.size
     t_quantiles = np.cumsum(t_counts) / template.size
@@ -394,6 +411,41 @@ def adapt_paper(
     return _as_rgb_array(rgb.isel(time=indices), np.stack(frames), attrs)
 
 
+def _clean_valid(
+    lr: xr.Dataset, rgb: xr.DataArray, revisits: Sequence[int], clear: np.ndarray | xr.DataArray | None
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Time indices of ``revisits``, their ``(T, 3, y, x)`` float32 RGB and ``(T, y, x)`` validity
+    (the clean rule of :func:`adapt_clean`)."""
+    if revisits is None:
+        raise InvalidInputError("adapt_clean needs the selected revisits")
+    indices = _selection(lr, revisits)
+    for var in ("data_mask", "clm") if clear is None else ("data_mask",):
+        if var not in lr:
+            raise InvalidInputError(f"LR cube lacks variable {var!r} needed for the valid mask")
+    shape3 = (lr.sizes["time"], lr.sizes["y"], lr.sizes["x"])
+    if clear is None:
+        cloud_free = lr["clm"].transpose("time", "y", "x").values == 0
+    else:
+        if isinstance(clear, xr.DataArray):
+            clear = clear.transpose("time", "y", "x").values
+        cloud_free = np.asarray(clear)
+        if cloud_free.shape != shape3:
+            raise InvalidInputError(
+                f"clear must have shape {shape3} (time, y, x), got {cloud_free.shape}"
+            )
+        if cloud_free.dtype != bool:
+            raise InvalidInputError(f"clear must be boolean, got dtype {cloud_free.dtype}")
+    data = rgb.values[indices].astype(np.float32)
+    valid = (
+        (lr["data_mask"].transpose("time", "y", "x").values[indices] == 1)
+        & cloud_free[indices]
+        & np.isfinite(data).all(axis=1)
+    )
+    if not valid.any():
+        raise NoDataError(f"no valid clear pixel in revisits {list(revisits)}")
+    return indices, data, valid
+
+
 def adapt_clean(
     lr: xr.Dataset,
     *,
@@ -425,38 +477,12 @@ def adapt_clean(
         NoDataError: No valid pixel in any of the revisits.
     """
     rgb = _rgb_reflectance(lr)
-    if revisits is None:
-        raise InvalidInputError("adapt_clean needs the selected revisits")
-    indices = _selection(lr, revisits)
-    for var in ("data_mask", "clm") if clear is None else ("data_mask",):
-        if var not in lr:
-            raise InvalidInputError(f"LR cube lacks variable {var!r} needed for the valid mask")
-    shape3 = (lr.sizes["time"], lr.sizes["y"], lr.sizes["x"])
-    if clear is None:
-        cloud_free = lr["clm"].transpose("time", "y", "x").values == 0
-    else:
-        if isinstance(clear, xr.DataArray):
-            clear = clear.transpose("time", "y", "x").values
-        cloud_free = np.asarray(clear)
-        if cloud_free.shape != shape3:
-            raise InvalidInputError(
-                f"clear must have shape {shape3} (time, y, x), got {cloud_free.shape}"
-            )
-        if cloud_free.dtype != bool:
-            raise InvalidInputError(f"clear must be boolean, got dtype {cloud_free.dtype}")
-    data = rgb.values[indices].astype(np.float32)
-    valid = (
-        (lr["data_mask"].transpose("time", "y", "x").values[indices] == 1)
-        & cloud_free[indices]
-        & np.isfinite(data).all(axis=1)
-    )
-    if not valid.any():
-        raise NoDataError(f"no valid clear pixel in revisits {list(revisits)}")
+    indices, data, valid = _clean_valid(lr, rgb, revisits, clear)
     masked = np.where(valid[:, None], data, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         composite = np.nanmedian(masked, axis=0)
-    composite_valid = valid.any(axis=0)
+    composite_valid = np.asarray(valid.any(axis=0))
     out = np.full(data.shape, np.nan, dtype=np.float32)
     for k in range(len(indices)):
         if valid[k].any():
@@ -471,3 +497,49 @@ def adapt_clean(
     }
     result = _as_rgb_array(rgb.isel(time=indices), out, attrs)
     return result.assign_coords(valid_fraction=("time", valid.mean(axis=(1, 2)).astype(np.float32)))
+
+
+def match_nir_clean(
+    lr: xr.Dataset,
+    *,
+    revisits: Sequence[int],
+    clear: np.ndarray | xr.DataArray | None = None,
+) -> xr.DataArray:
+    """The clean mode's NIR: B08 of ``revisits`` CDF-matched, band by band, to the B08 of their
+    clear median composite (``NIR_RULE``; valid pixels as :func:`adapt_clean`'s, and B08 finite).
+
+    Args:
+        lr: LR cube from ``read_lr`` with band ``B08``.
+        revisits: As :func:`adapt_clean`'s.
+        clear: As :func:`adapt_clean`'s.
+
+    Returns:
+        float32 reflectance DataArray (time, y, x) named ``nir``, NaN where invalid, in the
+        dataset's time order (the order of :func:`adapt_clean`'s output).
+
+    Raises:
+        InvalidInputError: No B08 band, or :func:`adapt_clean`'s errors.
+        NoDataError: No valid pixel in any of the revisits.
+    """
+    rgb = _rgb_reflectance(lr)
+    if NIR_BAND not in lr["reflectance"]["band"].values:
+        raise InvalidInputError(f"reflectance lacks the near infrared band {NIR_BAND}")
+    indices, _, valid = _clean_valid(lr, rgb, revisits, clear)
+    nir = lr["reflectance"].sel(band=NIR_BAND).transpose("time", "y", "x").isel(time=indices)
+    data = nir.values.astype(np.float32)
+    valid = valid & np.isfinite(data)
+    if not valid.any():
+        raise NoDataError(f"no valid clear NIR pixel in revisits {list(revisits)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+        composite = np.nanmedian(np.where(valid, data, np.nan), axis=0)
+    reference = composite[valid.any(axis=0)]
+    out = np.full(data.shape, np.nan, dtype=np.float32)
+    for k in range(len(indices)):
+        if valid[k].any():
+            out[k][valid[k]] = match_cdf(data[k][valid[k]], reference)
+    result = nir.copy(data=out).drop_vars("band", errors="ignore")
+    result.name = "nir"
+    result.attrs = {"aoi": lr.attrs.get("aoi", ""), "histogram_matching": NIR_RULE, "band": NIR_BAND,
+                    "units": "surface reflectance"}
+    return result

@@ -26,8 +26,9 @@ def decimate(n_rows: int, n_cols: int, max_side: int) -> int:
 
 
 def _display(values: np.ndarray, top: float) -> np.ndarray:
-    """(band, y, x) reflectance -> (y, x, 3) uint8 with the render's own 8-bit scale (NaN: black)."""
-    return reflectance_to_uint8(np.moveaxis(values, 0, -1), top)
+    """(band, y, x) reflectance -> (y, x, 3) uint8 of R, G, B (the first three bands; a NIR band
+    is not shown) with the render's own 8-bit scale (NaN: black)."""
+    return reflectance_to_uint8(np.moveaxis(np.asarray(values)[:3], 0, -1), top)
 
 
 def write_quicklook(da: xr.DataArray, path: str | Path) -> Path:

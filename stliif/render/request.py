@@ -25,16 +25,34 @@ from stliif.models.window import BaselineWindow, WindowPredictor
 
 __all__ = [
     "BYTES_PER_OUTPUT_PIXEL",
+    "NIR_SOURCE",
+    "RGBN_BANDS",
     "RGB_BANDS",
     "check_render_budget",
     "load_predictor",
     "model_id",
+    "render_bands",
     "select_revisits",
     "series_dates",
     "temporal_support",
 ]
 
 RGB_BANDS = ("B04", "B03", "B02")
+RGBN_BANDS = ("B04", "B03", "B02", "B08")
+"""A product render's bands: Sentinel-2 red, green, blue and near infrared (SPOT's R, G, B, NIR)."""
+NIR_SOURCE = (
+    "B08: the inputs' low frequencies only (product-mode constraint of a zero model output: "
+    "bilinear time-interpolated input NIR, block means equal to the inputs'); the checkpoint is RGB "
+    "and adds no NIR detail"
+)
+"""The COG tag ``nir_source`` of a four-band render of an RGB model."""
+
+
+def render_bands(cube: Any, mode: str) -> tuple[str, ...]:
+    """The bands a render writes: four (:data:`RGBN_BANDS`) in product mode when the cube has B08,
+    else the three the model predicts (paper mode is the model's output as protocol P scores it)."""
+    bands = {str(b) for b in cube["band"].values}
+    return RGBN_BANDS if mode == "product" and "B08" in bands else RGB_BANDS
 S2_GSD_M = 10.0
 
 

@@ -26,6 +26,7 @@ from stliif.models.predictor import model_name
 from stliif.models.window import WindowPredictor
 from stliif.render.products import decimate, write_animation, write_quicklook, write_strip
 from stliif.render.request import (
+    NIR_SOURCE,
     RGB_BANDS,
     _date,
     _days,
@@ -34,6 +35,7 @@ from stliif.render.request import (
     check_render_budget,
     load_predictor,
     model_id,
+    render_bands,
     series_dates,
     temporal_support,
 )
@@ -55,7 +57,8 @@ from stliif.render.tiles import (
 __all__ = ["RenderPlan", "check_render", "dask_client", "render", "render_series", "run_render"]
 
 _PER_DATE = ("date", "revisits", "nearest_revisit_days", "temporal_support", "consistency_mae", "consistency_bias",
-             "consistency_mae_band", "consistency_corr", "consistency_sam_deg", "consistency_shift_px")  # fmt: skip
+             "consistency_mae_band", "consistency_corr", "consistency_sam_deg", "consistency_shift_px",
+             "consistency_ndvi_mae")  # fmt: skip
 
 QUICKLOOK_SIDE = 1024
 """Largest side of a render's PNG quicklook (a larger render is decimated; the COG is full size)."""
@@ -89,7 +92,8 @@ def _geometry(cube: xr.Dataset) -> Any:
         raise InvalidInputError(f"the cube's geometry attribute is not a GeoJSON polygon: {err}") from err
 
 
-def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJob, s: float, min_clear: float) -> dict[str, Any]:
+def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJob, s: float, min_clear: float,
+           bands: Sequence[str] = RGB_BANDS) -> dict[str, Any]:  # fmt: skip
     level = str(cube.attrs.get("processing_level", "L2A"))
     attrs: dict[str, Any] = {
         "model": str(getattr(predictor, "__name__", model)),
@@ -103,16 +107,22 @@ def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJo
         "min_clear": float(min_clear),
         "processing_level": level,
         "reflectance_units": str(cube.attrs.get("reflectance_units", "surface reflectance")),
+        "bands": list(bands),
     }
+    if len(bands) > len(RGB_BANDS):  # the model predicts R, G, B: say where the NIR comes from
+        attrs["nir_source"] = NIR_SOURCE
     if level == "L1C" and hasattr(predictor, "model"):  # a trained checkpoint: WorldStrat L2A
         attrs["warning"] = _L1C_WARNING
     return attrs
 
 
 def _consistency_attrs(c: dict[str, Any]) -> dict[str, Any]:
-    """A date's LR consistency (:func:`~stliif.render.tiles.date_consistency`) as flat attributes/tags."""
+    """A date's LR consistency (:func:`~stliif.render.tiles.date_consistency`) as flat attributes/tags
+    (``consistency_ndvi_mae`` only where there is an NDVI: a four-band render)."""
+    nd = c.get("ndvi_mae", math.nan)
     return {"consistency_mae": c["mae"], "consistency_bias": c["bias"], "consistency_mae_band": c["mae_band"],
-            "consistency_corr": c["corr"], "consistency_sam_deg": c["sam"], "consistency_shift_px": c["shift_px"]}  # fmt: skip
+            "consistency_corr": c["corr"], "consistency_sam_deg": c["sam"], "consistency_shift_px": c["shift_px"],
+            **({"consistency_ndvi_mae": nd} if math.isfinite(nd) else {})}  # fmt: skip
 
 
 def _v_mean(predictor: WindowPredictor) -> str:
@@ -154,7 +164,8 @@ def _render_memory(
     if tile is not None:
         check_tile(predictor, s, tile)
     tiles = plan_tiles(lr_hw, out_hw, tile or max(out_hw), predictor.halo(s))
-    lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]))
+    bands = render_bands(cube, mode)
+    lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), bands=bands)
     v_mean = _v_mean(predictor)
     for job in jobs:
         lowres.date_stats(job, v_mean=v_mean != "none")
@@ -162,17 +173,17 @@ def _render_memory(
     render_tiles(predictor, jobs, tiles, lowres, sink, out_hw, client=client)
     tr, x, y = _grid(cube, *out_hw)
     area = Area(lowres, out_hw, tr, _geometry(cube))
-    values = np.empty_like(sink.raw)
+    values = np.empty((len(jobs), len(bands), *out_hw), np.float32)
 
     def write(d: int, t: Tile, v: np.ndarray) -> None:
         values[d, :, t.r0 : t.r1, t.c0 : t.c1] = v
 
     checks = _finalise_dates(jobs, tiles, sink, area, v_mean, write, mode, values)
-    attrs = [{**_attrs(predictor, model, cube, job, s, min_clear), "mode": mode, **_consistency_attrs(c)}
+    attrs = [{**_attrs(predictor, model, cube, job, s, min_clear, bands), "mode": mode, **_consistency_attrs(c)}
              for job, c in zip(jobs, checks, strict=True)]  # fmt: skip
     if "warning" in attrs[0]:
         warnings.warn(attrs[0]["warning"], UserWarning, stacklevel=3)
-    da = xr.DataArray(values, dims=("time", "band", "y", "x"), coords={"band": list(RGB_BANDS), "y": y, "x": x},
+    da = xr.DataArray(values, dims=("time", "band", "y", "x"), coords={"band": list(bands), "y": y, "x": x},
                       name="reflectance")  # fmt: skip
     da = _series_coords(da, jobs).rio.write_crs(cube.rio.crs).rio.write_transform(tr)
     return da, attrs
@@ -195,7 +206,9 @@ def render(
     client: Any = None,
     mode: str = "product",
 ) -> xr.DataArray:
-    """The model's RGB reflectance at ``date`` on a grid ``scale`` times finer than the cube's.
+    """The model's reflectance at ``date`` on a grid ``scale`` times finer than the cube's: R, G,
+    B (B04, B03, B02) and, in product mode on a cube with B08, NIR (:func:`render_bands`; the
+    NIR of an RGB model is the inputs' low frequencies, attribute ``nir_source``).
 
     Args:
         model: Checkpoint path, run folder, baseline name (``bicubic``, ``median``, ``linear``)
@@ -476,7 +489,8 @@ def run_render(
     out = Path(out_dir) / aoi / mid
     scratch = _scratch(out / f".{name}.partial", {"key": run_key("render", params, plan.inputs), "tile": plan.tile})
     jobs = _jobs(cube, dates, k=k, clear_fraction=plan.clear, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far)
-    lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), scratch)
+    bands = render_bands(cube, mode)
+    lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), scratch, bands=bands)
     v_mean = _v_mean(predictor)
     for job in jobs:
         lowres.date_stats(job, v_mean=v_mean != "none")
@@ -506,7 +520,8 @@ def run_render(
             bar.close()
     final, checks = _finalise_to_zarr(scratch, jobs, tiles, sink, lowres, cube, out_hw, plan.tile, v_mean, mode)
     tr, x, y = _grid(cube, *out_hw)
-    attrs = {**_attrs(predictor, model, cube, jobs[0], plan.scale, min_clear), "mode": mode, **_consistency_attrs(checks[0])}
+    attrs = {**_attrs(predictor, model, cube, jobs[0], plan.scale, min_clear, bands), "mode": mode,
+             **_consistency_attrs(checks[0])}  # fmt: skip
     if "warning" in attrs:
         warnings.warn(attrs["warning"], UserWarning, stacklevel=2)
     attrs.update(tiles=len(tiles), tile_px=plan.tile, tiles_resumed=len(jobs) * len(tiles) - predicted)
@@ -514,7 +529,7 @@ def run_render(
     import dask.array as dsa
 
     data = dsa.from_zarr(final)
-    coords = {"band": list(RGB_BANDS), "y": y, "x": x}
+    coords = {"band": list(bands), "y": y, "x": x}
     if date is not None:
         da = xr.DataArray(data[0], dims=("band", "y", "x"), coords=coords, name="reflectance")
     else:
@@ -547,7 +562,8 @@ def _finalise_to_zarr(
     each date's LR consistency."""
     import zarr
 
-    final = zarr.create_array(str(scratch / "final.zarr"), shape=(len(jobs), 3, *out_hw), chunks=(1, 3, tile, tile),
+    c = len(lowres.bands)
+    final = zarr.create_array(str(scratch / "final.zarr"), shape=(len(jobs), c, *out_hw), chunks=(1, c, tile, tile),
                               dtype="float32", fill_value=np.nan, overwrite=True, compressors=None)  # fmt: skip
     tr, _, _ = _grid(cube, *out_hw)
     area = Area(lowres, out_hw, tr, _geometry(cube))
@@ -590,15 +606,17 @@ def _write_files(
 ) -> list[Path]:  # fmt: skip
     """The COG and quicklook of one date, or the animations and strip of a series (from a
     decimated read of ``final``: memory bounded by the picture, not by the render)."""
-    n, _, oh, ow = final.shape
+    n, c, oh, ow = final.shape
+    bands = tuple(attrs.get("bands", RGB_BANDS))
+    band_tags = [{"source": "model"}] * len(RGB_BANDS) + [{"source": NIR_SOURCE}] * (c - len(RGB_BANDS))
 
     def picture(d: int, side: int) -> xr.DataArray:
         return xr.DataArray(decimated(final, d, tiles, side), dims=("band", "y", "x"), attrs={"uint8_scale": jobs[d].top})
 
     if single:
         blocks = ((t.r0, t.c0, np.asarray(final[0, :, t.r0 : t.r1, t.c0 : t.c1])) for t in tiles)
-        tif = write_cog_blocks(out / f"{name}.tif", blocks, shape=(3, oh, ow), crs=cube.rio.crs, transform=tr,
-                               tags=attrs, band_names=RGB_BANDS)  # fmt: skip
+        tif = write_cog_blocks(out / f"{name}.tif", blocks, shape=(c, oh, ow), crs=cube.rio.crs, transform=tr,
+                               tags=attrs, band_names=bands, band_tags=band_tags)  # fmt: skip
         return [tif, write_quicklook(picture(0, QUICKLOOK_SIDE), out / f"{name}.png")]
     series = xr.concat([picture(d, 640) for d in range(n)], dim="time")
     series = _series_coords(series, jobs)

@@ -156,16 +156,22 @@ class DateJob:
 
 
 class LowRes:
-    """The RGB reflectance, clear masks and area of the revisits a render uses, read by windows.
+    """The reflectance (``bands``: R, G, B first, then NIR for a four-band render), clear masks
+    and area of the revisits a render uses, read by windows. The model and the date's display
+    statistics see R, G, B only.
 
     Held in memory, or copied once, one revisit at a time, into a Zarr group at ``scratch``
     (read back by windows; a resumed render finds the copy done).
     """
 
-    def __init__(self, cube: xr.Dataset, idx: Sequence[int] | np.ndarray, scratch: Path | None = None) -> None:
+    def __init__(self, cube: xr.Dataset, idx: Sequence[int] | np.ndarray, scratch: Path | None = None,
+                 bands: Sequence[str] = RGB_BANDS) -> None:  # fmt: skip
         if "reflectance" not in cube:
             raise InvalidInputError("the cube has no 'reflectance' variable (an LR cube, raw/<aoi>, is needed)")
-        missing = sorted(set(RGB_BANDS) - {str(b) for b in cube["band"].values})
+        if tuple(bands)[:3] != RGB_BANDS:
+            raise InvalidInputError(f"a render's bands start with {RGB_BANDS}, got {tuple(bands)}")
+        self.bands = tuple(str(b) for b in bands)
+        missing = sorted(set(self.bands) - {str(b) for b in cube["band"].values})
         if missing:
             raise InvalidInputError(f"the cube lacks bands {missing}")
         self.union = sorted({int(i) for i in idx})
@@ -173,15 +179,15 @@ class LowRes:
         self.hw = (cube.sizes["y"], cube.sizes["x"])
         self.has_clear = {"data_mask", "clm"} <= set(cube.data_vars)
         if scratch is None:
-            self.rgb: Any = np.stack([self._rgb(cube, t) for t in self.union])
+            self.rgb: Any = np.stack([self._rgb(cube, t, self.bands) for t in self.union])
             self.clear: Any = np.stack([self._clear(cube, t) for t in self.union])
             self.area: Any = self._area(cube)
         else:
             self.rgb, self.clear, self.area = self._copy(cube, scratch)
 
     @staticmethod
-    def _rgb(cube: xr.Dataset, t: int) -> np.ndarray:
-        refl = cube["reflectance"].isel(time=t).sel(band=list(RGB_BANDS)).transpose("y", "x", "band")
+    def _rgb(cube: xr.Dataset, t: int, bands: Sequence[str]) -> np.ndarray:
+        refl = cube["reflectance"].isel(time=t).sel(band=list(bands)).transpose("y", "x", "band")
         return np.asarray(refl.values, dtype=np.float32)
 
     def _clear(self, cube: xr.Dataset, t: int) -> np.ndarray:
@@ -209,10 +215,11 @@ class LowRes:
             return g["rgb"], g["clear"], g["area"]
         h, w = self.hw
         g = zarr.open_group(str(path), mode="w")
-        rgb = g.create_array("rgb", shape=(len(self.union), h, w, 3), chunks=(1, 512, 512, 3), dtype="float32", compressors=None)
+        c = len(self.bands)
+        rgb = g.create_array("rgb", shape=(len(self.union), h, w, c), chunks=(1, 512, 512, c), dtype="float32", compressors=None)
         clear = g.create_array("clear", shape=(len(self.union), h, w), chunks=(1, 512, 512), dtype="bool", compressors=None)
         for p, t in enumerate(self.union):
-            rgb[p] = self._rgb(cube, t)
+            rgb[p] = self._rgb(cube, t, self.bands)
             clear[p] = self._clear(cube, t)
         area = g.create_array("area", shape=(h, w), chunks=(512, 512), dtype="bool", compressors=None)
         area[:] = self._area(cube)
@@ -220,19 +227,19 @@ class LowRes:
         return rgb, clear, area
 
     def window(self, idx: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-        """``(T, h, w, 3)`` float32 reflectance of revisits ``idx`` over the window, each missing
-        pixel filled with the median of the others at that pixel (0 where none has data)."""
+        """``(T, h, w, C)`` float32 reflectance (:attr:`bands`) of revisits ``idx`` over the window,
+        each missing pixel filled with the median of the others at that pixel (0 where none has data)."""
         f = np.stack([np.asarray(self.rgb[self.pos[int(t)], rows, cols]) for t in idx]).astype(np.float32)
         bad = ~np.isfinite(f)
         where = bad.any(axis=(0, 3))  # pixels with a gap on some date: only those need the median
         if where.any():
-            sub = np.where(bad[:, where], np.nan, f[:, where])  # (T, n, 3)
+            sub = np.where(bad[:, where], np.nan, f[:, where])  # (T, n, C)
             f[:, where] = np.where(np.isfinite(sub), sub, _nanmedian0(sub)[None])
         return f
 
     def _blocks(self) -> Iterator[slice]:
         h, w = self.hw
-        rows = max(1, _BLOCK_BYTES // max(1, len(self.union) * w * 3 * 4))
+        rows = max(1, _BLOCK_BYTES // max(1, len(self.union) * w * len(self.bands) * 4))
         for a in range(0, h, rows):
             yield slice(a, min(h, a + rows))
 
@@ -243,7 +250,7 @@ class LowRes:
         med_max, clear_max, all_max = -math.inf, -math.inf, -math.inf
         cols = slice(0, self.hw[1])
         for rows in self._blocks():
-            f = self.window(job.idx, rows, cols)
+            f = self.window(job.idx, rows, cols)[..., :3]  # the display scale: R, G, B
             med_max = max(med_max, float(np.median(f, axis=0).max()))
             all_max = max(all_max, float(f.max()))
             if self.has_clear:
@@ -256,14 +263,14 @@ class LowRes:
         if v_mean:
             total, count = 0.0, 0
             for rows in self._blocks():
-                u = reflectance_to_uint8(self.window(job.idx, rows, cols), job.top)
+                u = reflectance_to_uint8(self.window(job.idx, rows, cols)[..., :3], job.top)
                 total += float(u.max(axis=-1).sum(dtype=np.float64))
                 count += u.shape[0] * u.shape[1] * u.shape[2]
             job.ref_v = total / count
 
     def frames(self, job: DateJob, t: Tile) -> np.ndarray:
-        """The 8-bit ``(T, h, w, 3)`` window of a tile, on the date's display scale."""
-        return reflectance_to_uint8(self.window(job.idx, slice(t.a0, t.a1), slice(t.b0, t.b1)), job.top)
+        """The 8-bit ``(T, h, w, 3)`` R, G, B window of a tile (the model's input), on the date's display scale."""
+        return reflectance_to_uint8(self.window(job.idx, slice(t.a0, t.a1), slice(t.b0, t.b1))[..., :3], job.top)
 
 
 def _nanmedian0(a: np.ndarray) -> np.ndarray:
@@ -468,7 +475,9 @@ def finalise(
     mapped back to reflectance with the date's display scale; in ``"product"`` mode the
     low-frequency constraint (:mod:`stliif.constraint`) on a window around each tile,
     then clipped at 0; NaN outside the area; each tile handed to ``write(d, tile, values
-    (3, ny, nx))``.
+    (C, ny, nx))``. A band beyond the model's R, G, B (the NIR of a four-band render,
+    ``area.lowres.bands``) is the constraint of a zero output: the inputs' low frequencies, no
+    model detail (:data:`stliif.render.request.NIR_SOURCE`).
 
     The LR target is read per tile, on the tile's LR window widened by the constraint's margin.
     The date's consistency is measured afterwards on what was written (:func:`date_consistency`).
@@ -494,6 +503,8 @@ def finalise(
         if mode == "product":
             local = lr_target(area.lowres.window(job.idx, lr_rows, lr_cols), job.used, job.when)  # per pixel: window-local
             y = calibrate(sink.window(d, rows[:2], cols[:2])).transpose(1, 2, 0)
+            if local.shape[2] > y.shape[2]:  # NIR of an RGB model: no detail, the constraint alone
+                y = np.concatenate([y, np.zeros((*y.shape[:2], local.shape[2] - y.shape[2]))], axis=2)
             fixed = constrain_window(y, local, rows, cols, out_hw, (h, w))
             fixed = fixed[t.r0 - rows[0] : t.r1 - rows[0], t.c0 - cols[0] : t.c1 - cols[0]]
             values = np.maximum(fixed, 0.0).transpose(2, 0, 1).astype(np.float32)
@@ -516,15 +527,18 @@ def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: i
     (by default the LR pixels of about :data:`CONSISTENCY_BLOCK_PX` output pixels), the sums
     carried from block to block, so memory is bounded by a block, not by the render.
     The spatial shift is measured on the block that holds the grid's centre (the whole grid
-    when it is one block)."""
-    from stliif.consistency import members, spatial_shift
+    when it is one block). With four bands (R, G, B, NIR), ``ndvi_mae`` is the mean absolute
+    difference between the block mean of the output's per-pixel NDVI and the target's NDVI
+    (:func:`stliif.consistency.ndvi`), over the LR pixels where both are defined; NaN otherwise."""
+    from stliif.consistency import members, ndvi, spatial_shift
     from stliif.constraint import lr_target
 
-    (h, w), c = lowres.hw, 3
+    (h, w), c = lowres.hw, int(output.shape[1])
     my, mx = members(output.shape[2], h), members(output.shape[3], w)
     block = block or max(8, CONSISTENCY_BLOCK_PX * h // output.shape[2])
     n, sx, sy, sxx, syy, sxy, angles, n_angles = 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0
     abs_sum, diff_sum = np.zeros(c), np.zeros(c)
+    ndvi_abs, ndvi_n = 0.0, 0
     shift = math.nan
     for a in range(0, h, block):
         for b in range(0, w, block):
@@ -541,8 +555,17 @@ def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: i
             np.add.at(size, at, 1.0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 deg = np.where(counts == size, sums / np.maximum(counts, 1), np.nan)
-            target = lr_target(lowres.window(job.idx, rows, cols), job.used, job.when)
+            target = lr_target(lowres.window(job.idx, rows, cols), job.used, job.when)[..., :c]
             both = np.isfinite(deg).all(axis=2) & np.isfinite(target).all(axis=2)
+            if c == 4:  # the output's NDVI, block-mean, against the inputs'
+                nd, nd_n = np.zeros((bh, bw)), np.zeros((bh, bw))
+                v = ndvi(out[..., 0], out[..., 3])
+                np.add.at(nd, at, np.where(np.isfinite(v), v, 0.0))
+                np.add.at(nd_n, at, np.isfinite(v))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    err = np.abs(np.where(nd_n == size[..., 0], nd / np.maximum(nd_n, 1), np.nan) - ndvi(target[..., 0], target[..., 3]))
+                ok_nd = both & np.isfinite(err)
+                ndvi_abs, ndvi_n = ndvi_abs + float(err[ok_nd].sum()), ndvi_n + int(ok_nd.sum())
             if a <= h // 2 < rows.stop and b <= w // 2 < cols.stop and both.any():
                 shift = float(math.hypot(*spatial_shift(deg, target)))
             x, y = deg[both], target[both]
@@ -556,10 +579,12 @@ def date_consistency(job: DateJob, lowres: LowRes, output: Any, d: int, block: i
             angles, n_angles = angles + float(np.degrees(np.arccos(cos)).sum()), n_angles + int(keep.sum())
     if n == 0:
         nan3 = [math.nan] * c
-        return {"mae": math.nan, "bias": nan3, "mae_band": nan3, "corr": math.nan, "sam": math.nan, "shift_px": shift}
+        return {"mae": math.nan, "bias": nan3, "mae_band": nan3, "corr": math.nan, "sam": math.nan, "shift_px": shift,
+                "ndvi_mae": math.nan}  # fmt: skip
     m = n * c  # Pearson's correlation of all values, from the sums
     vx, vy = sxx - sx * sx / m, syy - sy * sy / m
     corr = float((sxy - sx * sy / m) / math.sqrt(vx * vy)) if vx > 0 and vy > 0 else math.nan
     return {"mae": float(abs_sum.sum() / m), "mae_band": [float(v) for v in abs_sum / n],
             "bias": [float(v) for v in diff_sum / n], "corr": corr,
-            "sam": angles / n_angles if n_angles else math.nan, "shift_px": shift}  # fmt: skip
+            "sam": angles / n_angles if n_angles else math.nan, "shift_px": shift,
+            "ndvi_mae": ndvi_abs / ndvi_n if ndvi_n else math.nan}  # fmt: skip
