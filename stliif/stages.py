@@ -13,7 +13,7 @@ Artifacts (``<mode>`` is ``paper`` or ``clean``)::
     mask/<aoi>                clear mask and clear fraction per revisit     stage mask
     pansharpened/<aoi>        RGBN on the pan grid                          stage pansharpen
     subset/<mode>/<aoi>       selected revisits, dates, gaps (JSON)         stage subset
-    matched/<mode>/<aoi>      V-channel matched RGB revisits                stage histogram
+    matched/<mode>/<aoi>      V-channel matched RGB revisits (clean: + nir)  stage histogram
     splits/<name>             train / val / test manifest (JSON)            stage split
     crop/<source>/<name>      square, bbox or polygon crop of an artifact   run_crop (check_crop)
 
