@@ -552,6 +552,16 @@ def _unpack(raw: xr.DataArray) -> xr.DataArray:
     scale, offset = np.float32(attrs.pop("scale_factor")), np.float32(attrs.pop("add_offset", 0.0))
     fill = attrs.pop("_FillValue", raw.encoding.get("_FillValue"))
     attrs.pop(PACKED_ATTR)
+    if raw.chunks is None and fill is not None:  # in memory: numpy, in place, the same values
+        ints = raw.values
+        values = ints.astype(np.float32)
+        values *= scale
+        if offset != 0:
+            values += offset
+        values[ints == fill] = np.nan
+        loaded = raw.copy(data=values)
+        loaded.attrs, loaded.encoding = attrs, {}
+        return loaded
     out = raw.astype(np.float32) * scale
     if offset != 0:
         out = out + offset

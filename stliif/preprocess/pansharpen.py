@@ -114,11 +114,25 @@ def _centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np
     return y, x
 
 
+_OPERATORS: dict[tuple[int, bytes], np.ndarray] = {}
+
+
 def _spline_operator(coords: np.ndarray, n: int) -> np.ndarray:
     """(len(coords), n) matrix of 1-D cubic B-spline interpolation (``mode="nearest"``) of ``n``
-    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j."""
-    rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
-    return ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
+    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j.
+
+    The last few are kept (read-only), keyed by ``n`` and the positions' bytes: a square image's
+    rows and columns, and images on the same grids, share one."""
+    key = (n, np.ascontiguousarray(coords, dtype=np.float64).tobytes())
+    op = _OPERATORS.get(key)
+    if op is None:
+        rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
+        op = ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
+        op.flags.writeable = False
+        if len(_OPERATORS) >= 8:
+            _OPERATORS.pop(next(iter(_OPERATORS)))
+        _OPERATORS[key] = op
+    return op
 
 
 def _intensity_weights(
@@ -267,6 +281,6 @@ def pansharpen(
             "nodata": "NaN",
         }
     )
-    if pan.rio.crs is not None:
-        result = result.rio.write_crs(pan.rio.crs)
-    return result.rio.write_transform(pan_t)
+    if pan.rio.crs is not None:  # in place: result is new, and a copy is a deep one
+        result.rio.write_crs(pan.rio.crs, inplace=True)
+    return result.rio.write_transform(pan_t, inplace=True)
