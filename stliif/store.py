@@ -34,6 +34,7 @@ import icechunk
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import ZstdCodec
 
 import stliif
 from stliif.config import StoreSpec
@@ -462,7 +463,7 @@ def _compressors(var: xr.Variable | xr.DataArray) -> dict[str, Any]:
     """The compressor encoding of a numeric array (others keep Zarr's default)."""
     if var.dtype.kind not in "biufcmM":
         return {}
-    return {"compressors": (zarr.codecs.ZstdCodec(level=ZSTD_LEVEL),)}
+    return {"compressors": (ZstdCodec(level=ZSTD_LEVEL),)}
 
 
 def _put(dst: Any, src: zarr.storage.MemoryStore, path: str) -> None:
@@ -480,11 +481,11 @@ def _put(dst: Any, src: zarr.storage.MemoryStore, path: str) -> None:
         await dst.delete_dir(path)
         parts = path.split("/")
         for i in range(len(parts)):  # the root and the parents, when missing
-            meta = "/".join([*parts[:i], "zarr.json"])
-            if not await dst.exists(meta):
-                value = await src.get(meta, prototype=proto)
+            parent = "/".join([*parts[:i], "zarr.json"])
+            if not await dst.exists(parent):
+                value = await src.get(parent, prototype=proto)
                 if value is not None:
-                    await dst.set(meta, value)
+                    await dst.set(parent, value)
         await dst.set(f"{path}/zarr.json", values.pop(f"{path}/zarr.json"))
         meta = [k for k in values if k.endswith("/zarr.json")]
         await asyncio.gather(*(dst.set(k, values.pop(k)) for k in meta))
