@@ -248,7 +248,7 @@ def pansharpen(
     if method == "brovey":
         ok = intensity > 0
         ratio = np.divide(p_matched, intensity, out=np.ones_like(intensity), where=ok)
-        out = up * ratio[None]
+        out = np.multiply(up, ratio[None], out=up)  # up is not used again: no 4-band temporary
     else:
         var_i = float(i_low[sel].var())
         centred = i_low[sel] - mu_i
