@@ -114,25 +114,11 @@ def _centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np
     return y, x
 
 
-_OPERATORS: dict[tuple[int, bytes], np.ndarray] = {}
-
-
 def _spline_operator(coords: np.ndarray, n: int) -> np.ndarray:
     """(len(coords), n) matrix of 1-D cubic B-spline interpolation (``mode="nearest"``) of ``n``
-    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j.
-
-    The last few are kept (read-only), keyed by ``n`` and the positions' bytes: a square image's
-    rows and columns, and images on the same grids, share one."""
-    key = (n, np.ascontiguousarray(coords, dtype=np.float64).tobytes())
-    op = _OPERATORS.get(key)
-    if op is None:
-        rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
-        op = ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
-        op.flags.writeable = False
-        if len(_OPERATORS) >= 8:
-            _OPERATORS.pop(next(iter(_OPERATORS)))
-        _OPERATORS[key] = op
-    return op
+    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j."""
+    rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
+    return ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
 
 
 def _intensity_weights(
