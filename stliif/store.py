@@ -34,6 +34,7 @@ import icechunk
 import numpy as np
 import xarray as xr
 import zarr
+from icechunk.xarray import to_icechunk
 from zarr.codecs import ZstdCodec
 
 import stliif
@@ -422,11 +423,16 @@ class ArtifactStore:
     def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str, chunks: Mapping[str, int]) -> None:
         attrs = {VERSION_ATTR: key, "stliif:stage": stage}
         if isinstance(obj, xr.Dataset):
-            # xarray encodes and writes the group into memory (one cheap round trip per array and
-            # chunk); its keys then go to the session at once (:func:`_put`), as to_icechunk
-            # would have written them one by one.
+            ds = _encoded(obj, attrs, chunks)
+            if any(v.chunks is not None for v in ds.variables.values()):
+                # dask-backed (a tiled render): streamed chunk by chunk, never whole in memory
+                to_icechunk(ds, session, group=path, mode="w")
+                return
+            # In memory already: xarray encodes and writes the group into memory (one cheap round
+            # trip per array and chunk); its keys then go to the session at once (:func:`_put`),
+            # as to_icechunk would have written them one by one.
             mem = zarr.storage.MemoryStore()
-            _encoded(obj, attrs, chunks).to_zarr(mem, group=path, mode="w", zarr_format=3, consolidated=False)
+            ds.to_zarr(mem, group=path, mode="w", zarr_format=3, consolidated=False)
             _put(session.store, mem, path)
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
