@@ -17,13 +17,12 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import rasterio
-
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's flows/
 
@@ -47,9 +46,17 @@ def read_once(data: Path, aois: list[str]) -> float:
 
 def etl_library(
     data: Path, aois: list[str], store_uri: str, *, per_aoi: bool = False
-) -> tuple[float, dict[str, float], int]:
-    """Total seconds, seconds per stage run (summed over AOIs) and commits made."""
-    per_stage: dict[str, float] = {}
+) -> tuple[float, dict[str, tuple[float, float]], int]:
+    """Total seconds, (wall, CPU) seconds per stage run (summed over AOIs) and commits made.
+
+    CPU time is this process's (every thread's): less sensitive than wall time to other jobs on
+    shared cores."""
+    per_stage: dict[str, tuple[float, float]] = {}
+
+    def add(name: str, wall: float, cpu: float) -> None:
+        w, c = per_stage.get(name, (0.0, 0.0))
+        per_stage[name] = (w + wall, c + cpu)
+
     t = time.perf_counter()
     store = ArtifactStore.open(store_uri)
     n0 = len(store.log())
@@ -57,19 +64,19 @@ def etl_library(
     if per_aoi:
         for aoi in aois:
             for name, stage, params, _ in plan:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 run_stage(store, stage, aoi, data=data, params=params)
-                per_stage[name] = per_stage.get(name, 0.0) + time.perf_counter() - t0
+                add(name, time.perf_counter() - t0, time.process_time() - c0)
     else:
         from stliif.stages import run_stage_batch
 
         for name, stage, params, _ in plan:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run_stage_batch(store, stage, aois, data=data, params=params)
-            per_stage[name] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+            add(name, time.perf_counter() - t0, time.process_time() - c0)
+    t0, c0 = time.perf_counter(), time.process_time()
     run_split(store)
-    per_stage["split"] = time.perf_counter() - t0
+    add("split", time.perf_counter() - t0, time.process_time() - c0)
     return time.perf_counter() - t, per_stage, len(store.log()) - n0
 
 
@@ -87,6 +94,11 @@ def etl_flow(data: Path, aois: list[str], store_uri: str) -> float:
     return time.perf_counter() - t
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (the cores may be shared: figures are noisy)."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data_root())
@@ -96,18 +108,24 @@ def main() -> None:
     args = ap.parse_args()
     aois = resolve_aois(args.data, args.aoi)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; {len(aois)} AOIs")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; {len(aois)} AOIs; "
+          f"load avg {_load()}")
     read_once(args.data, aois[:1])  # warm the imports, not the page cache of all files
+    c0 = time.process_time()
     t_read = read_once(args.data, aois)
-    print(f"read every source file once: {t_read:7.2f} s")
+    print(f"read every source file once: {t_read:7.2f} s (CPU {time.process_time() - c0:5.2f} s)")
     with tempfile.TemporaryDirectory() as tmp:
         t_lib, per_stage, commits = etl_library(args.data, aois, f"{tmp}/lib", per_aoi=args.per_aoi)
         print(f"ETL, library (stliif.stages): {t_lib:7.2f} s  ratio {t_lib / t_read:5.2f}x  "
               f"({'per AOI' if args.per_aoi else 'batched'}: {commits} commits)")
+        print(f"load avg after the library run: {_load()}")
         size = store_bytes(f"{tmp}/lib")
         print(f"store size: {size / 1e6:7.1f} MB  ({size / len(aois) / 1e6:5.2f} MB per AOI)")
-        for name, sec in per_stage.items():
-            print(f"  {name:16s} {sec:7.2f} s  ({sec / len(aois) * 1000:6.0f} ms per AOI)")
+        cpu_total = sum(c for _, c in per_stage.values())
+        print(f"CPU time of the library run: {cpu_total:7.2f} s")
+        for name, (sec, cpu) in per_stage.items():
+            print(f"  {name:16s} {sec:7.2f} s  ({sec / len(aois) * 1000:6.0f} ms per AOI; "
+                  f"CPU {cpu / len(aois) * 1000:6.0f} ms per AOI)")
         if not args.no_flow:
             t_flow = etl_flow(args.data, aois, f"{tmp}/flow")
             print(f"ETL, Prefect flow:            {t_flow:7.2f} s  ratio {t_flow / t_read:5.2f}x")

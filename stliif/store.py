@@ -13,6 +13,7 @@ concurrent commits); on S3 Icechunk's conflict detection rebases non-overlapping
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import fcntl
@@ -34,6 +35,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from icechunk.xarray import to_icechunk
+from zarr.codecs import ZstdCodec
 
 import stliif
 from stliif.config import StoreSpec
@@ -319,11 +321,26 @@ class ArtifactStore:
         return str(value) if value is not None else None
 
     def read(self, path: str, *, ref: str | None = None, load: bool = False) -> xr.Dataset:
-        """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``)."""
-        session, group = self._group(path, ref)
+        """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``).
+
+        With ``load`` every stored key of the artifact is fetched from the repository at once
+        (:func:`_fetch`) and decoded from memory: the same bytes read by the same reader, without
+        a round trip to the repository per array and chunk."""
+        session = self._session(ref)
+        if load:
+            store: Any = _fetch(session.store, validate_artifact_path(path))
+            if store is None:
+                raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}")
+            try:
+                group = zarr.open_group(store, path=path, mode="r")
+            except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as err:
+                raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}") from err
+        else:
+            store = session.store
+            _, group = self._group(path, ref)
         packed = [name for name, arr in group.arrays() if PACKED_ATTR in arr.attrs]
         ds = xr.open_zarr(
-            session.store, group=path, consolidated=False, decode_coords="all",
+            store, group=path, consolidated=False, decode_coords="all",
             chunks=None if load else {}, mask_and_scale=dict.fromkeys(packed, False) if packed else True,
         )
         for name in packed:
@@ -446,24 +463,102 @@ class ArtifactStore:
     def _write(session: icechunk.Session, path: str, obj: Any, key: str, stage: str, chunks: Mapping[str, int]) -> None:
         attrs = {VERSION_ATTR: key, "stliif:stage": stage}
         if isinstance(obj, xr.Dataset):
-            ds = obj.copy()
-            ds.attrs = {**{k: _attr(v) for k, v in obj.attrs.items()}, **attrs}
-            for name in list(ds.variables):
-                var = ds[name]
-                if var.dtype.kind in "UT":  # variable-length strings have a Zarr v3 spec
-                    ds[name] = var = var.astype(object)
-                # One chunk per time step (a revisit is read whole); other dims whole.
-                sizes = (1 if d == "time" else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
-                pack = var.encoding.get(PACK_ENCODING)
-                var.encoding = {"chunks": tuple(sizes)} if var.ndim else {}
-                packed = _pack(var, pack) if pack else None
-                if packed is not None:  # the encoding must be set before the variable is copied in
-                    packed.encoding = {**var.encoding, "_FillValue": packed.attrs.pop("_FillValue")}
-                    ds[name] = packed
-            to_icechunk(ds, session, group=path, mode="w")
+            ds = _encoded(obj, attrs, chunks)
+            if any(v.chunks is not None for v in ds.variables.values()):
+                # dask-backed (a tiled render): streamed chunk by chunk, never whole in memory
+                to_icechunk(ds, session, group=path, mode="w")
+                return
+            # In memory already: xarray encodes and writes the group into memory (one cheap round
+            # trip per array and chunk); its keys then go to the session at once (:func:`_put`),
+            # as to_icechunk would have written them one by one.
+            mem = zarr.storage.MemoryStore()
+            ds.to_zarr(mem, group=path, mode="w", zarr_format=3, consolidated=False)
+            _put(session.store, mem, path)
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
             group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})
+
+
+def _encoded(obj: xr.Dataset, attrs: Mapping[str, Any], chunks: Mapping[str, int]) -> xr.Dataset:
+    """``obj`` as it is written: JSON-safe attributes plus ``attrs``, strings as objects, its
+    chunks and compressor, float32 packed as integers where asked (:data:`PACK_ENCODING`)."""
+    ds = obj.copy()
+    ds.attrs = {**{k: _attr(v) for k, v in obj.attrs.items()}, **attrs}
+    for name in list(ds.variables):
+        var = ds[name]
+        if var.dtype.kind in "UT":  # variable-length strings have a Zarr v3 spec
+            ds[name] = var = var.astype(object)
+        # One chunk per time step (a revisit is read whole); other dims whole.
+        sizes = (1 if d == "time" else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
+        pack = var.encoding.get(PACK_ENCODING)
+        var.encoding = {"chunks": tuple(sizes), **_compressors(var)} if var.ndim else {}
+        packed = _pack(var, pack) if pack else None
+        if packed is not None:  # the encoding must be set before the variable is copied in
+            packed.encoding = {**var.encoding, "_FillValue": packed.attrs.pop("_FillValue")}
+            ds[name] = packed
+    return ds
+
+
+ZSTD_LEVEL = 1
+"""Zstandard level of the arrays written (Zarr's default is 3): 2-6x faster to encode the
+store's arrays, within a few percent of the size (docs/benchmarks.md, issue 20). Stores
+written at another level read the same (the codec is in each array's metadata)."""
+
+
+def _compressors(var: xr.Variable | xr.DataArray) -> dict[str, Any]:
+    """The compressor encoding of a numeric array (others keep Zarr's default)."""
+    if var.dtype.kind not in "biufcmM":
+        return {}
+    return {"compressors": (ZstdCodec(level=ZSTD_LEVEL),)}
+
+
+def _put(dst: Any, src: zarr.storage.MemoryStore, path: str) -> None:
+    """Copy the group ``path`` written into ``src`` over ``dst``'s (mode "w": what was there goes),
+    with the parent groups it lacks; metadata first (parents, the group, its arrays), then every
+    chunk, each phase one batch of concurrent writes."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    proto = default_buffer_prototype()
+
+    async def put() -> None:
+        keys = [k async for k in src.list_prefix(f"{path}/")]
+        values = dict(zip(keys, await asyncio.gather(*(src.get(k, prototype=proto) for k in keys)), strict=True))
+        await dst.delete_dir(path)
+        parts = path.split("/")
+        for i in range(len(parts)):  # the root and the parents, when missing
+            parent = "/".join([*parts[:i], "zarr.json"])
+            if not await dst.exists(parent):
+                value = await src.get(parent, prototype=proto)
+                if value is not None:
+                    await dst.set(parent, value)
+        await dst.set(f"{path}/zarr.json", values.pop(f"{path}/zarr.json"))
+        meta = [k for k in values if k.endswith("/zarr.json")]
+        await asyncio.gather(*(dst.set(k, values.pop(k)) for k in meta))
+        await asyncio.gather(*(dst.set(k, v) for k, v in values.items()))
+
+    sync(put())
+
+
+def _fetch(src: Any, path: str) -> zarr.storage.MemoryStore | None:
+    """Every key of ``src`` under the group ``path``, fetched at once into a memory store
+    (None when there is none)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    proto = default_buffer_prototype()
+
+    async def fetch() -> dict[str, Any]:
+        keys = [k async for k in src.list_prefix(f"{path}/")]
+        return dict(zip(keys, await asyncio.gather(*(src.get(k, prototype=proto) for k in keys)), strict=True))
+
+    try:
+        values = {k: v for k, v in sync(fetch()).items() if v is not None}
+    except icechunk.IcechunkError:  # no group or array at path
+        return None
+    if f"{path}/zarr.json" not in values:
+        return None
+    return zarr.storage.MemoryStore(values)
 
 
 def _pack(var: xr.DataArray, spec: Mapping[str, Any]) -> xr.DataArray | None:
@@ -504,6 +599,16 @@ def _unpack(raw: xr.DataArray) -> xr.DataArray:
     scale, offset = np.float32(attrs.pop("scale_factor")), np.float32(attrs.pop("add_offset", 0.0))
     fill = attrs.pop("_FillValue", raw.encoding.get("_FillValue"))
     attrs.pop(PACKED_ATTR)
+    if raw.chunks is None and fill is not None:  # in memory: numpy, in place, the same values
+        ints = raw.values
+        values = ints.astype(np.float32)
+        values *= scale
+        if offset != 0:
+            values += offset
+        values[ints == fill] = np.nan
+        loaded = raw.copy(data=values)
+        loaded.attrs, loaded.encoding = attrs, {}
+        return loaded
     out = raw.astype(np.float32) * scale
     if offset != 0:
         out = out + offset

@@ -234,7 +234,7 @@ def pansharpen(
     if method == "brovey":
         ok = intensity > 0
         ratio = np.divide(p_matched, intensity, out=np.ones_like(intensity), where=ok)
-        out = up * ratio[None]
+        out = np.multiply(up, ratio[None], out=up)  # up is not used again: no 4-band temporary
     else:
         var_i = float(i_low[sel].var())
         centred = i_low[sel] - mu_i
@@ -267,6 +267,6 @@ def pansharpen(
             "nodata": "NaN",
         }
     )
-    if pan.rio.crs is not None:
-        result = result.rio.write_crs(pan.rio.crs)
-    return result.rio.write_transform(pan_t)
+    if pan.rio.crs is not None:  # in place: result is new, and a copy is a deep one
+        result.rio.write_crs(pan.rio.crs, inplace=True)
+    return result.rio.write_transform(pan_t, inplace=True)
