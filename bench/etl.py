@@ -5,8 +5,8 @@ usage: .venv/bin/python bench/etl.py [--data PATH] [--aoi A ...] [--no-flow] [--
 Prints, in one run: the time to decode every source file once (rasterio reads of every TIFF and
 JSON parses of every metadata file), the ETL through the library alone (stliif.stages: one
 ``run_stage_batch`` per stage, or with ``--per-aoi`` one ``run_stage`` per stage and AOI, as the
-code before batching did), and the ETL through the Prefect flow (temporary local server
-included), each into a fresh store, and their ratios to the read-once time; for the library run
+code before batching did), and the ETL through the Prefect flow, on threads and on a Dask
+LocalCluster of one process per core (temporary local server included), each into a fresh store, and their ratios to the read-once time; for the library run
 also the commits made and the store's size per AOI.
 """
 
@@ -85,12 +85,16 @@ def store_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def etl_flow(data: Path, aois: list[str], store_uri: str) -> float:
+def etl_flow(data: Path, aois: list[str], store_uri: str, *, dask: bool = False) -> float:
+    """Seconds of the ETL flow: threads (the default runner), or a Dask LocalCluster of one
+    process per core; one batch of AOIs per worker either way."""
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stliif-bench-prefect-"))
     from flows.etl import etl
+    from flows.runners import task_runner
 
+    flow = etl.with_options(task_runner=task_runner("local", workers=os.cpu_count() or 2)) if dask else etl
     t = time.perf_counter()
-    etl(ETLSpec(data=str(data), aois=aois), StoreSpec(uri=store_uri))
+    flow(ETLSpec(data=str(data), aois=aois), StoreSpec(uri=store_uri))
     return time.perf_counter() - t
 
 
@@ -128,7 +132,9 @@ def main() -> None:
                   f"CPU {cpu / len(aois) * 1000:6.0f} ms per AOI)")
         if not args.no_flow:
             t_flow = etl_flow(args.data, aois, f"{tmp}/flow")
-            print(f"ETL, Prefect flow:            {t_flow:7.2f} s  ratio {t_flow / t_read:5.2f}x")
+            print(f"ETL, Prefect flow (threads):  {t_flow:7.2f} s  ratio {t_flow / t_read:5.2f}x")
+            t_dask = etl_flow(args.data, aois, f"{tmp}/flow-dask", dask=True)
+            print(f"ETL, Prefect flow (Dask, {os.cpu_count()} processes): {t_dask:7.2f} s  ratio {t_dask / t_read:5.2f}x")
 
 
 if __name__ == "__main__":

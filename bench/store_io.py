@@ -31,7 +31,9 @@ from icechunk.xarray import to_icechunk
 from stliif.config import default_data_root
 from stliif.preprocess.pansharpen import pansharpen
 from stliif.sources.worldstrat import read_aoi, resolve_aois
-from stliif.store import PACKED_ATTR, VERSION_ATTR, ArtifactStore, _encoded, _unpack
+from stliif.store import PACKED_ATTR, VERSION_ATTR, ArtifactStore
+from stliif.store_codec import encoded as _encoded
+from stliif.store_codec import unpack as _unpack
 
 
 def _old_read(store: ArtifactStore, path: str) -> xr.Dataset:

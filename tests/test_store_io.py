@@ -14,7 +14,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from stliif.sources.worldstrat import list_aois, read_aoi
-from stliif.store import PACK_ENCODING, VERSION_ATTR, ArtifactStore, _encoded
+from stliif.store import PACK_ENCODING, VERSION_ATTR, ArtifactStore
+from stliif.store_codec import encoded as _encoded
 
 
 def _keys(store: ArtifactStore, session, path: str) -> dict[str, bytes]:
@@ -97,7 +98,7 @@ def test_dask_backed_datasets_stream_to_the_session(tmp_path: Path, monkeypatch:
     store = ArtifactStore.open(str(tmp_path / "s"))
     store.commit({"raw/eager": ds}, stage="import", params={})
     calls: list[str] = []
-    monkeypatch.setattr(store_mod, "_put", lambda dst, src, path: calls.append(path))
+    monkeypatch.setattr(store_mod, "put_group", lambda dst, src, path: calls.append(path))
     store.commit({"raw/lazy": ds.chunk({"time": 1})}, stage="import", params={})
     assert calls == []
     xr.testing.assert_identical(store.read("raw/lazy", load=True), store.read("raw/eager", load=True))
