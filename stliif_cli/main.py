@@ -83,7 +83,7 @@ def etl(
         str | None,
         typer.Option(help="Run tasks on Dask: 'local' (a LocalCluster on 127.0.0.1) or a scheduler address."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, max=256, help="Batches run at once: threads, or --dask local's processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes of --dask local, or threads (this many + 1); one batch of AOIs each.")] = 2,
 ) -> None:
     """Import WorldStrat and build the versioned, analysis-ready artifacts (Prefect flow `etl`)."""
     fields: dict[str, Any] = {"data": str(data or default_data_root()), "k": k, "skip_bad": skip_bad, "force": force,
