@@ -295,12 +295,13 @@ class ArtifactStore:
             walk(start, prefix.strip("/"))
         return sorted(out)
 
-    def _group(self, path: str, ref: str | None) -> tuple[icechunk.Session, zarr.Group]:
+    def _group(self, path: str, ref: str | None, store: Any = None) -> tuple[icechunk.Session, zarr.Group]:
+        """The session at ``ref`` and the group at ``path``, opened in ``store`` (default: the
+        session's)."""
         session = self._session(ref)
-        try:
-            group = zarr.open_group(session.store, path=validate_artifact_path(path), mode="r")
-        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as err:
-            raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}") from err
+        group = _open_group(session.store if store is None else store, validate_artifact_path(path))
+        if group is None:
+            raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}")
         return session, group
 
     def version(self, path: str, *, ref: str | None = None) -> str | None:
@@ -319,17 +320,11 @@ class ArtifactStore:
         (:func:`stliif.store_codec.fetch_group`) and decoded from memory: the same bytes read by the same reader, without
         a round trip to the repository per array and chunk."""
         session = self._session(ref)
-        if load:
-            store: Any = fetch_group(session.store, validate_artifact_path(path))
-            if store is None:
-                raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}")
-            try:
-                group = zarr.open_group(store, path=path, mode="r")
-            except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as err:
-                raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}") from err
-        else:
-            store = session.store
-            _, group = self._group(path, ref)
+        store: Any = session.store
+        if load:  # nothing fetched: an empty store, where _group reports the artifact missing
+            fetched = fetch_group(session.store, validate_artifact_path(path))
+            store = zarr.storage.MemoryStore() if fetched is None else fetched
+        _, group = self._group(path, ref, store)
         packed = [name for name, arr in group.arrays() if PACKED_ATTR in arr.attrs]
         ds = xr.open_zarr(
             store, group=path, consolidated=False, decode_coords="all",
@@ -432,7 +427,7 @@ class ArtifactStore:
                           for i in range(1, g.count("/") + 2)})  # fmt: skip
         for _ in range(5):  # another writer may create them meanwhile (S3 has no lock)
             head = self._session(None).store
-            missing = [g for g in parents if not _is_group(head, g)]
+            missing = [g for g in parents if _open_group(head, g) is None]
             if not missing:
                 return
             with self._locked():
@@ -559,10 +554,9 @@ def _reason(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def _is_group(store: Any, path: str) -> bool:
-    """Whether ``path`` is a group in the Zarr ``store``."""
+def _open_group(store: Any, path: str) -> zarr.Group | None:
+    """The group at ``path`` in the Zarr ``store``, or None when there is none."""
     try:
-        zarr.open_group(store, path=path, mode="r")
+        return zarr.open_group(store, path=path, mode="r")
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError):
-        return False
-    return True
+        return None

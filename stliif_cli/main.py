@@ -112,8 +112,7 @@ def etl(
         repo = None  # an import creates the store
     resolve_run_aois(spec.stages, spec.aois, data=spec.data, store=repo)
     flow = flow_module("etl").etl
-    if dask or workers != 2:
-        flow = flow.with_options(task_runner=flow_module("runners").task_runner(dask, workers=workers))
+    flow = flow.with_options(task_runner=flow_module("runners").task_runner(dask, workers=workers))
     result = run_flow(flow, spec, st)
     console.print(f"snapshot [bold]{result['snapshot_id']}[/]: {_status_counts(result['records'])}")
 
