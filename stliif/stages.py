@@ -140,7 +140,7 @@ def _mask_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str
 
 
 def _mask_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
-    return {f"mask/{aoi}": compute_masks(read_cube(store, aoi))}
+    return {f"mask/{aoi}": compute_masks(read_cube(store, aoi, cache=True))}
 
 
 def _mask_summary(out: Artifacts) -> dict[str, Any]:
@@ -169,8 +169,8 @@ def _subset_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mapping[s
 def _subset_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
     import dataclasses
 
-    lr = read_cube(store, aoi, load=False)[["clm"]]  # dates, revisits, HR date: no pixels needed
-    clear = store.read(f"mask/{aoi}", load=True)["clear_fraction"].values.tolist()
+    lr = read_cube(store, aoi, cache=True)[["clm"]]  # dates, revisits, HR date, cloud mask
+    clear = store.read(f"mask/{aoi}", load=True, cache=True)["clear_fraction"].values.tolist()
     notes: tuple[str, ...] = ()
     k = int(params.get("k", 5))
     if "hr_date" not in lr.attrs:  # an acquired area or a crop: no HR image, maybe few dates
@@ -199,14 +199,14 @@ def _histogram_inputs(store: ArtifactStore, data: Path, aoi: str, params: Mappin
 
 
 def _histogram_compute(store: ArtifactStore, data: Path, aoi: str, params: Mapping[str, Any]) -> Artifacts:
-    lr = read_cube(store, aoi)
+    lr = read_cube(store, aoi, cache=True)
     if params["mode"] == "paper":
         if aoi not in PAPER_REFERENCE_REVISIT:
             raise NoDataError(f"no recorded paper reference revisit for AOI {aoi!r}")
         rgb = adapt_paper(lr, reference_revisit=PAPER_REFERENCE_REVISIT[aoi])
     else:
         revisits = store.read_json(f"subset/clean/{aoi}")["revisits"]
-        clear = store.read(f"mask/{aoi}", load=True)["clear"].astype(bool)
+        clear = store.read(f"mask/{aoi}", load=True, cache=True)["clear"].astype(bool)
         rgb = adapt_clean(lr, revisits=revisits, clear=clear)
     ds = rgb.rename("rgb").to_dataset()
     ds.attrs = {"aoi": aoi, "mode": params["mode"], **rgb.attrs, "bands": "B04,B03,B02"}
@@ -428,7 +428,7 @@ def run_split(
         aois = sorted(split_aois(store))
         if not aois:
             return StageResult("split", None, "skipped", reason="no AOI with HR targets (raw/<aoi> and hr/<aoi>/rgbn) in the store")
-        strata = {a: str(store.read(f"raw/{a}").attrs.get("IPCC") or a.split("-")[0].split("_")[0]) for a in aois}
+        strata = {a: str(store.attrs(f"raw/{a}").get("IPCC") or a.split("-")[0].split("_")[0]) for a in aois}
         manifests: Artifacts = {"splits/stratified": stratified_split(aois, strata, seed=seed).to_dict()}
         try:
             manifests["splits/paper"] = paper_split(aois, n_val=n_val, seed=seed).to_dict()

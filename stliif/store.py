@@ -39,6 +39,7 @@ from stliif.config import StoreSpec
 from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
 from stliif.location import check_location
 from stliif.names import validate_artifact_path, validate_ref_name
+from stliif.store_cache import read_cache
 from stliif.store_codec import PACK_ENCODING, PACKED_ATTR, encoded, fetch_group, put_group, unpack
 
 __all__ = ["PACKED_ATTR", "PACK_ENCODING", "ArtifactStore", "CommitBatch", "CommitInfo", "CommitResult", "run_key"]
@@ -313,13 +314,27 @@ class ArtifactStore:
         value = group.attrs.get(VERSION_ATTR)
         return str(value) if value is not None else None
 
-    def read(self, path: str, *, ref: str | None = None, load: bool = False) -> xr.Dataset:
+    def attrs(self, path: str, *, ref: str | None = None) -> dict[str, Any]:
+        """The attributes of the artifact at ``path`` (a Dataset's ``attrs``), without opening
+        its arrays."""
+        _, group = self._group(path, ref)
+        return dict(group.attrs)
+
+    def read(self, path: str, *, ref: str | None = None, load: bool = False, cache: bool = False) -> xr.Dataset:
         """Open the Dataset artifact at ``path`` (lazy, dask-backed unless ``load``).
 
         With ``load`` every stored key of the artifact is fetched from the repository at once
-        (:func:`stliif.store_codec.fetch_group`) and decoded from memory: the same bytes read by the same reader, without
-        a round trip to the repository per array and chunk."""
+        (:func:`stliif.store_codec.fetch_group`) and decoded from memory: the same bytes read by
+        the same reader, without a round trip to the repository per array and chunk. With
+        ``load`` and ``cache`` as well, an artifact this process has read before, and that no
+        commit since has touched, is a copy from memory (:mod:`stliif.store_cache`)."""
         session = self._session(ref)
+        cached = load and cache
+        if cached:
+            key = (self.store_id, self.spec.uri)
+            hit = read_cache.get(self.repo, key, path, session.snapshot_id)
+            if hit is not None:
+                return hit
         store: Any = session.store
         if load:  # nothing fetched: an empty store, where _group reports the artifact missing
             fetched = fetch_group(session.store, validate_artifact_path(path))
@@ -332,7 +347,12 @@ class ArtifactStore:
         )
         for name in packed:
             ds[name] = unpack(ds[name])
-        return ds.load() if load else ds
+        if not load:
+            return ds
+        ds = ds.load()
+        if cached:
+            read_cache.put(key, path, session.snapshot_id, ds)
+        return ds
 
     def read_json(self, path: str, *, ref: str | None = None) -> Any:
         """The JSON document stored at ``path``."""

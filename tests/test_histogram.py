@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from stliif.preprocess.histogram import (
     match_nir_clean,
     match_value_channel,
     match_value_channel_paper,
+    nanmedian_time,
     to_uint8_paper,
 )
 from stliif.sources.worldstrat import BANDS, find_aoi_files, list_aois, read_lr
@@ -328,3 +330,19 @@ def test_clean_on_real_aoi(worldstrat):
     assert np.array_equal(np.isfinite(nir.values), valid & np.isfinite(sub["reflectance"].sel(band="B08").values))
     nir_medians = [np.median(nir.values[k][valid[k]]) for k in range(len(revisits))]
     assert np.ptp(nir_medians) < 0.01 and 0.15 < np.median(nir_medians) < 0.6  # vegetated: NIR well above red
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("t", [1, 2, 3, 4, 7])
+def test_nanmedian_time_equals_numpy_to_the_bit(t, dtype):
+    rng = np.random.default_rng(t)
+    a = rng.random((t, 3, 17, 19)).astype(dtype)
+    a[rng.random(a.shape) < 0.4] = np.nan  # odd, even and zero counts of valid values
+    a[:, 0, 0, 0] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(a, axis=0)
+    got = nanmedian_time(a)
+    assert got.dtype == expected.dtype
+    assert np.isnan(got[0, 0, 0])
+    np.testing.assert_array_equal(got, expected)  # NaN where NaN, equal bits elsewhere

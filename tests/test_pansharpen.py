@@ -162,3 +162,20 @@ def test_real_spot_colour_and_detail(worldstrat, aoi):
         corr = np.corrcoef(_highpass(r)[ok_pan], _highpass(p)[ok_pan])[0, 1]
         assert corr > 0.95 and corr > corr_up + 0.5, (corr, corr_up)
     assert angles["brovey"] < 0.3 < angles["gram-schmidt"]  # why Brovey is the default
+
+
+@pytest.mark.parametrize(("n", "m"), [(7, 30), (50, 200), (264, 1054)])
+def test_spline_operator_is_map_coordinates(n, m):
+    """The 1-D operator equals scipy's 2-D cubic spline on the identity (``mode="nearest"``),
+    at non-integer ratios and positions up to both edges."""
+    from stliif.preprocess.pansharpen import _spline_operator
+
+    coords = np.linspace(-0.5, n - 0.5, m) + 1e-3 * np.sin(np.arange(m))
+    rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
+    reference = ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
+    op = _spline_operator(coords, n)
+    assert op.shape == (m, n)
+    np.testing.assert_allclose(op, reference, rtol=0, atol=1e-14)
+    signal = np.random.default_rng(0).random(n)
+    np.testing.assert_allclose(op @ signal, ndimage.map_coordinates(signal, [coords], order=3, mode="nearest"),
+                               rtol=0, atol=1e-12)  # fmt: skip

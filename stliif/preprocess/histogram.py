@@ -30,7 +30,6 @@ Two modes:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -411,6 +410,22 @@ def adapt_paper(
     return _as_rgb_array(rgb.isel(time=indices), np.stack(frames), attrs)
 
 
+def nanmedian_time(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=0)`` to the bit (all-NaN: NaN, no warning), without the masked
+    arrays numpy uses along a short axis: 3x faster for a few revisits.
+
+    The middle value, or the mean of the two middle values computed as numpy does,
+    ``(low + high) / 2`` in ``a``'s dtype."""
+    ordered = np.sort(a, axis=0)  # NaN last
+    n = np.sum(~np.isnan(a), axis=0)
+    h = n // 2
+    low = np.take_along_axis(ordered, np.where(n % 2 == 1, h, np.maximum(h - 1, 0))[None], axis=0)[0]
+    high = np.take_along_axis(ordered, np.minimum(h, a.shape[0] - 1)[None], axis=0)[0]
+    out = (low + high) / a.dtype.type(2)
+    out[n == 0] = np.nan
+    return out
+
+
 def _clean_valid(
     lr: xr.Dataset, rgb: xr.DataArray, revisits: Sequence[int], clear: np.ndarray | xr.DataArray | None
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -478,10 +493,7 @@ def adapt_clean(
     """
     rgb = _rgb_reflectance(lr)
     indices, data, valid = _clean_valid(lr, rgb, revisits, clear)
-    masked = np.where(valid[:, None], data, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-        composite = np.nanmedian(masked, axis=0)
+    composite = nanmedian_time(np.where(valid[:, None], data, np.nan))
     composite_valid = np.asarray(valid.any(axis=0))
     out = np.full(data.shape, np.nan, dtype=np.float32)
     for k in range(len(indices)):
@@ -530,9 +542,7 @@ def match_nir_clean(
     valid = valid & np.isfinite(data)
     if not valid.any():
         raise NoDataError(f"no valid clear NIR pixel in revisits {list(revisits)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-        composite = np.nanmedian(np.where(valid, data, np.nan), axis=0)
+    composite = nanmedian_time(np.where(valid, data, np.nan))
     reference = composite[valid.any(axis=0)]
     out = np.full(data.shape, np.nan, dtype=np.float32)
     for k in range(len(indices)):

