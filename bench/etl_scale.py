@@ -1,13 +1,16 @@
 """Benchmark: the library ETL over N synthetic AOIs: seconds per AOI and commits per stage run.
 
-usage: .venv/bin/python bench/etl_scale.py [--n 31 250 ...] [--data PATH] [--work DIR] [--per-aoi]
+usage: .venv/bin/python bench/etl_scale.py [--n 31 250 ...] [--data PATH] [--work DIR] [--per-aoi] [--batch-size N]
 
 The synthetic dataset is made here, under ``--work`` (default: a folder in /tmp, removed at the
 end; never in the repository): the shared subset's AOIs replicated round-robin under new names
 (``S<i>_<aoi>``), each L2A revisit's DN perturbed by a seeded +-3 (nodata kept), the masks,
 metadata and HR images linked. Each N runs import, mask, pansharpen, subset and histogram
-(``clean`` mode: ``paper`` needs the study's own AOI names) and the split into a fresh store, one
-``run_stage_batch`` per stage (``--per-aoi``: one ``run_stage`` per stage and AOI).
+(``clean`` mode: ``paper`` needs the study's own AOI names) and the split into a fresh store, as
+the ETL flow runs them: the AOIs in batches of ``--batch-size`` (the flow's default), each batch
+through every stage in order, one ``run_stage_batch`` (one commit) per stage and batch
+(``--per-aoi``: one ``run_stage`` per stage and AOI). Prints seconds per AOI, commits per stage
+run, the read cache's hits (:mod:`stliif.store_cache`) and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,10 +31,11 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stliif.config import default_data_root
+from stliif.config import ETLSpec, default_data_root
 from stliif.sources.worldstrat import list_aois
 from stliif.stages import plan_stages, run_split, run_stage, run_stage_batch
 from stliif.store import ArtifactStore
+from stliif.store_cache import read_cache
 
 
 def _renamed(file: str, aoi: str, name: str) -> str:
@@ -71,20 +76,25 @@ def make_dataset(src: Path, dst: Path, n: int, *, seed: int = 0) -> list[str]:
     return names
 
 
-def run(data: Path, aois: list[str], store_uri: str, *, per_aoi: bool) -> tuple[float, dict[str, tuple[float, int]]]:
-    """Total seconds; per stage run: seconds and commits."""
+def run(
+    data: Path, aois: list[str], store_uri: str, *, per_aoi: bool, batch_size: int
+) -> tuple[float, dict[str, tuple[float, int]]]:
+    """Total seconds; per stage: seconds and commits, summed over batches."""
     store = ArtifactStore.open(store_uri)
     plan = plan_stages(["import", "mask", "pansharpen", "subset", "histogram"], modes=("clean",))
     out: dict[str, tuple[float, int]] = {}
     t = time.perf_counter()
-    for name, stage, params, _ in plan:
-        n0, t0 = len(store.log()), time.perf_counter()
-        if per_aoi:
-            for aoi in aois:
-                run_stage(store, stage, aoi, data=data, params=params)
-        else:
-            run_stage_batch(store, stage, aois, data=data, params=params)
-        out[name] = (time.perf_counter() - t0, len(store.log()) - n0)
+    for i in range(0, len(aois), batch_size):
+        batch = aois[i:i + batch_size]
+        for name, stage, params, _ in plan:
+            n0, t0 = len(store.log()), time.perf_counter()
+            if per_aoi:
+                for aoi in batch:
+                    run_stage(store, stage, aoi, data=data, params=params)
+            else:
+                run_stage_batch(store, stage, batch, data=data, params=params)
+            sec, commits = out.get(name, (0.0, 0))
+            out[name] = (sec + time.perf_counter() - t0, commits + len(store.log()) - n0)
     n0, t0 = len(store.log()), time.perf_counter()
     run_split(store)
     out["split"] = (time.perf_counter() - t0, len(store.log()) - n0)
@@ -97,6 +107,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=default_data_root())
     ap.add_argument("--work", type=Path, help="folder for the synthetic dataset and stores (kept)")
     ap.add_argument("--per-aoi", action="store_true", help="one commit per stage and AOI")
+    ap.add_argument("--batch-size", type=int, default=ETLSpec().batch_size, help="AOIs per batch (the flow's)")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; "
@@ -109,11 +120,15 @@ def main() -> None:
             print(f"N={n}: dataset made in {time.perf_counter() - t0:.1f} s")
             store = work / f"store-{n}{'-per-aoi' if args.per_aoi else ''}"
             shutil.rmtree(store, ignore_errors=True)
-            total, stages = run(work / "data", aois, str(store), per_aoi=args.per_aoi)
+            hits, misses = read_cache.hits, read_cache.misses
+            total, stages = run(work / "data", aois, str(store), per_aoi=args.per_aoi, batch_size=args.batch_size)
+            batches = -(-n // args.batch_size)
             print(f"N={n}: {total:8.1f} s, {total / n:6.3f} s per AOI, "
-                  f"{sum(c for _, c in stages.values())} commits")
+                  f"{sum(c for _, c in stages.values())} commits ({batches} batches); load avg {os.getloadavg()[0]:.1f}; "
+                  f"read cache {read_cache.hits - hits} hits, {read_cache.misses - misses} misses; "
+                  f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", flush=True)
             for name, (sec, commits) in stages.items():
-                print(f"  {name:16s} {sec:8.1f} s  {sec / n * 1000:6.0f} ms per AOI  {commits:5d} commits")
+                print(f"  {name:16s} {sec:8.1f} s  {sec / n * 1000:6.0f} ms per AOI  {commits:5d} commits", flush=True)
             shutil.rmtree(store, ignore_errors=True)
     finally:
         if args.work is None:

@@ -11,7 +11,8 @@ array and chunk created, updated or deleted by the commits in between) touches n
 under the artifact's path, nor deletes a group above it. A snapshot that is not a descendant of the
 entry's (another branch, an older ref, a store rebuilt at the same path) is a miss. Entries are
 keyed by the repository's identity and location, and the cache is bounded in bytes
-(least recently used out first; ``STLIIF_READ_CACHE_MB``, default 1024, 0 turns it off).
+(least recently used out first; ``STLIIF_READ_CACHE_MB``, default an eighth of the memory up
+to 2048, 0 turns it off).
 """
 
 from __future__ import annotations
@@ -122,10 +123,19 @@ def _touched(path: str, changed: frozenset[str]) -> bool:
 
 
 def _max_bytes() -> int:
+    """``STLIIF_READ_CACHE_MB``, or an eighth of the machine's memory up to 2 GiB: a batch of
+    the ETL flow (64 AOIs, ~11 MB of LR cube and masks each) on each of three threads."""
+    value = os.environ.get("STLIIF_READ_CACHE_MB")
+    if value is not None:
+        try:
+            return max(0, int(float(value) * 2**20))
+        except ValueError:
+            pass
     try:
-        return max(0, int(float(os.environ.get("STLIIF_READ_CACHE_MB", "1024")) * 2**20))
-    except ValueError:
-        return 1024 * 2**20
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 * 2**30
+    return min(2 * 2**30, memory // 8)
 
 
 read_cache = ReadCache(_max_bytes())

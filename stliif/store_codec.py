@@ -36,8 +36,10 @@ def encoded(obj: xr.Dataset, attrs: Mapping[str, Any], chunks: Mapping[str, int]
         var = ds[name]
         if var.dtype.kind in "UT":  # variable-length strings have a Zarr v3 spec
             ds[name] = var = var.astype(object)
-        # One chunk per time step (a revisit is read whole); other dims whole.
-        sizes = (1 if d == "time" else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
+        # One chunk per time step (a revisit is read whole), other dims whole; a 1-D variable in
+        # memory (dates, revisit numbers, cloud cover) in one chunk, it is always read whole.
+        per_date = var.ndim > 1 or var.chunks is not None
+        sizes = (1 if d == "time" and per_date else min(n, chunks.get(str(d), n)) for d, n in var.sizes.items())
         pack = var.encoding.get(PACK_ENCODING)
         var.encoding = {"chunks": tuple(sizes), **_compressors(var)} if var.ndim else {}
         packed = _pack(var, pack) if pack else None
