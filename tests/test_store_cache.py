@@ -100,3 +100,14 @@ def test_the_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     store.read("raw/c", load=True, cache=True)
     store.read("raw/c", load=True, cache=True)
     assert off.hits == 0
+
+
+def test_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stliif.store_cache import _max_bytes
+
+    monkeypatch.setenv("STLIIF_READ_CACHE_MB", "5")
+    assert _max_bytes() == 5 * 2**20
+    monkeypatch.setenv("STLIIF_READ_CACHE_MB", "0")
+    assert _max_bytes() == 0
+    monkeypatch.delenv("STLIIF_READ_CACHE_MB")
+    assert 0 < _max_bytes() <= 2 * 2**30
