@@ -120,10 +120,11 @@ def main() -> None:
             print(f"N={n}: dataset made in {time.perf_counter() - t0:.1f} s")
             store = work / f"store-{n}{'-per-aoi' if args.per_aoi else ''}"
             shutil.rmtree(store, ignore_errors=True)
-            hits, misses = read_cache.hits, read_cache.misses
+            hits, misses, cpu = read_cache.hits, read_cache.misses, time.process_time()
             total, stages = run(work / "data", aois, str(store), per_aoi=args.per_aoi, batch_size=args.batch_size)
             batches = -(-n // args.batch_size)
-            print(f"N={n}: {total:8.1f} s, {total / n:6.3f} s per AOI, "
+            cpu = time.process_time() - cpu
+            print(f"N={n}: {total:8.1f} s, {total / n:6.3f} s per AOI (CPU {cpu / n:6.3f} s), "
                   f"{sum(c for _, c in stages.values())} commits ({batches} batches); load avg {os.getloadavg()[0]:.1f}; "
                   f"read cache {read_cache.hits - hits} hits, {read_cache.misses - misses} misses; "
                   f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", flush=True)
