@@ -142,13 +142,20 @@ def _decode(ints: Any, scale: np.float32, offset: np.float32, fill: Any) -> Any:
 
 
 def unpack(raw: xr.DataArray) -> xr.DataArray:
-    """The float32 values of a variable :func:`_pack` stored, read undecoded (lazy stays lazy)."""
+    """The float32 values of a variable :func:`_pack` stored, read undecoded (lazy stays lazy).
+
+    Their ``encoding`` keeps the packing (:data:`PACK_ENCODING`), as xarray keeps a variable's
+    encoding for the round trip: what is cut from them and committed again (a crop, a cube
+    refreshed with new dates) is packed again, when that is still lossless."""
     if raw.chunks is None:  # not lazy: read the integers once, not once per use below
         raw = raw.load()
     attrs = dict(raw.attrs)
     scale, offset = np.float32(attrs.pop("scale_factor")), np.float32(attrs.pop("add_offset", 0.0))
     fill = attrs.pop("_FillValue", raw.encoding.get("_FillValue"))
     attrs.pop(PACKED_ATTR)
+    spec = {} if fill is None else {
+        PACK_ENCODING: {"dtype": str(raw.dtype), "scale_factor": float(scale), "add_offset": float(offset), "fill": int(fill)}
+    }
     if raw.chunks is None and fill is not None:  # in memory: numpy, in place, the same values
         ints = raw.values
         values = ints.astype(np.float32)
@@ -157,14 +164,14 @@ def unpack(raw: xr.DataArray) -> xr.DataArray:
             values += offset
         values[ints == fill] = np.nan
         loaded = raw.copy(data=values)
-        loaded.attrs, loaded.encoding = attrs, {}
+        loaded.attrs, loaded.encoding = attrs, spec
         return loaded
     out = raw.astype(np.float32) * scale
     if offset != 0:
         out = out + offset
     if fill is not None:
         out = out.where(raw != fill)
-    out.attrs = attrs
+    out.attrs, out.encoding = attrs, spec
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rasterio
+import zarr
 from affine import Affine
 from conftest import dem_plane, free_port
 
@@ -101,6 +101,8 @@ def test_acquire_commits_a_utm_cube_and_a_refresh_adds_only_new_dates(
     assert len(store.log()) == snapshots + 1
     after = store.read("raw/lc", load=True)
     np.testing.assert_array_equal(after["reflectance"].sel(time=cube["time"]).values, cube["reflectance"].values)
+    # Stored compactly as the items' DN (one scale and offset here), the refresh's new dates too.
+    assert zarr.open_group(store._session(None).store, path="raw/lc", mode="r")["reflectance"].dtype == np.uint16
     assert list(after["revisit"].values) == list(range(1, len(second.dates) + 1))
     # Nothing new: no commit.
     third = run_acquire(store, _spec(stac_api, end="2019-12-31"))
@@ -125,6 +127,8 @@ def test_acquire_commits_a_utm_cube_and_a_refresh_adds_only_new_dates(
     assert run_crop(store, "raw/lc", "tri", polygon=tri).status == "committed"
     inside = store.read("crop/raw/lc/tri", load=True)["data_mask"].values[0] == 1
     assert 0.3 < inside.mean() < 0.7
+    for crop in ("sq", "tri"):
+        assert zarr.open_group(store._session(None).store, path=f"crop/raw/lc/{crop}", mode="r")["reflectance"].dtype == np.uint16
 
 
 def test_no_items_and_all_cloudy_are_recorded_without_a_commit(stac_api: dict[str, Any], tmp_path: Path) -> None:

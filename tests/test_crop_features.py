@@ -401,3 +401,27 @@ def test_docs_crop_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     exec(doc_example("preprocessing.md", "crop-python"), scope)
     assert scope["one"].index.tolist() == [4] and scope["names"] == SLUGS
     assert scope["result"].status == "unchanged" and len(scope["result"].artifacts) == 10
+
+
+def test_crops_of_a_packed_cube_are_packed(tmp_path: Path, vectors: dict[str, Path]) -> None:
+    """A cube stored as DN (the import's reflectance) gives crops stored as DN too, NaN outside
+    each district as the fill, read back to the bit."""
+    import zarr
+
+    from stliif.store import PACK_ENCODING
+
+    scale = np.float32(1e-4)
+    cube = raw_cube()
+    dn = np.arange(cube["reflectance"].size, dtype=np.int64).reshape(cube["reflectance"].shape) % 9973 + 1
+    cube["reflectance"] = cube["reflectance"].copy(data=dn.astype(np.float32) * scale)
+    cube["reflectance"].encoding[PACK_ENCODING] = {"dtype": "uint16", "scale_factor": float(scale), "fill": 0}
+    st = ArtifactStore.open(str(tmp_path / "store"))
+    st.commit({"raw/city": cube}, stage="import", params={"aoi": "city"})
+    res = run_crop(st, "raw/city", "districts", polygon=vectors["zip"], each="NAME")
+    src = st.read("raw/city", load=True)
+    for i, path in enumerate(res.artifacts):
+        stored = zarr.open_group(st._session(None).store, path=path, mode="r")["reflectance"]
+        assert stored.dtype == np.uint16, path
+        crop = st.read(path, load=True)
+        assert crop["reflectance"].dtype == np.float32
+        check_crop(crop, src, district(i))

@@ -368,7 +368,7 @@ def _selection(lr: xr.Dataset, revisits: Sequence[int] | None) -> list[int]:
 def _as_rgb_array(template: xr.DataArray, data: np.ndarray, attrs: dict) -> xr.DataArray:
     out = template.copy(data=data).assign_coords(band=["red", "green", "blue"])
     out.name = "rgb"
-    out.attrs = attrs
+    out.attrs, out.encoding = attrs, {}  # matched values, not the source's DN: not packed
     return out
 
 
@@ -549,7 +549,7 @@ def match_nir_clean(
         if valid[k].any():
             out[k][valid[k]] = match_cdf(data[k][valid[k]], reference)
     result = nir.copy(data=out).drop_vars("band", errors="ignore")
-    result.name = "nir"
+    result.name, result.encoding = "nir", {}
     result.attrs = {"aoi": lr.attrs.get("aoi", ""), "histogram_matching": NIR_RULE, "band": NIR_BAND,
                     "units": "surface reflectance"}
     return result

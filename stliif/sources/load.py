@@ -35,6 +35,7 @@ from stliif.sources.stac import (
     reflectance_params,
     resolve_band_asset,
 )
+from stliif.store_codec import PACK_ENCODING
 from stliif.types import AOI, Bands
 
 __all__ = ["CLOUD_CLASSES", "GDAL_HTTP", "REFLECTANCE_UNITS", "load_cube", "load_dem"]
@@ -123,6 +124,7 @@ def load_cube(
             "cannot share one cube; load them under different AOI names")
     level = levels.pop()
     per_item: list[xr.Dataset] = []
+    packs: set[tuple[float, float, str]] = set()  # (scale, offset, DN dtype) of the items
     groups: dict[tuple[str, str | None, str], list[pystac.Item]] = {}
     for it in items:
         name = provider_of(it)
@@ -142,6 +144,7 @@ def load_cube(
         scale = np.array([reflectance_params(i)[0] for i in its], np.float32)
         offset = np.array([reflectance_params(i)[1] for i in its], np.float32)
         dn = xr.concat([ds[keys[b]] for b in names], dim="band").transpose("time", "band", "y", "x")
+        packs |= set(zip(scale.tolist(), offset.tolist(), [str(dn.dtype)] * len(its), strict=True))
         refl = dn.astype(np.float32) * xr.DataArray(scale, dims="time") + xr.DataArray(offset, dims="time")
         refl = refl.where(dn != 0)
         data = {"reflectance": refl.assign_coords(band=names)}
@@ -189,6 +192,9 @@ def load_cube(
         revisit=("time", np.arange(1, cube.sizes["time"] + 1, dtype=np.int16)),
     )
     cube["reflectance"].attrs["nodata"] = "NaN"
+    if len(packs) == 1 and np.issubdtype((pack := packs.pop())[2], np.integer):  # stored as the DN when lossless
+        scale, offset, dtype = pack
+        cube["reflectance"].encoding[PACK_ENCODING] = {"dtype": dtype, "scale_factor": scale, "add_offset": offset, "fill": 0}
     cube.attrs.update({"reflectance_units": REFLECTANCE_UNITS[level], "processing_level": level})
     return cube.rio.write_crs(str(geobox.crs)).rio.write_transform(geobox.affine)
 
