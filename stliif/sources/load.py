@@ -193,8 +193,9 @@ def load_cube(
     )
     cube["reflectance"].attrs["nodata"] = "NaN"
     if len(packs) == 1 and np.issubdtype((pack := packs.pop())[2], np.integer):  # stored as the DN when lossless
-        scale, offset, dtype = pack
-        cube["reflectance"].encoding[PACK_ENCODING] = {"dtype": dtype, "scale_factor": scale, "add_offset": offset, "fill": 0}
+        cube["reflectance"].encoding[PACK_ENCODING] = {
+            "dtype": pack[2], "scale_factor": pack[0], "add_offset": pack[1], "fill": 0
+        }
     cube.attrs.update({"reflectance_units": REFLECTANCE_UNITS[level], "processing_level": level})
     return cube.rio.write_crs(str(geobox.crs)).rio.write_transform(geobox.affine)
 
