@@ -109,9 +109,15 @@ def main() -> None:
     for k, held in enumerate(parts):
         print(f"fold {k}: {', '.join(a + ('*' if a in PAPER_TEST_AOIS else '') for a in held)}", flush=True)
     store = ArtifactStore.open(args.store, create=False)
-    paper = load_paper_samples(args.data, aois, with_dates=True)
-    clean = {a: load_clean_sample(store, a) for a in aois}
-    print(f"samples loaded: {time.perf_counter() - t_start:.0f} s", flush=True)
+    samples: dict = {}
+
+    def load() -> tuple[dict, dict]:
+        """P and C samples of every AOI, read once, when a fold is first scored here."""
+        if not samples:
+            samples["P"] = load_paper_samples(args.data, aois, with_dates=True)
+            samples["C"] = {a: load_clean_sample(store, a) for a in aois}
+            print(f"samples loaded: {time.perf_counter() - t_start:.0f} s", flush=True)
+        return samples["P"], samples["C"]
 
     psnr: dict = {}
     timing: dict[str, dict[str, float]] = {}
@@ -133,6 +139,7 @@ def main() -> None:
         if args.existing_only:
             print(f"fold {k}: not scored yet (skipped: --existing-only)", flush=True)
             continue
+        paper, clean = load()
         t0 = time.perf_counter()
         spec = fold_spec(record.train_spec or {}, train_aois, steps=args.steps, threads=args.threads)
         best = train_fold(spec, fold_dir)
