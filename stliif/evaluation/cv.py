@@ -115,7 +115,9 @@ def train_fold(spec: Any, out_dir: str | Path, *, trainer: Callable[..., Any] | 
         if ck.step == spec.steps and sorted(ck.data.get("train_aois") or []) == sorted(spec.train_aois):
             return best
     if trainer is None:
-        from stliif.train import train as trainer
+        from stliif.train import train
+
+        trainer = train
     res = trainer(spec, out, progress=False)
     if not res.finished or not best.is_file():
         raise InvalidInputError(f"{out}: training stopped at step {res.step} of {spec.steps}; rerun to resume")
