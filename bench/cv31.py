@@ -8,7 +8,7 @@ Usage::
 ``STORE`` holds the clean ETL artifacts of every AOI (``stliif etl --mode clean --store STORE``);
 the fold models are committed there as ``models/<name>-fold<k>``. The 31 AOIs (train, val and
 test AOIs of the paper split alike) are split into ``--folds`` seeded folds
-(:func:`stliif.evaluation.cv.kfold`); fold ``k``'s model is the record's configuration
+(:func:`stliif.train.cv.kfold`); fold ``k``'s model is the record's configuration
 (``models/record``: its train spec, ``--steps`` steps, no validation AOIs, the last step) trained
 on the other folds' AOIs, calibrated as the record is (its weight and V-mean mode; colour map and
 grid offset refitted on the fold's training AOIs), and scored on its own fold on P's targets and
@@ -37,7 +37,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from stliif.config import default_data_root  # noqa: E402
-from stliif.evaluation.cv import (  # noqa: E402
+from stliif.evaluation.paper import PAPER_TEST_AOIS, load_paper_samples, paper_aois  # noqa: E402
+from stliif.train.cv import (  # noqa: E402
     METHODS,
     REFERENCE,
     SCALES,
@@ -51,7 +52,6 @@ from stliif.evaluation.cv import (  # noqa: E402
     summarize,
     train_fold,
 )
-from stliif.evaluation.paper import PAPER_TEST_AOIS, load_paper_samples, paper_aois  # noqa: E402
 
 PROTOCOLS = {"P": "P targets (study's), uint8 PSNR", "C": "C targets (our ETL), uint8 PSNR",
              "C-refl": "C targets, reflectance PSNR"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Cross-validation over every AOI (stliif.evaluation.cv): folds, out-of-fold scoring, paired
+"""Cross-validation over every AOI (stliif.train.cv): folds, out-of-fold scoring, paired
 deltas, resume, and the fold model committed to the store, on tiny synthetic arrays."""
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ import torch
 from stliif.checkpoint import load_checkpoint, save_checkpoint
 from stliif.errors import InvalidInputError
 from stliif.evaluation.clean import CleanSample
-from stliif.evaluation.cv import (
+from stliif.evaluation.paper import PAPER_TEST_AOIS, PaperSample
+from stliif.models.baselines import resize
+from stliif.models.registry import make_model
+from stliif.store import ArtifactStore
+from stliif.train import TrainSpec
+from stliif.train.cv import (
     calibrate_fold,
     check_out_of_fold,
     commit_fold,
@@ -25,11 +30,6 @@ from stliif.evaluation.cv import (
     summarize,
     train_fold,
 )
-from stliif.evaluation.paper import PAPER_TEST_AOIS, PaperSample
-from stliif.models.baselines import resize
-from stliif.models.registry import make_model
-from stliif.store import ArtifactStore
-from stliif.train import TrainSpec
 
 TINY = {"name": "temporal-liif", "args": {
     "encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 8, "n_resblocks": 1}},

@@ -6,6 +6,7 @@
 - :mod:`~stliif.train.data`: random crops supervised on the real HR grid (:class:`CropDataset`).
 - :mod:`~stliif.train.loop`: :func:`train` (seeded, resumable), validation, curves, runs.
 - :mod:`~stliif.train.calibrate`: :func:`calibrate` a checkpoint on its training AOIs.
+- :mod:`~stliif.train.cv`: K-fold cross-validation of a configuration over every AOI.
 """
 
 from stliif.train.calibrate import calibrate, init_colour_map
