@@ -39,6 +39,7 @@ from stliif.models.baselines import ColourMap, median_bicubic  # noqa: E402
 from stliif.models.calibration import Calibration, fit_offset  # noqa: E402
 from stliif.models.inference import ModelPredictor  # noqa: E402
 from stliif.train import CPU_MODEL, TrainSpec, train  # noqa: E402
+from stliif.train.cv import kfold  # noqa: E402
 
 SCALES = {"x2": 314, "x4": 628, "x6": 1054}
 GRID = [(w, mode) for w in (0.0, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0) for mode in ("none", "add", "mul")]
@@ -52,12 +53,6 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def folds(aois: list[str], k: int, seed: int = 0) -> list[list[str]]:
-    """``k`` disjoint folds of ``aois`` (seeded shuffle, sizes differ by at most one)."""
-    order = [str(a) for a in np.random.default_rng(seed).permutation(sorted(aois))]
-    return [sorted(order[i::k]) for i in range(k)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, default=3)
@@ -68,7 +63,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="Write per-AOI PSNRs as JSON.")
     args = ap.parse_args()
     aois = paper_train_aois(args.data)
-    parts = folds(aois, args.folds)
+    parts = kfold(aois, args.folds)
     samples = load_paper_samples(args.data, aois, with_dates=True)
     psnr: dict[str, dict[str, dict[str, float]]] = {}  # psnr[method][aoi][scale]
 

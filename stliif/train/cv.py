@@ -13,7 +13,7 @@ against ``median-colour``.
 Unlike :class:`stliif.train.TrainSpec` (which refuses the study's test AOIs), a fold spec
 (:func:`fold_spec`) trains on test AOIs of the paper split by design: every AOI is held out by
 exactly one fold. Nothing is chosen here: the configuration (model, steps, calibration) is fixed
-before any fold is scored. Imports torch only where a model is trained or run.
+before any fold is scored.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ Psnr = dict[str, dict[str, dict[str, dict[str, float]]]]
 
 def kfold(aois: Iterable[str], k: int, seed: int = 0) -> list[list[str]]:
     """``k`` disjoint folds covering ``aois`` (seeded shuffle of the sorted names, fold ``i`` gets
-    every ``k``-th from position ``i``: sizes differ by at most one), each sorted. The rule of
-    ``bench/cv.py``.
+    every ``k``-th from position ``i``: sizes differ by at most one), each sorted (also
+    ``bench/cv.py``'s folds).
 
     Raises:
         InvalidInputError: ``k < 2``, more folds than AOIs, or a repeated AOI.
