@@ -31,6 +31,7 @@ from stliif.metrics import ssim as _ssim
 from stliif.models.baselines import ColourMap, Predictor, resize, to_uint8
 from stliif.models.predictor import UINT8_PEAK
 from stliif.preprocess.split import PAPER_TEST_AOIS
+from stliif.sources.worldstrat_metadata import read_metadata
 
 __all__ = [
     "PAPER_HR_SIZE",
@@ -144,7 +145,6 @@ def load_paper_dates(root: str | Path, aoi: str) -> tuple[np.ndarray, np.datetim
     Returns:
         ``(dates (5,) datetime64[D] ascending, hr_date datetime64[D])``.
     """
-    from stliif.sources.worldstrat import read_metadata  # lazy: pulls rasterio/xarray
 
     r = Path(root).expanduser()
     _check_aoi(aoi)

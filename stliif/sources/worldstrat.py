@@ -31,6 +31,7 @@ from rasterio.transform import from_bounds
 
 from stliif.errors import DataAccessError, InvalidInputError
 from stliif.raw_schema import check_raw
+from stliif.sources.worldstrat_metadata import read_metadata
 from stliif.store import PACK_ENCODING
 
 __all__ = [
@@ -185,49 +186,6 @@ def source_fingerprint(files: AOIFiles) -> str:
         st = p.stat()
         h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
-
-
-def _parse_date(value: Any, path: Path, key: str) -> np.datetime64:
-    try:
-        return np.datetime64(dt.date.fromisoformat(str(value)[:10]), "ns")
-    except (TypeError, ValueError) as err:
-        raise DataAccessError(f"{path}: field {key!r} is not an ISO date: {value!r}") from err
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Read a revisit's ``.metadata`` JSON in either dialect, normalised.
-
-    Returns keys ``date`` and ``hr_date`` (datetime64), ``delta_days`` (int), ``cloud_cover``
-    (float, percent), and where present ``lon``, ``lat``, ``bounds`` (list of 4 floats) and the
-    land-cover labels ``LCCS``, ``SMOD``, ``IPCC``.
-    """
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataAccessError(f"{path}: unreadable metadata ({err})") from err
-    if not isinstance(raw, dict):
-        raise DataAccessError(f"{path}: metadata is not a JSON object")
-    date_key = "lowres_date" if "lowres_date" in raw else "datetime"
-    hr_key = "highres_date" if "highres_date" in raw else "target_date"
-    if date_key not in raw or hr_key not in raw:
-        raise DataAccessError(f"{path}: metadata lacks the LR or HR date")
-    out: dict[str, Any] = {
-        "date": _parse_date(raw[date_key], path, date_key),
-        "hr_date": _parse_date(raw[hr_key], path, hr_key),
-        "cloud_cover": float(raw.get("cloud_cover", np.nan)),
-    }
-    out["delta_days"] = int((out["date"] - out["hr_date"]) / np.timedelta64(1, "D"))
-    for key in ("lon", "lat"):
-        if key in raw:
-            out[key] = float(raw[key])
-    if "bounds" in raw:
-        bounds = raw["bounds"]
-        out["bounds"] = [float(v) for v in (json.loads(bounds) if isinstance(bounds, str) else bounds)]
-    for key in ("LCCS", "SMOD", "IPCC"):
-        if key in raw:
-            out[key] = raw[key]
-    return out
 
 
 def _read_raster(path: Path) -> tuple[np.ndarray, rasterio.profiles.Profile, tuple[float, ...]]:
