@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from stliif.config import STAGES, CropSpec
@@ -211,7 +212,7 @@ def _histogram_compute(store: ArtifactStore, data: Path, aoi: str, params: Mappi
     ds = rgb.rename("rgb").to_dataset()
     ds.attrs = {"aoi": aoi, "mode": params["mode"], **rgb.attrs, "bands": "B04,B03,B02"}
     if params["mode"] == "clean" and NIR_BAND in lr["band"].values:  # paper: the study's RGB frames only
-        nir = match_nir_clean(lr, revisits=revisits, clear=clear)
+        nir = match_nir_clean(lr, revisits=revisits, clear=clear, rgb_valid=np.isfinite(rgb.values).all(axis=1))
         ds["nir"] = nir
         ds.attrs.update(bands="B04,B03,B02,B08", nir_matching=nir.attrs["histogram_matching"])
     return {f"matched/{params['mode']}/{aoi}": ds.assign_coords(spatial_ref=lr["spatial_ref"])}

@@ -115,9 +115,13 @@ def test_kfold_is_disjoint_covering_balanced_and_seeded() -> None:
 def test_fold_spec_trains_on_test_aois_without_validation_and_keeps_the_base() -> None:
     base = TrainSpec(model=TINY, steps=7, lr=5e-4).model_dump(mode="json")
     test = sorted(PAPER_TEST_AOIS)[:2]
-    with pytest.raises((InvalidInputError, ValueError)):  # the paper split's guard, which a fold spec bypasses
+    with pytest.raises((InvalidInputError, ValueError), match="test AOIs"):  # the paper split's guard
         TrainSpec(model=TINY, train_aois=test)
     spec = fold_spec(base, ["Landcover-14956", *test], steps=3, threads=1)
+    assert spec.cross_validation  # the guard is off by an explicit, recorded flag, not bypassed
+    with pytest.raises((InvalidInputError, ValueError), match="test AOIs"):  # and only with it
+        TrainSpec.model_validate({**spec.model_dump(mode="json"), "cross_validation": False})
+    assert TrainSpec.model_validate(spec.model_dump(mode="json")) == spec  # a fold's stored spec reloads
     assert spec.train_aois == sorted(["Landcover-14956", *test])
     assert spec.val_aois is None and spec.n_val == 0 and spec.val_every == 0
     assert (spec.steps, spec.threads, spec.lr) == (3, 1, 5e-4)

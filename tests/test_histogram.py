@@ -281,6 +281,10 @@ def test_match_nir_clean_matches_the_composite_nir_and_leaves_rgb_alone():
         order = np.argsort(raw[k][valid[k]], kind="stable")  # monotone: NIR ordering kept
         assert np.all(np.diff(nir.values[k][valid[k]][order]) >= 0)
     assert "B08" in nir.attrs["histogram_matching"]
+    known = match_nir_clean(lr, revisits=[1, 2, 3, 4], clear=clear, rgb_valid=np.isfinite(rgb.values).all(axis=1))
+    assert np.array_equal(known.values, nir.values, equal_nan=True)  # the RGB rule's pixels, not computed again
+    with pytest.raises(InvalidInputError):
+        match_nir_clean(lr, revisits=[1, 2, 3, 4], rgb_valid=np.ones((3, 5, 5), bool))
     with pytest.raises(InvalidInputError):
         match_nir_clean(lr.sel(band=["B04", "B03", "B02"]), revisits=[1])
 
@@ -328,6 +332,8 @@ def test_clean_on_real_aoi(worldstrat):
     assert np.ptp(medians) < 0.01  # reflectance units: every frame's V now shares one median
     nir = match_nir_clean(lr, revisits=revisits)
     assert np.array_equal(np.isfinite(nir.values), valid & np.isfinite(sub["reflectance"].sel(band="B08").values))
+    known = match_nir_clean(lr, revisits=revisits, rgb_valid=np.isfinite(out.values).all(axis=1))
+    assert np.array_equal(known.values, nir.values, equal_nan=True)
     nir_medians = [np.median(nir.values[k][valid[k]]) for k in range(len(revisits))]
     assert np.ptp(nir_medians) < 0.01 and 0.15 < np.median(nir_medians) < 0.6  # vegetated: NIR well above red
 

@@ -516,6 +516,7 @@ def match_nir_clean(
     *,
     revisits: Sequence[int],
     clear: np.ndarray | xr.DataArray | None = None,
+    rgb_valid: np.ndarray | None = None,
 ) -> xr.DataArray:
     """The clean mode's NIR: B08 of ``revisits`` CDF-matched, band by band, to the B08 of their
     clear median composite (``NIR_RULE``; valid pixels as :func:`adapt_clean`'s, and B08 finite).
@@ -524,6 +525,9 @@ def match_nir_clean(
         lr: LR cube from ``read_lr`` with band ``B08``.
         revisits: As :func:`adapt_clean`'s.
         clear: As :func:`adapt_clean`'s.
+        rgb_valid: The RGB rule's validity of the selected revisits, ``(T, y, x)`` boolean, when
+            already known (``np.isfinite(adapt_clean(...)).all(axis=1)``, the same pixels): not
+            computed again.
 
     Returns:
         float32 reflectance DataArray (time, y, x) named ``nir``, NaN where invalid, in the
@@ -536,7 +540,13 @@ def match_nir_clean(
     rgb = _rgb_reflectance(lr)
     if NIR_BAND not in lr["reflectance"]["band"].values:
         raise InvalidInputError(f"reflectance lacks the near infrared band {NIR_BAND}")
-    indices, _, valid = _clean_valid(lr, rgb, revisits, clear)
+    if rgb_valid is None:
+        indices, _, valid = _clean_valid(lr, rgb, revisits, clear)
+    else:
+        indices, valid = _selection(lr, revisits), np.asarray(rgb_valid, dtype=bool)
+        if valid.shape != (len(indices), lr.sizes["y"], lr.sizes["x"]):
+            raise InvalidInputError(f"rgb_valid must have shape {(len(indices), lr.sizes['y'], lr.sizes['x'])}, "
+                                    f"got {valid.shape}")  # fmt: skip
     nir = lr["reflectance"].sel(band=NIR_BAND).transpose("time", "y", "x").isel(time=indices)
     data = nir.values.astype(np.float32)
     valid = valid & np.isfinite(data)

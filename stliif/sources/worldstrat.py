@@ -13,8 +13,6 @@ L2A values may be float32 reflectance (release) or uint16 DN with a 1e-4 scale.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +34,9 @@ from stliif.store import PACK_ENCODING
 
 __all__ = [
     "BANDS",
+    "AOIFiles",
     "HRImages",
     "RevisitFiles",
-    "AOIFiles",
     "find_aoi_files",
     "list_aois",
     "read_aoi",

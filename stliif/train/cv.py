@@ -10,9 +10,9 @@ mode (the calibrated output) and in product mode (:func:`stliif.constraint.produ
 :func:`summarize` gives per-method means and paired deltas (95 % bootstrap CI, AOIs resampled)
 against ``median-colour``.
 
-Unlike :class:`stliif.train.TrainSpec` (which refuses the study's test AOIs), a fold spec
-(:func:`fold_spec`) trains on test AOIs of the paper split by design: every AOI is held out by
-exactly one fold. Nothing is chosen here: the configuration (model, steps, calibration) is fixed
+A fold spec (:func:`fold_spec`) is a :class:`stliif.train.TrainSpec` marked ``cross_validation``:
+unlike any other spec it may train on test AOIs of the paper split, since every AOI is held out
+by exactly one fold. Nothing is chosen here: the configuration (model, steps, calibration) is fixed
 before any fold is scored.
 """
 
@@ -80,20 +80,20 @@ def kfold(aois: Iterable[str], k: int, seed: int = 0) -> list[list[str]]:
 def fold_spec(base: Mapping[str, Any], train_aois: Sequence[str], *, steps: int | None = None,
               threads: int | None = None) -> Any:  # fmt: skip
     """The :class:`~stliif.train.TrainSpec` of a fold: ``base`` (a train spec's JSON form, e.g. the
-    record's) validated, then its training AOIs replaced by ``train_aois`` (no validation AOIs)
-    without the test-AOI guard (which protects the paper split, not a cross-validation over all
-    AOIs), and ``steps`` / ``threads`` when given."""
+    record's) with its training AOIs replaced by ``train_aois`` (no validation AOIs), marked
+    ``cross_validation`` (the paper split's test AOIs may train it: each is held out by another
+    fold), and ``steps`` / ``threads`` when given. Validated as any spec."""
     from stliif.train import TrainSpec
 
     if not train_aois:
         raise InvalidInputError("a fold needs training AOIs")
-    spec = TrainSpec.model_validate({**dict(base), "train_aois": None, "val_aois": None, "n_val": 0})
-    update: dict[str, Any] = {"train_aois": sorted(train_aois), "val_aois": None, "n_val": 0, "val_every": 0}
+    update: dict[str, Any] = {"train_aois": sorted(train_aois), "val_aois": None, "n_val": 0, "val_every": 0,
+                              "cross_validation": True}  # fmt: skip
     if steps is not None:
         update["steps"] = int(steps)
     if threads is not None:
         update["threads"] = int(threads)
-    return spec.model_copy(update=update)
+    return TrainSpec.model_validate({**dict(base), **update})
 
 
 def train_fold(spec: Any, out_dir: str | Path, *, trainer: Callable[..., Any] | None = None) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stliif.config import default_data_root
 from stliif.errors import InvalidInputError
@@ -76,6 +76,10 @@ class TrainSpec(BaseModel):
     val_aois: list[str] | None = Field(
         None, description="Validation AOIs (default: the paper split's val part)."
     )
+    cross_validation: bool = Field(
+        False, description="A fold of a cross-validation over every AOI (stliif.train.cv): its "
+        "training AOIs may include the paper split's test AOIs, each held out by another fold.",
+    )
     steps: int = Field(2000, ge=1, description="Total optimisation steps (sets the LR schedule).")
     batch_size: int = Field(8, ge=1, description="Crops per step.")
     crop: int = Field(32, ge=4, description="LR crop side (px).")
@@ -116,16 +120,21 @@ class TrainSpec(BaseModel):
 
     @field_validator("train_aois", "val_aois")
     @classmethod
-    def _no_test(cls, v: list[str] | None) -> list[str] | None:
+    def _not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise InvalidInputError("AOI lists must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _no_test(self) -> TrainSpec:
+        """The paper split's test AOIs train and select nothing, except in a cross-validation fold."""
         from stliif.evaluation.paper import PAPER_TEST_AOIS
 
-        if v is not None:
-            bad = sorted(set(v) & set(PAPER_TEST_AOIS))
+        if not self.cross_validation:
+            bad = sorted((set(self.train_aois or []) | set(self.val_aois or [])) & set(PAPER_TEST_AOIS))
             if bad:
                 raise InvalidInputError(f"test AOIs must not be used for training or selection: {bad}")
-            if not v:
-                raise InvalidInputError("AOI lists must not be empty")
-        return v
+        return self
 
     @field_validator("freeze_colour")
     @classmethod
