@@ -6,10 +6,10 @@ Usage::
         [--jobs 15] [--keep record] [--device cuda]
 
 The folds are :func:`stliif.train.cv.kfold`'s over every AOI under ``ROOT`` (as ``bench/cv31.py``).
-Each ``--config`` is the record's train spec (``models/record``) with its model replaced by
-``MODEL`` (``cpu``: :data:`~stliif.train.CPU_MODEL`, the record's; ``gpu``:
-:data:`~stliif.train.GPU_MODEL`) and ``STEPS`` steps; default ``record=cpu:1200`` (the record's
-configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
+Each ``--config NAME=MODEL:STEPS[:LOSS]`` is the record's train spec (``models/record``) with its
+model replaced by ``MODEL`` (``cpu``: :data:`~stliif.train.CPU_MODEL`, the record's; ``gpu``:
+:data:`~stliif.train.GPU_MODEL`), ``STEPS`` steps and the training loss ``LOSS`` (``l1``, the
+record's, or ``l1-debiased``); default ``record=cpu:1200`` (the record's configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
 spawned processes sharing the device: train (:func:`~stliif.train.cv.train_fold`), calibrate with
 the record's calibration rule (:func:`~stliif.train.cv.calibrate_fold`: its weight and V-mean
 mode, colour map and grid offset refitted on the fold's training AOIs) and score protocol P out of
@@ -40,17 +40,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 MODELS = ("cpu", "gpu")
+LOSSES = ("l1", "l1-debiased")
 
 
-def _config(text: str) -> tuple[str, str, int]:
+def _config(text: str) -> tuple[str, str, int, str]:
     name, _, rest = text.partition("=")
-    model, _, steps = rest.partition(":")
-    if not name or model not in MODELS or not steps.isdigit():
-        raise argparse.ArgumentTypeError(f"--config NAME=MODEL:STEPS with MODEL in {MODELS}, got {text!r}")
-    return name, model, int(steps)
+    model, _, rest = rest.partition(":")
+    steps, _, loss = rest.partition(":")
+    if not name or model not in MODELS or not steps.isdigit() or loss not in ("", *LOSSES):
+        raise argparse.ArgumentTypeError(f"--config NAME=MODEL:STEPS[:LOSS] with MODEL in {MODELS}, LOSS in "
+                                         f"{LOSSES}, got {text!r}")  # fmt: skip
+    return name, model, int(steps), loss or "l1"
 
 
-def job(name: str, model: str, steps: int, k: int, held: list[str], aois: list[str], args: dict[str, Any]) -> dict:
+def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], aois: list[str], args: dict[str, Any]) -> dict:
     """Train, calibrate and P-score one fold of one configuration (in a spawned process)."""
     import torch
 
@@ -64,7 +67,7 @@ def job(name: str, model: str, steps: int, k: int, held: list[str], aois: list[s
     record = load_checkpoint(args["record"])
     rcal = record.extra["calibration"]
     base = {**(record.train_spec or {}), "data": args["data"], "device": args["device"], "workers": 0,
-            "model": CPU_MODEL if model == "cpu" else GPU_MODEL}  # fmt: skip
+            "model": CPU_MODEL if model == "cpu" else GPU_MODEL, "loss": loss}  # fmt: skip
     train_aois = [a for a in aois if a not in held]
     fold_dir = Path(args["out"]) / name / f"fold{k}"
     t0 = time.perf_counter()
@@ -83,7 +86,7 @@ def job(name: str, model: str, steps: int, k: int, held: list[str], aois: list[s
     seconds = {"train": t1 - t0, "calibrate_score": t2 - t1}
     device = torch.cuda.get_device_name(0) if args["device"] == "cuda" else "cpu"
     (fold_dir / "scores-p.json").write_text(json.dumps(
-        {"config": name, "model": model, "steps": steps, "held": held, "psnr": {"P": psnr["P"]},
+        {"config": name, "model": model, "steps": steps, "loss": loss, "held": held, "psnr": {"P": psnr["P"]},
          "seconds": seconds, "device": device}, indent=1))  # fmt: skip
     (fold_dir / "last.pt").unlink(missing_ok=True)
     if name not in args["keep"]:
@@ -95,7 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--config", type=_config, action="append", help="NAME=MODEL:STEPS (repeatable).")
+    ap.add_argument("--config", type=_config, action="append", help="NAME=MODEL:STEPS[:LOSS] (repeatable).")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=15)
@@ -105,7 +108,7 @@ def main() -> None:
     ap.add_argument("--aois", type=int, default=0, help="Only the first N AOIs (smoke tests).")
     ap.add_argument("--scales", nargs="*", default=["x2", "x4", "x6"])
     args = ap.parse_args()
-    configs = args.config or [("record", "cpu", 1200)]
+    configs = args.config or [("record", "cpu", 1200, "l1")]
 
     from stliif.evaluation.paper import paper_aois
     from stliif.train.cv import kfold, merge, summarize
@@ -115,10 +118,9 @@ def main() -> None:
     shared = {"data": str(args.data), "out": str(args.out), "device": args.device, "record": str(args.record),
               "keep": list(args.keep), "scales": list(args.scales)}  # fmt: skip
     t0 = time.perf_counter()
-    results: dict[str, dict] = {name: {"psnr": {}, "seconds": {}} for name, _, _ in configs}
+    results: dict[str, dict] = {c[0]: {"psnr": {}, "seconds": {}} for c in configs}
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(job, name, model, steps, k, held, aois, shared)
-                   for name, model, steps in configs for k, held in enumerate(parts)]  # fmt: skip
+        futures = [pool.submit(job, *c, k, held, aois, shared) for c in configs for k, held in enumerate(parts)]
         for f in as_completed(futures):
             r = f.result()
             merge(results[r["config"]]["psnr"], r["psnr"])
@@ -126,10 +128,10 @@ def main() -> None:
             print(f"{r['config']} fold {r['fold']} on {r['device']}: train {r['seconds']['train']:.0f} s, "
                   f"calibrate+score {r['seconds']['calibrate_score']:.0f} s ({time.perf_counter() - t0:.0f} s)",
                   flush=True)  # fmt: skip
-    for name, model, steps in configs:
+    for name, model, steps, loss in configs:
         res = results[name]
-        res.update(model=model, steps=steps, summary=summarize(res["psnr"]))
-        print(f"\n{name} ({model}, {steps} steps), P targets: mean PSNR (delta vs median-colour [95 % CI])")
+        res.update(model=model, steps=steps, loss=loss, summary=summarize(res["psnr"]))
+        print(f"\n{name} ({model}, {steps} steps, {loss}), P targets: mean PSNR (delta vs median-colour [95 % CI])")
         for m, cells in res["summary"]["P"].items():
             print(f"  {m:18s} " + "  ".join(
                 f"{sc} {c['mean']:.2f}" + ("" if c["delta"] is None else f" ({c['delta']:+.2f} [{c['ci_low']:+.2f}, "

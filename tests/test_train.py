@@ -19,7 +19,7 @@ from stliif.models.liif import ResidualBase
 from stliif.models.registry import make_model
 from stliif.train import TrainSpec, train
 from stliif.train.data import CropDataset, Scene, select_frames
-from stliif.train.loop import _forward, _same_run
+from stliif.train.loop import _forward, _same_run, training_loss
 
 torch.set_num_threads(1)
 
@@ -203,6 +203,21 @@ def test_resume_continues_the_step_count_and_reproduces_the_losses(worldstrat, t
     assert ck.train_spec is not None and ck.train_spec["model"] == TINY
     with pytest.raises(CheckpointError, match="different spec"):
         train(spec.model_copy(update={"lr": 1e-2}), tmp_path / "b", progress=False)
+
+
+def test_debiased_loss_ignores_a_crop_s_per_band_colour_offset_but_not_structure():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 50, 3, generator=g)
+    offset = torch.tensor([[[0.1, -0.2, 0.05]], [[0.0, 0.3, -0.1]]])  # (B, 1, C): per crop, per band
+    assert training_loss(gt + offset, gt, "l1") > 0.05
+    assert training_loss(gt + offset, gt, "l1-debiased") < 1e-6
+    noisy = gt + 0.1 * torch.randn(2, 50, 3, generator=g)  # structure errors still cost
+    assert training_loss(noisy + offset, gt, "l1-debiased") > 0.05
+    assert torch.equal(training_loss(noisy, gt, "l1"), torch.nn.functional.l1_loss(noisy, gt))
+    with pytest.raises(InvalidInputError, match="unknown loss"):
+        training_loss(noisy, gt, "l2")
+    with pytest.raises(ValueError):
+        TrainSpec(loss="l2")
 
 
 def test_resume_treats_fields_added_later_as_their_defaults():

@@ -52,7 +52,7 @@ from stliif.train.data import CropDataset, Scene
 from stliif.train.inputs import load_inputs
 from stliif.train.spec import TrainSpec
 
-__all__ = ["TrainResult", "load_run", "train", "validate", "write_curves"]
+__all__ = ["TrainResult", "load_run", "train", "training_loss", "validate", "write_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,18 @@ def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
         return model(batch["frames"], batch["times"], batch["t_query"], batch["coord"],
                      batch["cell"], mask=batch["mask"], chunk=None)  # fmt: skip
     return model(batch["frames"][:, 0], batch["coord"], batch["cell"], chunk=None)
+
+
+def training_loss(pred: torch.Tensor, gt: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Mean absolute error between ``(B, Q, C)`` predictions and targets; ``"l1-debiased"`` first
+    removes each crop's per-band mean error (``(B, 1, C)``), so a constant colour offset costs
+    nothing and only the structure is learned."""
+    if kind == "l1":
+        return torch.nn.functional.l1_loss(pred, gt)
+    if kind != "l1-debiased":
+        raise InvalidInputError(f"unknown loss {kind!r}: use 'l1' or 'l1-debiased'")
+    err = pred - gt
+    return (err - err.mean(dim=1, keepdim=True)).abs().mean()
 
 
 def _same_run(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
@@ -323,7 +335,7 @@ def train(
             g["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         pred = _forward(model, batch)
-        loss = torch.nn.functional.l1_loss(pred, batch["gt"])
+        loss = training_loss(pred, batch["gt"], spec.loss)
         if not torch.isfinite(loss):
             raise ModelError(f"non-finite loss at step {step}: lower the learning rate")
         opt.zero_grad(set_to_none=True)

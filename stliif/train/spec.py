@@ -98,6 +98,11 @@ class TrainSpec(BaseModel):
         False, description="Register the targets to the inputs with the grid offset fitted on the "
         "training AOIs (calibration.fit_offset); the checkpoint's calibration then queries at it.",
     )
+    loss: Literal["l1", "l1-debiased"] = Field(
+        "l1", description="Training loss over a batch's query points: 'l1', or 'l1-debiased' (each crop's "
+        "per-band mean error removed first, so colour bias is left to the calibration and the model "
+        "learns structure, as bias-corrected super-resolution losses do).",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
     lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
