@@ -391,41 +391,12 @@ class ArtifactStore:
         (e.g. ``{"y": 1024, "x": 1024}``: a large render, one chunk per tile).
         """
         paths = tuple(validate_artifact_path(p) for p in artifacts)
-        inputs = dict(inputs or {})
-        key = run_key(stage, params, inputs)
-        branch = self.spec.branch
-        with self._locked():
-            if not force and all(self.version(p, ref=branch) == key for p in paths):
-                return CommitResult(self.snapshot_id(branch), key, False, paths)
-            base = self.snapshot_id(branch)
-            session = self.repo.writable_session(branch)
-            for path, obj in artifacts.items():
-                try:
-                    self._write(session, path, obj, key, stage, chunks or {})
-                except (icechunk.IcechunkError, OSError) as err:
-                    # Nothing is committed: the branch stays at its last good snapshot (the
-                    # chunks written so far are orphans until garbage collection).
-                    raise StoreError(f"writing {path!r} (stage {stage!r}) failed, nothing committed: {_reason(err)}") from err
-            metadata = {
-                "stage": stage,
-                "run_key": key,
-                "params_hash": run_key(stage, params, {})[:12],
-                "params": json.loads(json.dumps(params, default=str)),
-                "inputs": inputs,
-                "input_snapshot": base,
-                "code_version": stliif.code_version(),
-                "run_id": run_id or "",
-                "artifacts": list(paths),
-            }
-            try:
-                snap = session.commit(
-                    message or f"{stage}: {', '.join(paths)}",
-                    metadata=metadata,
-                    rebase_with=icechunk.ConflictDetector(),
-                )
-            except icechunk.IcechunkError as err:
-                raise StoreError(f"commit of stage {stage!r} failed: {_reason(err)}") from err
-        return CommitResult(snap, key, True, paths)
+        with self._locked():  # held from the version check to the commit: a same-key writer waits, then finds it done
+            run = CommitBatch(self, stage, run_id=run_id, message=message or f"{stage}: {', '.join(paths)}")
+            key, wrote = run.add(artifacts, params=params, inputs=inputs, force=force, chunks=chunks)
+            if wrote:
+                run.commit(lock=False)
+        return CommitResult(run.snapshot_id, key, wrote, paths)
 
     @contextlib.contextmanager
     def batch(self, stage: str, *, run_id: str | None = None, message: str | None = None) -> Iterator[CommitBatch]:
@@ -532,8 +503,9 @@ class CommitBatch:
                           "inputs": inputs, "artifacts": list(paths)})  # fmt: skip
         return key, True
 
-    def commit(self) -> str:
-        """Commit every run added (once); returns the snapshot id (the base one when none wrote)."""
+    def commit(self, *, lock: bool = True) -> str:
+        """Commit every run added (once); returns the snapshot id (the base one when none wrote).
+        ``lock=False``: the caller holds the store's commit lock already."""
         if self._session is None or not self.runs:
             return self.snapshot_id
         session, self._session = self._session, None
@@ -550,7 +522,7 @@ class CommitBatch:
         message = self.message or f"{self.stage}: " + (
             ", ".join(aois) if len(aois) <= 3 else f"{len(aois)} AOIs ({aois[0]} ... {aois[-1]})"
         )
-        with self.store._locked():
+        with self.store._locked() if lock else contextlib.nullcontext():
             try:
                 self.snapshot_id = session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
             except (icechunk.IcechunkError, icechunk.ConflictError, icechunk.RebaseFailedError) as err:
