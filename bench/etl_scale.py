@@ -1,6 +1,7 @@
 """Benchmark: the library ETL over N synthetic AOIs: seconds per AOI and commits per stage run.
 
 usage: .venv/bin/python bench/etl_scale.py [--n 31 250 ...] [--data PATH] [--work DIR] [--per-aoi] [--batch-size N]
+       [--per-batch]
 
 The synthetic dataset is made here, under ``--work`` (default: a folder in /tmp, removed at the
 end; never in the repository): the shared subset's AOIs replicated round-robin under new names
@@ -77,15 +78,17 @@ def make_dataset(src: Path, dst: Path, n: int, *, seed: int = 0) -> list[str]:
 
 
 def run(
-    data: Path, aois: list[str], store_uri: str, *, per_aoi: bool, batch_size: int
+    data: Path, aois: list[str], store_uri: str, *, per_aoi: bool, batch_size: int, per_batch: bool = False
 ) -> tuple[float, dict[str, tuple[float, int]]]:
-    """Total seconds; per stage: seconds and commits, summed over batches."""
+    """Total seconds; per stage: seconds and commits, summed over batches (``per_batch``: each
+    batch's ms per AOI per stage and the process's RSS printed as it ends)."""
     store = ArtifactStore.open(store_uri)
     plan = plan_stages(["import", "mask", "pansharpen", "subset", "histogram"], modes=("clean",))
     out: dict[str, tuple[float, int]] = {}
     t = time.perf_counter()
     for i in range(0, len(aois), batch_size):
         batch = aois[i:i + batch_size]
+        row: dict[str, float] = {}
         for name, stage, params, _ in plan:
             n0, t0 = len(store.log()), time.perf_counter()
             if per_aoi:
@@ -94,11 +97,24 @@ def run(
             else:
                 run_stage_batch(store, stage, batch, data=data, params=params)
             sec, commits = out.get(name, (0.0, 0))
-            out[name] = (sec + time.perf_counter() - t0, commits + len(store.log()) - n0)
+            took = time.perf_counter() - t0
+            out[name] = (sec + took, commits + len(store.log()) - n0)
+            row[name] = took
+        if per_batch:
+            print(f"  batch {i // batch_size}: " + ", ".join(f"{k} {v / len(batch) * 1000:.0f}" for k, v in row.items())
+                  + f" ms per AOI; RSS {_rss_mib():.0f} MiB", flush=True)  # fmt: skip
     n0, t0 = len(store.log()), time.perf_counter()
     run_split(store)
     out["split"] = (time.perf_counter() - t0, len(store.log()) - n0)
     return time.perf_counter() - t, out
+
+
+def _rss_mib() -> float:
+    """The process's resident memory now (MiB; Linux), else its peak."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -108,6 +124,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="folder for the synthetic dataset and stores (kept)")
     ap.add_argument("--per-aoi", action="store_true", help="one commit per stage and AOI")
     ap.add_argument("--batch-size", type=int, default=ETLSpec().batch_size, help="AOIs per batch (the flow's)")
+    ap.add_argument("--per-batch", action="store_true", help="print each batch's per-stage times")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; "
@@ -121,7 +138,8 @@ def main() -> None:
             store = work / f"store-{n}{'-per-aoi' if args.per_aoi else ''}"
             shutil.rmtree(store, ignore_errors=True)
             hits, misses, cpu = read_cache.hits, read_cache.misses, time.process_time()
-            total, stages = run(work / "data", aois, str(store), per_aoi=args.per_aoi, batch_size=args.batch_size)
+            total, stages = run(work / "data", aois, str(store), per_aoi=args.per_aoi, batch_size=args.batch_size,
+                                per_batch=args.per_batch)
             batches = -(-n // args.batch_size)
             cpu = time.process_time() - cpu
             print(f"N={n}: {total:8.1f} s, {total / n:6.3f} s per AOI (CPU {cpu / n:6.3f} s), "
