@@ -43,6 +43,7 @@ from stliif.train.cv import (  # noqa: E402
     REFERENCE,
     SCALES,
     calibrate_fold,
+    calibration_rule,
     commit_fold,
     fit_fold_colour_map_clean,
     fold_spec,
@@ -100,12 +101,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     record = load_checkpoint(args.record)
-    rcal = record.extra["calibration"]
-    weight, v_mean, use_offset = float(rcal["weight"]), str(rcal["v_mean"]), any(rcal.get("offset", (0, 0)))
+    rule = calibration_rule(record.extra["calibration"])
     aois = paper_aois(args.data)
     parts = kfold(aois, args.folds, args.seed)
     print(f"{len(aois)} AOIs, {args.folds} folds (seed {args.seed}), {args.steps} steps; record calibration "
-          f"w={weight} v_mean={v_mean} offset={'fit' if use_offset else 'none'}", flush=True)  # fmt: skip
+          f"w={rule['weight']} v_mean={rule['v_mean']} offset={'fit' if rule['offset'] else 'none'}", flush=True)  # fmt: skip
     for k, held in enumerate(parts):
         print(f"fold {k}: {', '.join(a + ('*' if a in PAPER_TEST_AOIS else '') for a in held)}", flush=True)
     store = ArtifactStore.open(args.store, create=False)
@@ -144,7 +144,7 @@ def main() -> None:
         spec = fold_spec(record.train_spec or {}, train_aois, steps=args.steps, threads=args.threads)
         best = train_fold(spec, fold_dir)
         t1 = time.perf_counter()
-        calibrate_fold(best, paper, held, weight=weight, v_mean=v_mean, offset=use_offset)
+        calibrate_fold(best, paper, held, **rule)
         res = commit_fold(store, f"{args.name}-fold{k}", best, held=held, fold=k, folds=args.folds)
         cmap_c = fit_fold_colour_map_clean(clean, train_aois)
         t2 = time.perf_counter()
@@ -184,8 +184,7 @@ def main() -> None:
         except OSError:
             rev = ""
         doc = {"folds": parts, "seed": args.seed, "steps": args.steps, "done": done, "aois_scored": scored,
-               "partial": len(done) != args.folds, "record_calibration": {"weight": weight, "v_mean": v_mean,
-               "offset": use_offset}, "commit": rev, "store": args.store, "fold_models": commits,
+               "partial": len(done) != args.folds, "record_calibration": rule, "commit": rev, "store": args.store, "fold_models": commits,
                "seconds": timing, "wall_s_this_call": wall, "psnr": psnr, "summary": summary,
                "mean_over_scales": {p: {m: float(np.mean([c["mean"] for c in v.values()])) for m, v in s.items()}
                                     for p, s in summary.items()}}  # fmt: skip

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -61,11 +60,17 @@ def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], a
     from stliif.evaluation.paper import load_paper_samples
     from stliif.models.inference import ModelPredictor
     from stliif.train import CPU_MODEL, GPU_MODEL
-    from stliif.train.cv import SCALES, calibrate_fold, fold_spec, score_fold, train_fold
+    from stliif.train.cv import (
+        SCALES,
+        calibrate_fold,
+        calibration_rule,
+        fold_spec,
+        score_fold,
+        train_fold,
+    )
 
     torch.set_num_threads(1)
     record = load_checkpoint(args["record"])
-    rcal = record.extra["calibration"]
     base = {**(record.train_spec or {}), "data": args["data"], "device": args["device"], "workers": 0,
             "model": CPU_MODEL if model == "cpu" else GPU_MODEL, "loss": loss}  # fmt: skip
     train_aois = [a for a in aois if a not in held]
@@ -74,8 +79,7 @@ def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], a
     best = train_fold(fold_spec(base, train_aois, steps=steps, threads=1), fold_dir)
     t1 = time.perf_counter()
     paper = load_paper_samples(args["data"], aois, with_dates=True)
-    calibrate_fold(best, paper, held, weight=float(rcal["weight"]), v_mean=str(rcal["v_mean"]),
-                   offset=any(rcal.get("offset", (0, 0))))  # fmt: skip
+    calibrate_fold(best, paper, held, **calibration_rule(record.extra["calibration"]))
     scales = {s: SCALES[s] for s in args["scales"]}
 
     def predictors(p: Path) -> tuple[Any, Any]:
@@ -110,6 +114,8 @@ def main() -> None:
     args = ap.parse_args()
     configs = args.config or [("record", "cpu", 1200, "l1")]
 
+    from cv31 import table  # bench/cv31.py's tables (this script's folder is on sys.path)
+
     from stliif.evaluation.paper import paper_aois
     from stliif.train.cv import kfold, merge, summarize
 
@@ -131,17 +137,12 @@ def main() -> None:
     for name, model, steps, loss in configs:
         res = results[name]
         res.update(model=model, steps=steps, loss=loss, summary=summarize(res["psnr"]))
-        print(f"\n{name} ({model}, {steps} steps, {loss}), P targets: mean PSNR (delta vs median-colour [95 % CI])")
-        for m, cells in res["summary"]["P"].items():
-            print(f"  {m:18s} " + "  ".join(
-                f"{sc} {c['mean']:.2f}" + ("" if c["delta"] is None else f" ({c['delta']:+.2f} [{c['ci_low']:+.2f}, "
-                                             f"{c['ci_high']:+.2f}])") for sc, c in cells.items()))  # fmt: skip
+        print(f"\n{name} ({model}, {steps} steps, {loss}):\n" + "\n".join(table(res["summary"], "P")))
     wall = time.perf_counter() - t0
     print(f"\nwall {wall:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(
         {"folds": parts, "seed": args.seed, "wall_s": wall, "configs": results}, indent=1))  # fmt: skip
-    shutil.rmtree(args.out / "__pycache__", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from stliif.store import ArtifactStore
 from stliif.train import TrainSpec
 from stliif.train.cv import (
     calibrate_fold,
+    calibration_rule,
     check_out_of_fold,
     commit_fold,
     fold_spec,
@@ -110,6 +111,13 @@ def test_kfold_is_disjoint_covering_balanced_and_seeded() -> None:
         kfold(aois, 1)
     with pytest.raises(InvalidInputError):
         kfold(["a", "a", "b"], 2)
+
+
+def test_calibration_rule_is_the_checkpoint_s_choice_without_its_fitted_terms() -> None:
+    fitted = {"weight": 0.4, "v_mean": "add", "offset": [0.35, 0.3], "colour_map": [[1.0]]}
+    assert calibration_rule(fitted) == {"weight": 0.4, "v_mean": "add", "offset": True}
+    assert calibration_rule({**fitted, "offset": [0.0, 0.0]})["offset"] is False
+    assert calibration_rule({"weight": 1, "v_mean": "none"})["offset"] is False
 
 
 def test_fold_spec_trains_on_test_aois_without_validation_and_keeps_the_base() -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "REFERENCE",
     "SCALES",
     "calibrate_fold",
+    "calibration_rule",
     "check_out_of_fold",
     "commit_fold",
     "fold_spec",
@@ -122,6 +123,14 @@ def train_fold(spec: Any, out_dir: str | Path, *, trainer: Callable[..., Any] | 
     if not res.finished or not best.is_file():
         raise InvalidInputError(f"{out}: training stopped at step {res.step} of {spec.steps}; rerun to resume")
     return best
+
+
+def calibration_rule(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration's calibration choice, as :func:`calibrate_fold` takes it (``weight``,
+    ``v_mean``, ``offset``: whether a grid offset is fitted), from a checkpoint's
+    ``extra["calibration"]``."""
+    return {"weight": float(calibration["weight"]), "v_mean": str(calibration["v_mean"]),
+            "offset": any(calibration.get("offset", (0, 0)))}  # fmt: skip
 
 
 def calibrate_fold(
