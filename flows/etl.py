@@ -61,19 +61,23 @@ def etl(
     batches = [aois[i::n] for i in range(n)] if aois else []
     futures: list[PrefectFuture[list[dict[str, Any]]]] = []
     runs: list[tuple[str, list[str]]] = []  # (stage, AOIs) of each future
-    for batch in batches:
-        done: dict[str, PrefectFuture[list[dict[str, Any]]]] = {}
-        for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
-            assert stage in AOI_STAGES
+    done: list[dict[str, PrefectFuture[list[dict[str, Any]]]]] = [{} for _ in batches]
+    # Stage-major: every batch's first stage is submitted before any batch's second. A thread
+    # pool's worker that picks a task whose upstream is not finished waits in that worker;
+    # batch-major submission filled every worker with one batch's stages, waiting on its import,
+    # so the batches ran one after another.
+    for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
+        assert stage in AOI_STAGES
+        for batch, batch_done in zip(batches, done, strict=True):
             todo = [a for a in batch if stage not in FOLDER_STAGES or a in folder]  # else in the store only
             if not todo:
                 continue
-            upstream = [done[d] for d in deps if d in done]
+            upstream = [batch_done[d] for d in deps if d in batch_done]
             fut = stage_task.submit(
                 stage, todo, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
                 announce=announce and stage == "import", upstream=upstream or None,  # type: ignore[arg-type]
             )
-            done[name] = fut
+            batch_done[name] = fut
             futures.append(fut)
             runs.append((stage, todo))
     size = {f.task_run_id: len(names) for f, (_, names) in zip(futures, runs, strict=True)}

@@ -165,6 +165,25 @@ def test_etl_on_a_local_dask_cluster(small_dataset: Path, tmp_path: Path) -> Non
     assert sorted(stages) == ["import"] * 2 + ["mask"] * 2
 
 
+def test_batches_run_side_by_side_on_threads(small_dataset: Path, tmp_path: Path) -> None:
+    """On the default thread pool the batches overlap: every batch's import runs before any
+    batch's later stage takes a worker (a worker that picks a task whose upstream has not
+    finished waits there, so a batch's stages submitted together filled every worker)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.etl import etl
+
+    state = etl(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask", "pansharpen"]),
+                StoreSpec(uri=str(tmp_path / "store")), return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    imports = sorted((r for r in runs if r.name.startswith("import-")), key=lambda r: r.start_time)
+    assert len(imports) == 2 and all(r.start_time and r.end_time for r in imports)
+    assert imports[1].start_time < imports[0].end_time, [(r.name, r.start_time, r.end_time) for r in imports]
+
+
 def test_one_batch_isolates_a_failed_aoi_and_announces_each_changed_one(
     small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
