@@ -40,7 +40,7 @@ from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
 from stliif.location import check_location
 from stliif.names import validate_artifact_path, validate_ref_name
 from stliif.store_cache import read_cache
-from stliif.store_codec import PACK_ENCODING, PACKED_ATTR, encoded, fetch_group, put_group, unpack
+from stliif.store_codec import PACK_ENCODING, PACKED_ATTR, encoded, fetch_group, unpack, write_group
 
 __all__ = ["PACKED_ATTR", "PACK_ENCODING", "ArtifactStore", "CommitBatch", "CommitInfo", "CommitResult", "run_key"]
 
@@ -446,12 +446,7 @@ class ArtifactStore:
                 # dask-backed (a tiled render): streamed chunk by chunk, never whole in memory
                 to_icechunk(ds, session, group=path, mode="w")
                 return
-            # In memory already: xarray encodes and writes the group into memory (one cheap round
-            # trip per array and chunk); its keys then go to the session at once (:func:`stliif.store_codec.put_group`),
-            # as to_icechunk would have written them one by one.
-            mem = zarr.storage.MemoryStore()
-            ds.to_zarr(mem, group=path, mode="w", zarr_format=3, consolidated=False)
-            put_group(session.store, mem, path)
+            write_group(session.store, path, ds)  # in memory: in a few batches of writes
         else:
             group = zarr.open_group(session.store, path=path, mode="w")
             group.attrs.update({**attrs, JSON_ATTR: json.loads(json.dumps(obj, default=str))})

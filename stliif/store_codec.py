@@ -1,8 +1,8 @@
 """How artifacts are encoded in the store and moved between memory and the repository.
 
-Datasets are encoded for Zarr (chunks, zstd, CF-packed integers where asked), written into
-memory by xarray and copied to an Icechunk session in a few batches of concurrent writes; a
-loaded read fetches an artifact's keys at once. :mod:`stliif.store` uses these.
+Datasets are encoded for Zarr (chunks, zstd, CF-packed integers where asked) and written to an
+Icechunk session in a few batches of concurrent writes; a loaded read fetches an artifact's
+keys at once. :mod:`stliif.store` uses these.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-__all__ = ["PACKED_ATTR", "PACK_ENCODING", "ZSTD_LEVEL", "encoded", "fetch_group", "put_group", "unpack"]
+__all__ = ["PACKED_ATTR", "PACK_ENCODING", "ZSTD_LEVEL", "encoded", "fetch_group", "unpack", "write_group"]
 
 PACK_ENCODING = "stliif:pack"
 """A float variable's ``encoding`` key asking :meth:`ArtifactStore.commit` to store it as
@@ -62,32 +62,55 @@ def _compressors(var: xr.Variable | xr.DataArray) -> dict[str, Any]:
     return {"compressors": (ZstdCodec(level=ZSTD_LEVEL),)}
 
 
-def put_group(dst: Any, src: zarr.storage.MemoryStore, path: str) -> None:
-    """Copy the group ``path`` written into ``src`` over ``dst``'s (mode "w": what was there goes),
-    with the parent groups it lacks; metadata first (parents, the group, its arrays), then every
-    chunk, each phase one batch of concurrent writes."""
-    from zarr.core.buffer import default_buffer_prototype
+def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
+    """Write ``ds`` (in memory, as :func:`encoded` makes it) as the group ``path`` of the Zarr
+    store ``dst`` (mode "w": what was there goes; missing parents are made): the keys and bytes
+    ``ds.to_zarr(dst, group=path, mode="w", zarr_format=3, consolidated=False)`` writes, with
+    xarray's own CF encoding, but the group, then every array, then every chunk, each one batch
+    of concurrent writes instead of a round trip to Zarr's event loop per array and chunk."""
+    from xarray import conventions
+    from xarray.backends.zarr import (
+        FillValueCoder,
+        encode_zarr_attr_value,
+        encode_zarr_variable,
+        extract_zarr_variable_encoding,
+    )
+    from xarray.coding.strings import check_vlen_dtype
+    from zarr.api.asynchronous import open_group
     from zarr.core.sync import sync
 
-    proto = default_buffer_prototype()
+    variables, attrs = conventions.encode_dataset_coordinates(ds)
+    arrays = []
+    for name, var in variables.items():  # as xarray's ZarrStore.set_variables, for new arrays
+        v = encode_zarr_variable(var, name=name)
+        v_attrs = v.attrs.copy()
+        fill = v.encoding.pop("fill_value", None)
+        if fill is None and v.dtype.kind == "f":
+            fill = np.nan  # xarray's default for floats (Zarr's is 0)
+        if (fv := v_attrs.pop("_FillValue", None)) is not None:
+            v_attrs["_FillValue"] = FillValueCoder.encode(fv, v.dtype)
+        if v.encoding.pop("_FillValue", None) is not None:
+            raise ValueError("Zarr does not support _FillValue in encoding.")
+        enc = extract_zarr_variable_encoding(v, raise_on_invalid=False, name=name, zarr_format=3)
+        enc["config"] = {c: enc.pop(c) for c in ("write_empty_chunks", "order") if c in enc}
+        enc.update(dimension_names=v.dims, overwrite=True)
+        dtype = str if check_vlen_dtype(v.dtype) is str else v.dtype
+        v_attrs = {k: encode_zarr_attr_value(a) for k, a in v_attrs.items()}
+        arrays.append((name, v, dtype, fill, enc, v_attrs))
 
-    async def put() -> None:
-        keys = [k async for k in src.list_prefix(f"{path}/")]
-        values = dict(zip(keys, await asyncio.gather(*(src.get(k, prototype=proto) for k in keys)), strict=True))
-        await dst.delete_dir(path)
-        parts = path.split("/")
-        for i in range(len(parts)):  # the root and the parents, when missing
-            parent = "/".join([*parts[:i], "zarr.json"])
-            if not await dst.exists(parent):
-                value = await src.get(parent, prototype=proto)
-                if value is not None:
-                    await dst.set(parent, value)
-        await dst.set(f"{path}/zarr.json", values.pop(f"{path}/zarr.json"))
-        meta = [k for k in values if k.endswith("/zarr.json")]
-        await asyncio.gather(*(dst.set(k, values.pop(k)) for k in meta))
-        await asyncio.gather(*(dst.set(k, v) for k, v in values.items()))
+    async def write() -> None:
+        group = await open_group(dst, mode="w", path=path, zarr_format=3)
+        await group.update_attributes({k: encode_zarr_attr_value(a) for k, a in attrs.items()})
+        made = await asyncio.gather(*(
+            group.create_array(name, shape=v.shape, dtype=dtype, fill_value=fill, attributes=a, **enc)
+            for name, v, dtype, fill, enc, a in arrays
+        ))  # fmt: skip
+        await asyncio.gather(*(
+            arr.setitem(tuple(slice(None) for _ in v.dims), np.asarray(v.data))
+            for arr, (_, v, *_) in zip(made, arrays, strict=True)
+        ))  # fmt: skip
 
-    sync(put())
+    sync(write())
 
 
 def fetch_group(src: Any, path: str) -> zarr.storage.MemoryStore | None:

@@ -98,7 +98,7 @@ def test_dask_backed_datasets_stream_to_the_session(tmp_path: Path, monkeypatch:
     store = ArtifactStore.open(str(tmp_path / "s"))
     store.commit({"raw/eager": ds}, stage="import", params={})
     calls: list[str] = []
-    monkeypatch.setattr(store_mod, "put_group", lambda dst, src, path: calls.append(path))
+    monkeypatch.setattr(store_mod, "write_group", lambda dst, path, ds: calls.append(path))
     store.commit({"raw/lazy": ds.chunk({"time": 1})}, stage="import", params={})
     assert calls == []
     xr.testing.assert_identical(store.read("raw/lazy", load=True), store.read("raw/eager", load=True))
@@ -122,3 +122,20 @@ def test_real_aoi_reads_as_xarray_reads_the_old_write(worldstrat: Path, tmp_path
     xr.testing.assert_identical(a, b)
     for var in lr.data_vars:
         assert np.array_equal(b[var].values.view(np.uint8), lr[var].values.view(np.uint8)), var
+
+
+@pytest.mark.integration
+def test_real_aoi_writes_the_keys_and_bytes_xarray_writes(worldstrat: Path, tmp_path: Path) -> None:
+    """The store's own writer (one batch of writes per phase) gives every key and byte that
+    xarray's ``to_zarr`` (through ``to_icechunk``) gives for a real AOI's LR cube and HR images."""
+    aoi = list_aois(worldstrat)[0]
+    lr, hr = read_aoi(worldstrat, aoi)
+    store = ArtifactStore.open(str(tmp_path / "s"))
+    session = store.repo.writable_session("main")
+    attrs = {VERSION_ATTR: "k", "stliif:stage": "import"}
+    for name, ds in {"raw": lr, "pan": hr.pan.to_dataset(), "rgbn": hr.rgbn.to_dataset()}.items():
+        to_icechunk(_encoded(ds, attrs, {}), session, group=f"old/{name}", mode="w")
+        store._write(session, f"new/{name}", ds, "k", "import", {})
+        old, new = _keys(store, session, f"old/{name}"), _keys(store, session, f"new/{name}")
+        assert sorted(new) == sorted(old) and len(new) > 3, name
+        assert all(new[k] == old[k] for k in old), [k for k in old if new[k] != old[k]]
