@@ -542,8 +542,9 @@ def _reason(err: BaseException) -> str:
 
 
 def _open_group(store: Any, path: str) -> zarr.Group | None:
-    """The group at ``path`` in the Zarr ``store``, or None when there is none."""
+    """The group at ``path`` in the Zarr ``store``, or None when there is none (the store's
+    groups are Zarr v3: looking for v2 metadata too would cost a read per miss)."""
     try:
-        return zarr.open_group(store, path=path, mode="r")
+        return zarr.open_group(store, path=path, mode="r", zarr_format=3)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError):
         return None

@@ -143,25 +143,32 @@ def _pack(var: xr.DataArray, spec: Mapping[str, Any]) -> xr.DataArray | None:
     scale, offset = np.float32(spec.get("scale_factor", 1.0)), np.float32(spec.get("add_offset", 0.0))
     values = np.asarray(var.values)
     info, nan = np.iinfo(dtype), np.isnan(values)
+    dn = values - offset if offset != 0 else values.copy()  # float32, in place from here
     with np.errstate(invalid="ignore"):
-        dn = np.rint((values - offset) / scale)  # float32: the check below catches any rounding
-        if not (nan | ((dn >= info.min) & (dn <= info.max) & (dn != fill))).all():
-            return None
-        ints = np.where(nan, fill, dn).astype(dtype)
+        dn /= scale
+    np.rint(dn, out=dn)  # the check below catches any rounding
+    np.copyto(dn, np.float32(fill), where=nan)
+    # in range, and the fill only where NaN was
+    if dn.size and (dn.min() < info.min or dn.max() > info.max or np.count_nonzero(dn == fill) != np.count_nonzero(nan)):
+        return None
+    ints = dn.astype(dtype)
+    del dn
+    if not np.array_equal(_decode(ints, scale, offset, fill, nan).view(np.uint32), values.view(np.uint32)):
+        return None
     attrs = {**var.attrs, "scale_factor": float(scale), "add_offset": float(offset), "_FillValue": fill,
              PACKED_ATTR: "float32"}
-    packed = xr.DataArray(ints, dims=var.dims, coords=var.coords, attrs=attrs)
-    if not np.array_equal(_decode(ints, scale, offset, fill).view(np.uint32), values.view(np.uint32)):
-        return None
-    return packed
+    return xr.DataArray(ints, dims=var.dims, coords=var.coords, attrs=attrs)
 
 
-def _decode(ints: Any, scale: np.float32, offset: np.float32, fill: Any) -> Any:
-    """float32 values of packed integers: ``ints * scale (+ offset)``, NaN where ``fill``."""
-    out = ints.astype(np.float32) * scale
+def _decode(ints: Any, scale: np.float32, offset: np.float32, fill: Any, where: Any = None) -> Any:
+    """float32 values of packed integers: ``ints * scale (+ offset)``, NaN where ``fill``
+    (``where``: that mask, when known)."""
+    out = ints.astype(np.float32)
+    out *= scale
     if offset != 0:
-        out = out + offset
-    return np.where(ints == fill, np.float32(np.nan), out)
+        out += offset
+    np.copyto(out, np.float32(np.nan), where=ints == fill if where is None else where)
+    return out
 
 
 def unpack(raw: xr.DataArray) -> xr.DataArray:
