@@ -28,7 +28,7 @@ from typing import Any
 
 from stliif.errors import StliifError
 
-__all__ = ["child_pids", "flow_module", "install_interrupts", "run_flow", "temporary_api"]
+__all__ = ["child_pids", "flow_module", "install_interrupts", "run_flow", "server_log", "temporary_api"]
 
 _CHECKOUT = Path(__file__).resolve().parents[1]
 _PR_SET_PDEATHSIG = 1
@@ -71,23 +71,29 @@ def temporary_api(timeout: float | None = None) -> Iterator[str | None]:
     env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
-    _server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1]), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "error", "--lifespan", "on"],
-        env=env, start_new_session=True, preexec_fn=_die_with_parent,
-    )  # fmt: skip
+    # The server's output goes to a log file, not to the command's stdout and stderr: a reader
+    # of those (a pipe) sees them close when the command exits, whenever the server ends.
+    log = server_log()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        _server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1]), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         limit = timeout or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + limit
         while True:
             if _server.poll() is not None:
-                raise StliifError(f"the temporary Prefect server exited with code {_server.returncode}")
+                raise StliifError(f"the temporary Prefect server exited with code {_server.returncode} (its log: {log})")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise StliifError(f"the temporary Prefect server did not answer within {limit:.0f} s")
+                raise StliifError(f"the temporary Prefect server did not answer within {limit:.0f} s (its log: {log})")
             time.sleep(0.1)
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:
@@ -97,6 +103,13 @@ def temporary_api(timeout: float | None = None) -> Iterator[str | None]:
     finally:
         _stop(_server)
         _server = None
+
+
+def server_log() -> Path:
+    """Where the temporary server writes its output: ``$PREFECT_HOME/stliif-temporary-server.log``."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home).expanduser() / "stliif-temporary-server.log"
 
 
 def _drain_prefect_workers(timeout: float = 10.0) -> None:

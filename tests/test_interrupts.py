@@ -93,3 +93,23 @@ def _status(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
+
+
+@pytest.mark.services  # it starts the temporary server
+def test_temporary_server_writes_to_its_log_not_to_the_commands_pipes(tmp_path: Path) -> None:
+    """The temporary server's stdout and stderr are its log file under $PREFECT_HOME, not the
+    command's: a reader of the command's pipes sees them close when the command exits, not when
+    the server it started is gone too."""
+    code = (
+        "import os\n"
+        "from stliif_cli import runtime\n"
+        "with runtime.temporary_api() as url:\n"
+        "    pid = runtime._server.pid\n"
+        "    print(os.readlink(f'/proc/{pid}/fd/1'), os.readlink(f'/proc/{pid}/fd/2'), runtime.server_log())\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    fd1, fd2, log = out.stdout.split()
+    assert log == str(tmp_path / "prefect" / "stliif-temporary-server.log")
+    assert fd1 == fd2 == log and Path(log).is_file()
