@@ -93,7 +93,7 @@ def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
             raise ValueError("Zarr does not support _FillValue in encoding.")
         enc = extract_zarr_variable_encoding(v, raise_on_invalid=False, name=name, zarr_format=3)
         enc["config"] = {c: enc.pop(c) for c in ("write_empty_chunks", "order") if c in enc}
-        enc.update(dimension_names=v.dims, overwrite=True)
+        enc.update(dimension_names=v.dims)  # the group is new (mode "w"): no array to overwrite
         dtype = str if check_vlen_dtype(v.dtype) is str else v.dtype
         v_attrs = {k: encode_zarr_attr_value(a) for k, a in v_attrs.items()}
         arrays.append((name, v, dtype, fill, enc, v_attrs))
