@@ -57,29 +57,32 @@ def etl(
     # AOIs in batches, one per worker (at most spec.batch_size AOIs each): each batch runs the
     # stages in order, one task and one commit per stage; batches run side by side.
     runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
-    n = max(min(len(aois), parallelism(runner)), math.ceil(len(aois) / spec.batch_size))
+    workers = parallelism(runner)
+    n = max(min(len(aois), workers), math.ceil(len(aois) / spec.batch_size))
     batches = [aois[i::n] for i in range(n)] if aois else []
     futures: list[PrefectFuture[list[dict[str, Any]]]] = []
     runs: list[tuple[str, list[str]]] = []  # (stage, AOIs) of each future
-    done: list[dict[str, PrefectFuture[list[dict[str, Any]]]]] = [{} for _ in batches]
-    # Stage-major: every batch's first stage is submitted before any batch's second. A thread
-    # pool's worker that picks a task whose upstream is not finished waits in that worker;
-    # batch-major submission filled every worker with one batch's stages, waiting on its import,
-    # so the batches ran one after another.
-    for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
-        assert stage in AOI_STAGES
-        for batch, batch_done in zip(batches, done, strict=True):
-            todo = [a for a in batch if stage not in FOLDER_STAGES or a in folder]  # else in the store only
-            if not todo:
-                continue
-            upstream = [batch_done[d] for d in deps if d in batch_done]
-            fut = stage_task.submit(
-                stage, todo, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
-                announce=announce and stage == "import", upstream=upstream or None,  # type: ignore[arg-type]
-            )
-            batch_done[name] = fut
-            futures.append(fut)
-            runs.append((stage, todo))
+    # Submitted in waves of one batch per worker, stage by stage within a wave: a thread pool's
+    # worker that picks a task whose upstream has not finished waits in it, so submitting a
+    # batch's stages together filled every worker with one batch (the batches ran one after
+    # another); and a wave's batches go through every stage before the next wave starts, so
+    # what a stage reads (an AOI's cube) was read or written moments before.
+    for wave in (batches[i:i + workers] for i in range(0, len(batches), workers)):
+        done: list[dict[str, PrefectFuture[list[dict[str, Any]]]]] = [{} for _ in wave]
+        for name, stage, params, deps in plan_stages(spec.stages, modes=spec.modes, k=spec.k):
+            assert stage in AOI_STAGES
+            for batch, batch_done in zip(wave, done, strict=True):
+                todo = [a for a in batch if stage not in FOLDER_STAGES or a in folder]  # else in the store only
+                if not todo:
+                    continue
+                upstream = [batch_done[d] for d in deps if d in batch_done]
+                fut = stage_task.submit(
+                    stage, todo, store, spec.data, params, skip_errors=spec.skip_bad, force=spec.force,
+                    announce=announce and stage == "import", upstream=upstream or None,  # type: ignore[arg-type]
+                )
+                batch_done[name] = fut
+                futures.append(fut)
+                runs.append((stage, todo))
     size = {f.task_run_id: len(names) for f, (_, names) in zip(futures, runs, strict=True)}
     with tqdm(total=sum(size.values()), desc="etl", unit="AOI stage", disable=None) as bar:
         for fut in as_completed(futures):

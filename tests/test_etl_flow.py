@@ -184,6 +184,25 @@ def test_batches_run_side_by_side_on_threads(small_dataset: Path, tmp_path: Path
     assert imports[1].start_time < imports[0].end_time, [(r.name, r.start_time, r.end_time) for r in imports]
 
 
+def test_more_batches_than_workers_go_in_waves(small_dataset: Path, tmp_path: Path) -> None:
+    """Batches beyond one per worker wait for the wave before them to finish every stage: with
+    one worker and batches of one AOI, the first AOI's mask runs before the second's import."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.etl import etl
+    from flows.runners import task_runner
+
+    one_worker = etl.with_options(task_runner=task_runner(workers=0))
+    state = one_worker(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask"], batch_size=1),
+                       StoreSpec(uri=str(tmp_path / "store")), return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    order = [r.name.split("-")[0] for r in sorted(runs, key=lambda r: r.start_time)]
+    assert order == ["import", "mask", "import", "mask"], order
+
+
 def test_one_batch_isolates_a_failed_aoi_and_announces_each_changed_one(
     small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
