@@ -5,8 +5,8 @@ usage: .venv/bin/python bench/store_io.py [--data PATH] [--aoi A ...] [--reps N]
 For real artifacts of a few AOIs (``raw/<aoi>``, ``hr/<aoi>/pan``, ``pansharpened/<aoi>``), each
 repetition times, one after the other (so other jobs on shared cores weigh on both alike):
 - write: ``to_icechunk`` of the encoded dataset with Zarr's default compressor (zstd level 3:
-  the code before issue 20's I/O work) vs :meth:`ArtifactStore._write` (written into memory,
-  copied to the session at once, zstd level 1);
+  the code before issue 20's I/O work) vs :meth:`ArtifactStore._write` (written into memory in
+  a few batches of writes, copied to the session at once, the store's compressor);
 - read: ``xr.open_zarr`` on the session then ``load`` (as before) vs ``ArtifactStore.read(load=True)``
   (every key fetched at once, decoded from memory).
 Wall and CPU (this process) milliseconds per artifact, and stored bytes, are printed.

@@ -1,8 +1,8 @@
 """How artifacts are encoded in the store and moved between memory and the repository.
 
-Datasets are encoded for Zarr (chunks, zstd, CF-packed integers where asked) and written to an
-Icechunk session in a few batches of concurrent writes; a loaded read fetches an artifact's
-keys at once. :mod:`stliif.store` uses these.
+Datasets are encoded for Zarr (chunks, Blosc LZ4, CF-packed integers where asked), written into
+memory and copied to an Icechunk session, each in a few batches of concurrent writes; a loaded
+read fetches an artifact's keys at once. :mod:`stliif.store` uses these.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import icechunk
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec
 
-__all__ = ["PACKED_ATTR", "PACK_ENCODING", "ZSTD_LEVEL", "encoded", "fetch_group", "unpack", "write_group"]
+__all__ = ["COMPRESSOR", "PACKED_ATTR", "PACK_ENCODING", "encoded", "fetch_group", "put_group", "unpack", "write_group"]
 
 PACK_ENCODING = "stliif:pack"
 """A float variable's ``encoding`` key asking :meth:`ArtifactStore.commit` to store it as
@@ -49,17 +49,18 @@ def encoded(obj: xr.Dataset, attrs: Mapping[str, Any], chunks: Mapping[str, int]
     return ds
 
 
-ZSTD_LEVEL = 1
-"""Zstandard level of the arrays written (Zarr's default is 3): 2-6x faster to encode the
-store's arrays, within a few percent of the size (docs/benchmarks.md, issue 20). Stores
-written at another level read the same (the codec is in each array's metadata)."""
+COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+"""The compressor of the arrays written: Blosc LZ4 with byte shuffle (Zarr sets the element
+size from the dtype): on real artifacts smaller and faster than zstd level 1, the choice before
+(pansharpened RGBN 13.7 instead of 15.0 MB, encoded in half the time; docs/benchmarks.md,
+issue 20). Stores written with another codec read the same (it is in each array's metadata)."""
 
 
 def _compressors(var: xr.Variable | xr.DataArray) -> dict[str, Any]:
     """The compressor encoding of a numeric array (others keep Zarr's default)."""
     if var.dtype.kind not in "biufcmM":
         return {}
-    return {"compressors": (ZstdCodec(level=ZSTD_LEVEL),)}
+    return {"compressors": (COMPRESSOR,)}
 
 
 def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
@@ -111,6 +112,34 @@ def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
         ))  # fmt: skip
 
     sync(write())
+
+
+def put_group(dst: Any, src: zarr.storage.MemoryStore, path: str) -> None:
+    """Copy the group ``path`` written into ``src`` over ``dst``'s (mode "w": what was there goes),
+    with the parent groups it lacks; metadata first (parents, the group, its arrays), then every
+    chunk, each phase one batch of concurrent writes."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    proto = default_buffer_prototype()
+
+    async def put() -> None:
+        keys = [k async for k in src.list_prefix(f"{path}/")]
+        values = dict(zip(keys, await asyncio.gather(*(src.get(k, prototype=proto) for k in keys)), strict=True))
+        await dst.delete_dir(path)
+        parts = path.split("/")
+        for i in range(len(parts)):  # the root and the parents, when missing
+            parent = "/".join([*parts[:i], "zarr.json"])
+            if not await dst.exists(parent):
+                value = await src.get(parent, prototype=proto)
+                if value is not None:
+                    await dst.set(parent, value)
+        await dst.set(f"{path}/zarr.json", values.pop(f"{path}/zarr.json"))
+        meta = [k for k in values if k.endswith("/zarr.json")]
+        await asyncio.gather(*(dst.set(k, values.pop(k)) for k in meta))
+        await asyncio.gather(*(dst.set(k, v) for k, v in values.items()))
+
+    sync(put())
 
 
 def fetch_group(src: Any, path: str) -> zarr.storage.MemoryStore | None:

@@ -98,7 +98,7 @@ def test_dask_backed_datasets_stream_to_the_session(tmp_path: Path, monkeypatch:
     store = ArtifactStore.open(str(tmp_path / "s"))
     store.commit({"raw/eager": ds}, stage="import", params={})
     calls: list[str] = []
-    monkeypatch.setattr(store_mod, "write_group", lambda dst, path, ds: calls.append(path))
+    monkeypatch.setattr(store_mod, "put_group", lambda dst, src, path: calls.append(path))
     store.commit({"raw/lazy": ds.chunk({"time": 1})}, stage="import", params={})
     assert calls == []
     xr.testing.assert_identical(store.read("raw/lazy", load=True), store.read("raw/eager", load=True))
