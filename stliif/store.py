@@ -40,7 +40,15 @@ from stliif.errors import InvalidInputError, StoreError, StoreLockTimeout
 from stliif.location import check_location
 from stliif.names import validate_artifact_path, validate_ref_name
 from stliif.store_cache import read_cache
-from stliif.store_codec import PACK_ENCODING, PACKED_ATTR, encoded, fetch_group, put_group, unpack, write_group
+from stliif.store_codec import (
+    PACK_ENCODING,
+    PACKED_ATTR,
+    encoded,
+    fetch_group,
+    put_group,
+    unpack,
+    write_group,
+)
 
 __all__ = ["PACKED_ATTR", "PACK_ENCODING", "ArtifactStore", "CommitBatch", "CommitInfo", "CommitResult", "run_key"]
 
