@@ -74,8 +74,13 @@ def temporary_api(timeout: float | None = None) -> Iterator[str | None]:
     # The server's output goes to a log file, not to the command's stdout and stderr: a reader
     # of those (a pipe) sees them close when the command exits, whenever the server ends.
     log = server_log()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = log.open("ab")
+    except OSError as err:
+        raise StliifError(f"cannot write the temporary Prefect server's log {log}: {err.strerror or err}"
+                          " (set PREFECT_HOME to a writable folder)") from err
+    with out:
         _server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1]), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),

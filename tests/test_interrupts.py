@@ -113,3 +113,17 @@ def test_temporary_server_writes_to_its_log_not_to_the_commands_pipes(tmp_path: 
     fd1, fd2, log = out.stdout.split()
     assert log == str(tmp_path / "prefect" / "stliif-temporary-server.log")
     assert fd1 == fd2 == log and Path(log).is_file()
+
+
+def test_an_unwritable_prefect_home_is_one_clear_error(worldstrat: Path, tmp_path: Path) -> None:
+    """`stliif etl` with a PREFECT_HOME where the temporary server's log cannot be written (here
+    a file): one line naming it and what to do, no traceback, a failing exit status."""
+    home = tmp_path / "not-a-folder"
+    home.write_text("")
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(home)}
+    out = subprocess.run([str(STLIIF), "etl", "--data", str(worldstrat), "--store", str(tmp_path / "store"), "--stage", "import"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"cannot write the temporary Prefect server's log {home}/" in errors[0], out.stderr[-2000:]
+    assert "set PREFECT_HOME to a writable folder" in errors[0]
