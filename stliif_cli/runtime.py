@@ -5,13 +5,15 @@ terminal kills before the flow stops, and which a SIGTERM or SIGKILL of the comm
 running. Instead the CLI starts that server itself (:func:`temporary_api`): in a session of its
 own (the terminal's Ctrl-C reaches only the command) and with a parent-death signal (it dies with
 the command, even on SIGKILL). :func:`install_interrupts` makes SIGINT and SIGTERM stop the run
-at once with one line: the flow run is marked cancelled, every child process is ended, and the
-store keeps its last whole snapshot (commits are atomic).
+at once with one line: the flow run is marked cancelled (on SIGTERM Prefect's own handler marks
+it crashed first), every child process is ended, and the store keeps its last whole snapshot
+(commits are atomic).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import importlib
 import os
@@ -190,7 +192,9 @@ def _cancel_flow_run(reason: str, timeout: float = 1.5) -> None:
             with get_client(sync_client=True) as client:
                 client.set_flow_run_state(run_id, Cancelled(message=reason), force=True)
 
-    t = threading.Thread(target=cancel, daemon=True)
+    # In this context: Prefect's settings (the temporary server's URL) live in context variables,
+    # which a new thread does not inherit; without them the client would start a server of its own.
+    t = threading.Thread(target=contextvars.copy_context().run, args=(cancel,), daemon=True)
     t.start()
     t.join(timeout)
 

@@ -4,8 +4,10 @@ lie, item 4)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,6 +73,16 @@ def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.S
     time.sleep(1.0)  # a parent-death signal is delivered at once; give the kernel a moment
     left = [p for p in children if Path(f"/proc/{p}").exists() and "zombie" not in _status(p)]
     assert not left, f"processes left behind: {[_cmdline(p) for p in left]}"
+    # nor any started after that snapshot (by the command's interrupt handler, say)
+    strays = _with_env("PREFECT_HOME", env["PREFECT_HOME"])
+    for pid in strays:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not strays, f"processes of this run left behind: {[_cmdline(p) for p in strays]}"
+    if sig != signal.SIGKILL and point != "server-start":  # the flow run is not left running:
+        # cancelled on SIGINT; on SIGTERM Prefect's own handler marks it crashed before ours runs
+        expected = "CANCELLED" if sig == signal.SIGINT else "CRASHED"
+        assert _flow_run_states(tmp_path / "prefect" / "prefect.db") == [expected]
     assert proc.returncode == 128 + sig if sig != signal.SIGKILL else proc.returncode == -signal.SIGKILL
     if sig != signal.SIGKILL:
         errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -79,6 +91,23 @@ def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.S
     if store.is_dir():
         n = _whole(store)
         assert point == "server-start" or n >= 3  # raw, hr/pan, hr/rgbn of the first AOI
+
+
+def _with_env(name: str, value: str) -> list[int]:
+    """Live processes (not this one) whose environment sets ``name`` to ``value``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if f"{name}={value}".encode() in (entry / "environ").read_bytes().split(b"\0") and "zombie" not in _status(int(entry.name)):
+                    out.append(int(entry.name))
+    return out
+
+
+def _flow_run_states(db: Path) -> list[str]:
+    """The state of every flow run in a Prefect server's SQLite database."""
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return [row[0] for row in con.execute("SELECT state_type FROM flow_run")]
 
 
 def _cmdline(pid: int) -> str:
@@ -127,3 +156,4 @@ def test_an_unwritable_prefect_home_is_one_clear_error(worldstrat: Path, tmp_pat
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"cannot write the temporary Prefect server's log {home}/" in errors[0], out.stderr[-2000:]
     assert "set PREFECT_HOME to a writable folder" in errors[0]
+
