@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
 from stliif.config import ETLSpec, StoreSpec
 from stliif.errors import RunFailures
@@ -165,20 +167,25 @@ def test_etl_on_a_local_dask_cluster(small_dataset: Path, tmp_path: Path) -> Non
     assert sorted(stages) == ["import"] * 2 + ["mask"] * 2
 
 
+def _task_runs(state: State) -> list[TaskRun]:
+    """The task runs of the flow run that ended in ``state``, from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+
+
 def test_batches_run_side_by_side_on_threads(small_dataset: Path, tmp_path: Path) -> None:
     """On the default thread pool the batches overlap: every batch's import runs before any
     batch's later stage takes a worker (a worker that picks a task whose upstream has not
     finished waits there, so a batch's stages submitted together filled every worker)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from flows.etl import etl
 
     state = etl(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask", "pansharpen"]),
                 StoreSpec(uri=str(tmp_path / "store")), return_state=True)
     assert state.is_completed()
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    runs = _task_runs(state)
     imports = sorted((r for r in runs if r.name.startswith("import-")), key=lambda r: r.start_time)
     assert len(imports) == 2 and all(r.start_time and r.end_time for r in imports)
     assert imports[1].start_time < imports[0].end_time, [(r.name, r.start_time, r.end_time) for r in imports]
@@ -187,9 +194,6 @@ def test_batches_run_side_by_side_on_threads(small_dataset: Path, tmp_path: Path
 def test_more_batches_than_workers_go_in_waves(small_dataset: Path, tmp_path: Path) -> None:
     """Batches beyond one per worker wait for the wave before them to finish every stage: with
     one worker and batches of one AOI, the first AOI's mask runs before the second's import."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from flows.etl import etl
     from flows.runners import task_runner
 
@@ -197,8 +201,7 @@ def test_more_batches_than_workers_go_in_waves(small_dataset: Path, tmp_path: Pa
     state = one_worker(ETLSpec(data=str(small_dataset), aois=AOIS, stages=["import", "mask"], batch_size=1),
                        StoreSpec(uri=str(tmp_path / "store")), return_state=True)
     assert state.is_completed()
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    runs = _task_runs(state)
     order = [r.name.split("-")[0] for r in sorted(runs, key=lambda r: r.start_time)]
     assert order == ["import", "mask", "import", "mask"], order
 
