@@ -141,4 +141,5 @@ def product_predictor(predictor: Any, name: str | None = None) -> Any:
         return np.stack(fixed) if out.ndim == 4 else fixed[0]
 
     predict.__name__ = name or f"{getattr(predictor, '__name__', 'model')}-product"
+    predict.bands = getattr(predictor, "bands", 3)  # type: ignore[attr-defined]  # four-band checkpoints keep theirs
     return predict

@@ -54,6 +54,9 @@ def train(
         bool | None, typer.Option("--fit-offset/--no-fit-offset", help="Register targets to the inputs with the grid offset fitted on the training AOIs.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of init and batches.")] = None,
+    bands: Annotated[
+        int | None, typer.Option("--bands", help="3 (R, G, B) or 4 (R, G, B, NIR; needs --from-store).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     time_limit: Annotated[
@@ -73,7 +76,7 @@ def train(
 
     overrides = {"data": str(data) if data else None, "steps": steps, "batch_size": batch_size,
                  "strategy": strategy, "val_every": val_every, "n_val": n_val, "seed": seed, "fit_offset": fit_offset,
-                 "threads": threads, "device": device, "source": "store" if from_store else None}  # fmt: skip
+                 "bands": bands, "threads": threads, "device": device, "source": "store" if from_store else None}  # fmt: skip
     spec = build_spec(TrainSpec, _spec_fields(spec_file, preset, overrides), "train spec")
     source = open_store(store, branch, endpoint_url) if spec.source == "store" else None
     result = run_train(spec, out, store=source, resume=not fresh, time_limit_s=time_limit)

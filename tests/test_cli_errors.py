@@ -72,6 +72,8 @@ CASES: list[tuple[str, str, str, float]] = [
     ("crop raw/Nope c1 --bbox 1,2,3,4 --store {store}", "raw/Nope", "crop-source", HEAVY),
     ("crop raw/Landcover-14956 c1 --bbox 1,2,3,4 --store {store}", "aoi_outside_raster", "crop-outside", HEAVY),
     ("crop raw/Landcover-14956 c1 --bbox 1,2,3,4 --feature 1 --store {store}", "apply to a polygon crop only", "crop-options", HEAVY),
+    ("train --out {root}/t1 --bands 4", "four bands need source 'store'", "train-bands", HEAVY),
+    ("train --out {root}/t1 --bands 5 --from-store --store {store}", "bands: Input should be 3 or 4", "train-bands-value", HEAVY),
     ("evaluate --protocol clean --model median --store {missing}", "no store at", "evaluate-store", QUICK),
     ("evaluate --protocol paper --model nothere", "no such model 'nothere'", "evaluate-model", HEAVY),
     ("store log --store {missing}", "no store at", "log-missing", QUICK),

@@ -117,3 +117,40 @@ def test_cli_trains_from_the_store(worldstrat: Path, tmp_path: Path) -> None:
     ck = load_checkpoint(tmp_path / "run" / "best.pt")
     assert set(ck.data["versions"]) >= {"splits/paper", *(f"matched/clean/{a}" for a in AOIS)}
     assert ck.data["train_aois"] == AOIS and ck.data["val_aois"] == []
+
+
+def test_a_four_band_run_trains_on_nir_and_is_scored_on_its_own_nir(worldstrat: Path, tmp_path: Path) -> None:
+    from stliif.evaluation.clean import evaluate_clean, nir_prediction
+    from stliif.models.predictor import band_scales, get_predictor, predictor_bands
+    from stliif.train.inputs import four_bands
+
+    store = build_train_store(tmp_path / "store", worldstrat)
+    spec = store_spec(bands=4, steps=1, val_every=1, ckpt_every=1)
+    inputs = load_inputs(spec, store)
+    aoi = inputs.info["train_aois"][0]
+    clean = load_clean_sample(store, aoi)
+    frames, _ = four_bands(clean)
+    scene = inputs.train[aoi]
+    assert scene.frames.shape[-1] == scene.target.shape[-1] == 4
+    np.testing.assert_array_equal(scene.frames, reflectance_to_uint8(frames, band_scales(frames)))
+    assert np.median(scene.frames[..., 3], axis=0).max() == 255  # NIR on its own scale, not clipped at R, G, B's
+
+    res = train(spec, tmp_path / "run4", store=store, progress=False)
+    assert res.finished and np.isfinite(res.validation[0]["psnr_x2"])
+    ck = load_checkpoint(tmp_path / "run4" / "best.pt")
+    assert ck.train_spec["bands"] == 4 and ck.model["args"]["in_channels"] == 4
+
+    pred = get_predictor(tmp_path / "run4", protocol="clean")
+    assert predictor_bands(pred) == 4
+    val = inputs.info["val_aois"][0]
+    sample = load_clean_sample(store, val)
+    (result,) = evaluate_clean({"four": pred}, {val: sample}, scales={"x2": 314}, ssim=False, cpsnr=False).values()
+    rec = result.records[0]
+    # its NIR is the model's output, not the inputs' low frequencies an RGB model gets
+    f4, _ = four_bands(sample)
+    own = pred(f4, size=314, dates=sample.dates, target_date=sample.hr_date)[..., 3].astype(np.float64)
+    nir_t = sample.nir_target_at(314)
+    ok = np.isfinite(sample.target_at(314)).all(axis=-1) & np.isfinite(nir_t)
+    assert rec["psnr_refl_nir"] == pytest.approx(10 * np.log10(1.0 / np.mean((own[ok] - nir_t[ok]) ** 2)), abs=1e-9)
+    rule = nir_prediction("rgb", pred, sample, 314)
+    assert not np.allclose(own, rule, atol=1e-3)

@@ -35,7 +35,9 @@ choice. For an AOI (store artifacts ``matched/clean/<aoi>``, ``pansharpened/<aoi
   in V). Each method's NIR: the band-agnostic baselines (``bicubic``, ``median``, ``linear``)
   run on the NIR frames; a method that predicts R, G, B only (the colour map, a checkpoint, its
   product mode) gets the inputs' low frequencies, the constraint of a zero output
-  (:func:`stliif.constraint.constrain`), as its renders do. Scored (:data:`BAND_METRICS`):
+  (:func:`stliif.constraint.constrain`), as its renders do; a four-band checkpoint
+  (:func:`~stliif.models.predictor.predictor_bands` 4) gets R, G, B, NIR frames and its own NIR
+  output is scored (its R, G, B as every method's). Scored (:data:`BAND_METRICS`):
   reflectance PSNR per band (``psnr_refl_r/g/b/nir``, data_range 1.0, valid target pixels),
   ``ndvi_mae`` (the block-mean NDVI of the output against the NDVI of the inputs interpolated
   in time at the HR date, :func:`stliif.consistency.ndvi_error`) and ``ndvi_mae_hr`` (mean
@@ -71,7 +73,7 @@ from stliif.evaluation.results import (
 )
 from stliif.metrics import SsimTarget, masked_cpsnr
 from stliif.models.baselines import ColourMap, Predictor, resize
-from stliif.models.predictor import UINT8_PEAK, reflectance_to_uint8
+from stliif.models.predictor import UINT8_PEAK, predictor_bands, reflectance_to_uint8
 from stliif.names import aoi_cube_path, validate_aoi
 from stliif.preprocess.mask import fill_nearest
 from stliif.store import ArtifactStore
@@ -447,12 +449,14 @@ def evaluate_clean(
             scoring = _CleanTarget(target, sample.uint8_scale)
             for name, predictor in predictors.items():
                 start = time.perf_counter()
-                pred = predictor(
-                    sample.frames, size=int(size), dates=sample.dates, target_date=sample.hr_date
-                )
-                pred = np.asarray(pred)
+                four = predictor_bands(predictor) == 4
+                frames = np.concatenate([sample.frames, _nir_frames(sample, name)[..., None]], axis=-1) if four else sample.frames
+                pred = np.asarray(predictor(frames, size=int(size), dates=sample.dates, target_date=sample.hr_date))
                 if np.issubdtype(pred.dtype, np.number):
                     pred = pred.astype(np.float32)
+                nir = None
+                if four and pred.ndim >= 3 and pred.shape[-1] == 4:  # the model's own NIR
+                    pred, nir = pred[..., :3], pred[..., 3].astype(np.float64)
                 if on_prediction is not None:
                     on_prediction(
                         PredictionEvent("clean", name, aoi, scale, pred, target, sample.frames,
@@ -460,7 +464,7 @@ def evaluate_clean(
                     )  # fmt: skip
                 scores = _score(pred, scoring, ssim=ssim, cpsnr=cpsnr)
                 scores.update(lr_hr_scores(pred, sample.frames, sample.dates, sample.hr_date, target, peak=1.0))
-                scores.update(band_scores(name, predictor, pred, sample, int(size), target))
+                scores.update(band_scores(name, predictor, pred, sample, int(size), target, nir=nir))
                 records[name].append({"aoi": aoi, "scale": scale, "size": int(size), **scores})
                 seconds[name] += time.perf_counter() - start
     return {
@@ -482,10 +486,17 @@ def nir_prediction(name: str, predictor: Predictor, sample: CleanSample, size: i
     return np.maximum(constrain(np.zeros((size, size, 1)), low), 0.0)[..., 0]
 
 
+def _nir_frames(sample: CleanSample, name: str) -> np.ndarray:
+    if sample.nir_frames is None:
+        raise NoDataError(f"{sample.aoi}: {name} is a four-band model and the store has no NIR "
+                          "(matched before four bands): rerun `stliif etl --stage histogram`")  # fmt: skip
+    return sample.nir_frames
+
+
 def band_scores(name: str, predictor: Predictor, pred: np.ndarray, sample: CleanSample, size: int,
-                target: np.ndarray) -> dict[str, float]:  # fmt: skip
+                target: np.ndarray, nir: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """:data:`BAND_METRICS` of a prediction ``(S, S, 3)`` or ``(K, S, S, 3)`` (mean over K): NaN
-    without NIR in the sample."""
+    without NIR in the sample. ``nir``: a four-band model's own NIR (else :func:`nir_prediction`)."""
     from stliif.consistency import ndvi, ndvi_error
     from stliif.constraint import lr_target
 
@@ -499,7 +510,7 @@ def band_scores(name: str, predictor: Predictor, pred: np.ndarray, sample: Clean
     nir_t = sample.nir_target_at(size)
     if sample.nir_frames is None or nir_t is None:
         return out
-    nir = nir_prediction(name, predictor, sample, size)
+    nir = nir_prediction(name, predictor, sample, size) if nir is None else nir
     nir = np.broadcast_to(nir if nir.ndim == 3 else nir[None], p.shape[:3])
     ok = valid & np.isfinite(nir_t)
     mse = float(np.mean([np.mean((n[ok] - nir_t[ok]) ** 2) for n in nir]))

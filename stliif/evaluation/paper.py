@@ -29,7 +29,7 @@ from stliif.evaluation.results import PAPER_METRICS, EvalResult, check_scales
 from stliif.metrics import mse as _mse
 from stliif.metrics import ssim as _ssim
 from stliif.models.baselines import ColourMap, Predictor, resize, to_uint8
-from stliif.models.predictor import UINT8_PEAK
+from stliif.models.predictor import UINT8_PEAK, predictor_bands
 from stliif.preprocess.split import PAPER_TEST_AOIS
 from stliif.sources.worldstrat_metadata import read_metadata
 
@@ -285,6 +285,11 @@ def evaluate_paper(
     if isinstance(aois, str) or not aois:
         raise InvalidInputError(f"aois must be a non-empty sequence of names, got {aois!r}")
     check_scales(scales)
+    if predictor_bands(predictor) == 4:
+        raise InvalidInputError(
+            f"{getattr(predictor, '__name__', 'the model')} takes four bands (R, G, B, NIR): protocol P's "
+            "files are RGB; evaluate it with --protocol clean"
+        )
     label = name or getattr(predictor, "__name__", None) or getattr(
         getattr(predictor, "func", None), "__name__", type(predictor).__name__
     )

@@ -44,9 +44,9 @@ def match_v_mean(image: np.ndarray, frames: np.ndarray, mode: VMeanMode = "add")
     """Shift or scale ``image`` so that its mean ``V = max(R, G, B)`` equals the frames'.
 
     Args:
-        image: ``(H, W, C)`` float RGB (0..255).
+        image: ``(H, W, C)`` float RGB (0..255); a fourth channel (NIR) is left as it is.
         frames: ``(T, h, w, C)`` uint8 (or float on the same scale) input frames.
-        mode: ``"add"`` (one offset for every channel), ``"mul"`` (one gain) or ``"none"``.
+        mode: ``"add"`` (one offset for R, G and B), ``"mul"`` (one gain) or ``"none"``.
 
     Returns:
         float64 ``(H, W, C)``, unclipped.
@@ -56,11 +56,14 @@ def match_v_mean(image: np.ndarray, frames: np.ndarray, mode: VMeanMode = "add")
         return img
     if mode not in ("add", "mul"):
         raise InvalidInputError(f"v_mean must be 'none', 'add' or 'mul', got {mode!r}")
-    ref = float(np.asarray(frames, dtype=np.float64).max(axis=-1).mean())
-    cur = float(img.max(axis=-1).mean())
+    ref = float(np.asarray(frames, dtype=np.float64)[..., :3].max(axis=-1).mean())
+    cur = float(img[..., :3].max(axis=-1).mean())
+    out = img.copy()
     if mode == "add":
-        return img + (ref - cur)
-    return img * (ref / cur) if cur > 0 else img
+        out[..., :3] += ref - cur
+    elif cur > 0:
+        out[..., :3] *= ref / cur
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,13 @@ class Calibration:
 
     def apply(self, image: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """Calibrate a ``(H, W, C)`` float prediction (0..255) made from ``frames`` ``(T, h, w, C)``
-        (already sampled at :attr:`offset`: the offset moves only the median term here)."""
-        out = np.asarray(image, dtype=np.float64)
+        (already sampled at :attr:`offset`: the offset moves only the median term here). The
+        blend and the V-mean act on R, G and B; a fourth channel (NIR) is the model's."""
+        out = np.array(image, dtype=np.float64)
         if self.weight < 1.0 and self.colour_map is not None:
-            median = self.colour_map.apply(temporal_median(frames))
+            median = self.colour_map.apply(temporal_median(np.asarray(frames)[..., :3]))
             base = resize(median, out.shape[:2], offset=self.offset)
-            out = self.weight * out + (1.0 - self.weight) * base
+            out[..., :3] = self.weight * out[..., :3] + (1.0 - self.weight) * base
         return match_v_mean(out, frames, self.v_mean)
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,8 +36,8 @@ def _model_device(model: nn.Module) -> torch.device:
 class ModelPredictor:
     """Adapter: a (temporal) LIIF as a protocol-P predictor (:class:`~stliif.models.baselines.Predictor`).
 
-    ``predictor(frames (T, H, W, 3) uint8, *, size, dates=None, target_date=None)`` returns the
-    ``(size, size, 3)`` uint8 rendering. Temporal models get all ``T`` frames with their times
+    ``predictor(frames (T, H, W, C) uint8, *, size, dates=None, target_date=None)`` returns the
+    ``(size, size, C)`` uint8 rendering (``C`` = :attr:`bands`: 3, or 4 for a four-band model). Temporal models get all ``T`` frames with their times
     (``(date - target_date) / time_scale``; without dates all frames are at 0, without a target
     date the query is at the midpoint of the first and last dates). Single-image models get the
     middle frame, or the temporal median with ``frame="median"``.
@@ -71,6 +71,8 @@ class ModelPredictor:
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.chunk = int(chunk) if chunk else default_chunk(self.device)
         self.frame = frame
+        self.bands = int(getattr(model, "in_channels", 3))
+        """3 (R, G, B) or 4 (R, G, B, NIR: a four-band checkpoint, frames in per-band uint8 scales)."""
         self.__name__ = name or type(model).__name__
 
     @classmethod

@@ -6,7 +6,8 @@ training or on the other::
     model_name(m)                  canonical name of a baseline or a checkpoint path
     get_predictor(m, protocol=...) the predictor (:class:`~stliif.models.baselines.Predictor`)
     register_checkpoint_loader(f)  teach get_predictor another checkpoint format
-    uint8_scale, reflectance_to_uint8, uint8_adapter   protocol C's uint8 level
+    uint8_scale, band_scales, reflectance_to_uint8, uint8_adapter   protocol C's uint8 level
+    predictor_bands(p)             3 (R, G, B) or 4 (R, G, B, NIR): the bands a predictor takes
 
 Checkpoints load through :class:`stliif.models.inference.ModelPredictor` (torch is imported
 only then).
@@ -14,7 +15,6 @@ only then).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -39,9 +39,11 @@ __all__ = [
     "PROTOCOLS",
     "UINT8_PEAK",
     "CheckpointLoader",
+    "band_scales",
     "check_protocol",
     "get_predictor",
     "model_name",
+    "predictor_bands",
     "reflectance_to_uint8",
     "register_checkpoint_loader",
     "uint8_adapter",
@@ -194,11 +196,31 @@ def uint8_scale(frames: np.ndarray) -> float:
     return top
 
 
-def reflectance_to_uint8(image: np.ndarray, scale: float) -> np.ndarray:
-    """``round_half_even(clip(255 * x / scale, 0, 255))`` as uint8 (NaN -> 0), any shape."""
-    if not (math.isfinite(scale) and scale > 0):
-        raise InvalidInputError(f"uint8 scale must be a positive number, got {scale!r}")
-    x = np.asarray(image, dtype=np.float64) * (UINT8_PEAK / scale)
+def band_scales(frames: np.ndarray) -> np.ndarray:
+    """Per-band uint8 scales ``(C,)`` of ``(T, H, W, C)`` reflectance frames: R, G and B share
+    :func:`uint8_scale` of the first three bands (so their uint8 view is the RGB one, hue
+    kept); a fourth band (NIR, brighter than red on vegetation) has its own, the same rule on
+    that band alone, so it is not clipped."""
+    f = np.asarray(frames)
+    if f.ndim != 4 or f.shape[-1] not in (3, 4):
+        raise InvalidInputError(f"frames must be (T, H, W, 3 or 4), got {f.shape}")
+    rgb = uint8_scale(f[..., :3])
+    return np.array([rgb] * 3 + [uint8_scale(f[..., 3:])] * (f.shape[-1] - 3), dtype=np.float64)
+
+
+def predictor_bands(predictor: object) -> int:
+    """Bands a predictor takes and returns: 4 (R, G, B, NIR) for a four-band checkpoint, else 3.
+    Band-agnostic baselines say 3 here: they run on whatever they are given."""
+    return int(getattr(predictor, "bands", 3))
+
+
+def reflectance_to_uint8(image: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
+    """``round_half_even(clip(255 * x / scale, 0, 255))`` as uint8 (NaN -> 0), any shape; a
+    ``scale`` array (:func:`band_scales`) is one scale per band (the last axis)."""
+    sc = np.asarray(scale, dtype=np.float64)
+    if sc.ndim > 1 or not (np.all(np.isfinite(sc)) and np.all(sc > 0)):
+        raise InvalidInputError(f"uint8 scale must be a positive number (or one per band), got {scale!r}")
+    x = np.asarray(image, dtype=np.float64) * (UINT8_PEAK / sc)
     bad = ~np.isfinite(x)
     if bad.any():
         x[bad] = 0.0
@@ -211,7 +233,8 @@ def uint8_adapter(predictor: Predictor) -> Predictor:
     """Run a uint8 (protocol P style) predictor on protocol C's reflectance frames.
 
     The frames are converted with :func:`uint8_scale` / :func:`reflectance_to_uint8`, the
-    uint8 output converted back to reflectance with the same scale.
+    uint8 output converted back to reflectance with the same scale (per band with
+    :func:`band_scales` for four-band frames).
     """
 
     def adapted(
@@ -221,12 +244,13 @@ def uint8_adapter(predictor: Predictor) -> Predictor:
         dates: Dates | None = None,
         target_date: DateLike | None = None,
     ) -> np.ndarray:
-        scale = uint8_scale(frames)
+        scale = band_scales(frames) if np.shape(frames)[-1] == 4 else uint8_scale(frames)
         out = predictor(
             reflectance_to_uint8(frames, scale), size=size, dates=dates, target_date=target_date
         )
-        return to_uint8(np.asarray(out)).astype(np.float32) * np.float32(scale / UINT8_PEAK)
+        return to_uint8(np.asarray(out)).astype(np.float32) * (np.asarray(scale) / UINT8_PEAK).astype(np.float32)
 
     adapted.__name__ = getattr(predictor, "__name__", "adapted")
+    adapted.bands = predictor_bands(predictor)  # type: ignore[attr-defined]
     adapted.__wrapped__ = predictor  # type: ignore[attr-defined]
     return adapted

@@ -45,13 +45,22 @@ NIR_SOURCE = (
     "bilinear time-interpolated input NIR, block means equal to the inputs'); the checkpoint is RGB "
     "and adds no NIR detail"
 )
-"""The COG tag ``nir_source`` of a four-band render of an RGB model."""
+"""The COG tag ``nir_source`` of a four-band render of an RGB model (``"model"`` for a four-band model)."""
 
 
-def render_bands(cube: Any, mode: str) -> tuple[str, ...]:
-    """The bands a render writes: four (:data:`RGBN_BANDS`) in product mode when the cube has B08,
-    else the three the model predicts (paper mode is the model's output as protocol P scores it)."""
+def render_bands(cube: Any, mode: str, model_bands: int = 3) -> tuple[str, ...]:
+    """The bands a render writes: a four-band model's four (:data:`RGBN_BANDS`, in both modes);
+    for an RGB model four in product mode when the cube has B08, else the three it predicts
+    (paper mode is the model's output as protocol P scores it).
+
+    Raises:
+        InvalidInputError: A four-band model and a cube without B08.
+    """
     bands = {str(b) for b in cube["band"].values}
+    if model_bands == 4:
+        if "B08" not in bands:
+            raise InvalidInputError("this model takes four bands (B04, B03, B02, B08): the cube has no B08")
+        return RGBN_BANDS
     return RGBN_BANDS if mode == "product" and "B08" in bands else RGB_BANDS
 S2_GSD_M = 10.0
 

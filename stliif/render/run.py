@@ -22,7 +22,7 @@ import xarray as xr
 from stliif.cog import write_cog_blocks
 from stliif.constraint import check_mode
 from stliif.errors import DataAccessError, InvalidInputError, NoDataError
-from stliif.models.predictor import model_name
+from stliif.models.predictor import model_name, predictor_bands
 from stliif.models.window import WindowPredictor
 from stliif.render.products import decimate, write_animation, write_quicklook, write_strip
 from stliif.render.request import (
@@ -109,8 +109,8 @@ def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJo
         "reflectance_units": str(cube.attrs.get("reflectance_units", "surface reflectance")),
         "bands": list(bands),
     }
-    if len(bands) > len(RGB_BANDS):  # the model predicts R, G, B: say where the NIR comes from
-        attrs["nir_source"] = NIR_SOURCE
+    if len(bands) > len(RGB_BANDS):  # say where the NIR comes from
+        attrs["nir_source"] = "model" if predictor_bands(predictor) == 4 else NIR_SOURCE
     if level == "L1C" and hasattr(predictor, "model"):  # a trained checkpoint: WorldStrat L2A
         attrs["warning"] = _L1C_WARNING
     return attrs
@@ -164,12 +164,12 @@ def _render_memory(
     if tile is not None:
         check_tile(predictor, s, tile)
     tiles = plan_tiles(lr_hw, out_hw, tile or max(out_hw), predictor.halo(s))
-    bands = render_bands(cube, mode)
+    bands = render_bands(cube, mode, predictor_bands(predictor))
     lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), bands=bands)
     v_mean = _v_mean(predictor)
     for job in jobs:
         lowres.date_stats(job, v_mean=v_mean != "none")
-    sink = MemorySink(len(jobs), out_hw)
+    sink = MemorySink(len(jobs), out_hw, predictor_bands(predictor))
     render_tiles(predictor, jobs, tiles, lowres, sink, out_hw, client=client)
     tr, x, y = _grid(cube, *out_hw)
     area = Area(lowres, out_hw, tr, _geometry(cube))
@@ -208,7 +208,8 @@ def render(
 ) -> xr.DataArray:
     """The model's reflectance at ``date`` on a grid ``scale`` times finer than the cube's: R, G,
     B (B04, B03, B02) and, in product mode on a cube with B08, NIR (:func:`render_bands`; the
-    NIR of an RGB model is the inputs' low frequencies, attribute ``nir_source``).
+    NIR of an RGB model is the inputs' low frequencies, attribute ``nir_source``; a four-band
+    model renders its own NIR in both modes, ``nir_source`` ``"model"``).
 
     Args:
         model: Checkpoint path, run folder, baseline name (``bicubic``, ``median``, ``linear``)
@@ -489,14 +490,14 @@ def run_render(
     out = Path(out_dir) / aoi / mid
     scratch = _scratch(out / f".{name}.partial", {"key": run_key("render", params, plan.inputs), "tile": plan.tile})
     jobs = _jobs(cube, dates, k=k, clear_fraction=plan.clear, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far)
-    bands = render_bands(cube, mode)
+    bands = render_bands(cube, mode, predictor_bands(predictor))
     lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), scratch, bands=bands)
     v_mean = _v_mean(predictor)
     for job in jobs:
         lowres.date_stats(job, v_mean=v_mean != "none")
     out_hw, lr_hw = plan.out_hw, lowres.hw
     tiles = plan_tiles(lr_hw, out_hw, plan.tile, predictor.halo(plan.scale))
-    sink = ZarrSink(scratch, len(jobs), out_hw, plan.tile)
+    sink = ZarrSink(scratch, len(jobs), out_hw, plan.tile, predictor_bands(predictor))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -608,7 +609,7 @@ def _write_files(
     decimated read of ``final``: memory bounded by the picture, not by the render)."""
     n, c, oh, ow = final.shape
     bands = tuple(attrs.get("bands", RGB_BANDS))
-    band_tags = [{"source": "model"}] * len(RGB_BANDS) + [{"source": NIR_SOURCE}] * (c - len(RGB_BANDS))
+    band_tags = [{"source": "model"}] * len(RGB_BANDS) + [{"source": attrs.get("nir_source", NIR_SOURCE)}] * (c - len(RGB_BANDS))
 
     def picture(d: int, side: int) -> xr.DataArray:
         return xr.DataArray(decimated(final, d, tiles, side), dims=("band", "y", "x"), attrs={"uint8_scale": jobs[d].top})

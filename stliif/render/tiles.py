@@ -35,7 +35,7 @@ import xarray as xr
 from affine import Affine
 
 from stliif.errors import InvalidInputError, NoDataError
-from stliif.models.predictor import reflectance_to_uint8
+from stliif.models.predictor import predictor_bands, reflectance_to_uint8
 from stliif.models.window import Window, WindowPredictor
 from stliif.render.request import BYTES_PER_OUTPUT_PIXEL, RGB_BANDS
 
@@ -153,6 +153,11 @@ class DateJob:
     support: str
     top: float = math.nan
     ref_v: float = math.nan
+    nir_top: float = math.nan
+
+    def scales(self, c: int) -> np.ndarray:
+        """Reflectance at 255 for each of ``c`` bands: R, G, B at :attr:`top`, NIR at :attr:`nir_top`."""
+        return np.array([self.top] * 3 + [self.nir_top] * (c - 3), dtype=np.float64)
 
 
 class LowRes:
@@ -244,22 +249,28 @@ class LowRes:
             yield slice(a, min(h, a + rows))
 
     def date_stats(self, job: DateJob, *, v_mean: bool) -> None:
-        """Set ``job.top`` (the brightest clear pixel of the revisits used, at least the maximum
-        of their temporal median, so no clear pixel is clipped) and, with ``v_mean``,
-        ``job.ref_v`` (the mean of ``V = max(R, G, B)`` over their 8-bit frames)."""
-        med_max, clear_max, all_max = -math.inf, -math.inf, -math.inf
+        """Set ``job.top`` (the brightest clear pixel of the revisits used in R, G, B, at least the
+        maximum of their temporal median, so no clear pixel is clipped), ``job.nir_top`` (the same
+        rule on NIR, for a four-band render) and, with ``v_mean``, ``job.ref_v`` (the mean of
+        ``V = max(R, G, B)`` over their 8-bit frames)."""
+        groups = [slice(0, 3)] + ([slice(3, 4)] if len(self.bands) > 3 else [])
+        med_max, clear_max, all_max = (np.full(len(groups), -math.inf) for _ in range(3))
         cols = slice(0, self.hw[1])
         for rows in self._blocks():
-            f = self.window(job.idx, rows, cols)[..., :3]  # the display scale: R, G, B
-            med_max = max(med_max, float(np.median(f, axis=0).max()))
-            all_max = max(all_max, float(f.max()))
-            if self.has_clear:
-                c = np.stack([np.asarray(self.clear[self.pos[int(t)], rows, cols]) for t in job.idx])
-                if c.any():
-                    clear_max = max(clear_max, float(f[c].max()))
-        if not med_max > 0:
+            w = self.window(job.idx, rows, cols)
+            c = np.stack([np.asarray(self.clear[self.pos[int(t)], rows, cols]) for t in job.idx]) if self.has_clear else None
+            for g, band in enumerate(groups):
+                f = w[..., band]
+                med_max[g] = max(med_max[g], float(np.median(f, axis=0).max()))
+                all_max[g] = max(all_max[g], float(f.max()))
+                if c is not None and c.any():
+                    clear_max[g] = max(clear_max[g], float(f[c].max()))
+        if not med_max[0] > 0:
             raise NoDataError("frames have no positive reflectance: no uint8 scale")
-        job.top = max(med_max, clear_max if clear_max > -math.inf else all_max)
+        tops = [max(m, cm if cm > -math.inf else am) for m, cm, am in zip(med_max, clear_max, all_max, strict=True)]
+        job.top = tops[0]
+        if len(tops) > 1:
+            job.nir_top = tops[1] if tops[1] > 0 else 1.0  # a NIR of zeros: any positive scale
         if v_mean:
             total, count = 0.0, 0
             for rows in self._blocks():
@@ -268,9 +279,10 @@ class LowRes:
                 count += u.shape[0] * u.shape[1] * u.shape[2]
             job.ref_v = total / count
 
-    def frames(self, job: DateJob, t: Tile) -> np.ndarray:
-        """The 8-bit ``(T, h, w, 3)`` R, G, B window of a tile (the model's input), on the date's display scale."""
-        return reflectance_to_uint8(self.window(job.idx, slice(t.a0, t.a1), slice(t.b0, t.b1))[..., :3], job.top)
+    def frames(self, job: DateJob, t: Tile, bands: int = 3) -> np.ndarray:
+        """The 8-bit ``(T, h, w, bands)`` window of a tile (the model's input): R, G, B on the
+        date's display scale, and for a four-band model NIR on its own (:meth:`DateJob.scales`)."""
+        return reflectance_to_uint8(self.window(job.idx, slice(t.a0, t.a1), slice(t.b0, t.b1))[..., :bands], job.scales(bands))
 
 
 def _nanmedian0(a: np.ndarray) -> np.ndarray:
@@ -283,10 +295,11 @@ def _nanmedian0(a: np.ndarray) -> np.ndarray:
 
 
 class MemorySink:
-    """Raw tiles (float32, 0..255 units, before calibration) in one in-memory array."""
+    """Raw tiles (float32, 0..255 units, before calibration) in one in-memory array; ``c`` bands
+    (the model's: 3, or 4 for a four-band model)."""
 
-    def __init__(self, n_dates: int, out_hw: tuple[int, int]) -> None:
-        self.raw = np.full((n_dates, 3, *out_hw), np.nan, np.float32)
+    def __init__(self, n_dates: int, out_hw: tuple[int, int], c: int = 3) -> None:
+        self.raw = np.full((n_dates, c, *out_hw), np.nan, np.float32)
         self.vsum: dict[tuple[int, str], float] = {}
 
     def has(self, d: int, t: Tile) -> bool:
@@ -294,7 +307,7 @@ class MemorySink:
 
     def put(self, d: int, t: Tile, raw: np.ndarray) -> None:
         self.raw[d, :, t.r0 : t.r1, t.c0 : t.c1] = raw
-        self._mark(d, t, float(raw.max(axis=0).sum(dtype=np.float64)))
+        self._mark(d, t, float(raw[:3].max(axis=0).sum(dtype=np.float64)))  # V = max(R, G, B)
 
     def _mark(self, d: int, t: Tile, vsum: float) -> None:
         self.vsum[(d, t.key)] = vsum
@@ -314,14 +327,14 @@ class ZarrSink(MemorySink):
     """Raw tiles in a Zarr array on disk, one chunk per tile, a JSON marker per finished tile:
     a render killed at any point resumes from the tiles whose marker exists."""
 
-    def __init__(self, folder: Path, n_dates: int, out_hw: tuple[int, int], tile: int) -> None:
+    def __init__(self, folder: Path, n_dates: int, out_hw: tuple[int, int], tile: int, c: int = 3) -> None:
         import zarr
 
         self.folder = folder
         self.marks = folder / "done"
         self.marks.mkdir(parents=True, exist_ok=True)
         path = str(folder / "raw.zarr")
-        shape, chunks = (n_dates, 3, *out_hw), (1, 3, tile, tile)
+        shape, chunks = (n_dates, c, *out_hw), (1, c, tile, tile)
         try:
             raw = zarr.open_array(path, mode="r+")
             if raw.shape != shape or raw.chunks != chunks:
@@ -345,12 +358,12 @@ class ZarrSink(MemorySink):
 
 
 def predict_tile(predictor: WindowPredictor, frames: np.ndarray, window: Window, dates: np.ndarray, when: Any) -> np.ndarray:
-    """One tile: ``(3, ny, nx)`` float32 (runs on Dask workers too)."""
+    """One tile: ``(C, ny, nx)`` float32, ``C`` the frames' bands (runs on Dask workers too)."""
     out = np.asarray(predictor.predict_window(frames, window, dates=dates, target_date=when), dtype=np.float32)
-    if out.shape != (*window.shape, 3):
+    if out.shape != (*window.shape, frames.shape[-1]):
         from stliif.errors import ModelError
 
-        raise ModelError(f"the model returned {out.shape} for a tile, expected {(*window.shape, 3)}")
+        raise ModelError(f"the model returned {out.shape} for a tile, expected {(*window.shape, frames.shape[-1])}")
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
@@ -391,7 +404,7 @@ def render_tiles(
         progress(done, total)
 
     def args(d: int, t: Tile) -> tuple[np.ndarray, Window, np.ndarray, Any]:
-        return lowres.frames(jobs[d], t), tile_window(t, lowres.hw, out_hw), jobs[d].used, jobs[d].when
+        return lowres.frames(jobs[d], t, predictor_bands(predictor)), tile_window(t, lowres.hw, out_hw), jobs[d].used, jobs[d].when
 
     if client is None:
         for d, t in todo:
@@ -471,8 +484,8 @@ def finalise(
     mode: str = "product",
 ) -> None:
     """Calibrate, scale and mask every tile of date ``d``: the output's mean ``V`` matched to the
-    inputs' (``v_mean`` ``"add"`` or ``"mul"``, over the whole output), clipped to 0..255,
-    mapped back to reflectance with the date's display scale; in ``"product"`` mode the
+    inputs' (``v_mean`` ``"add"`` or ``"mul"``, over the whole output, on R, G, B), clipped to
+    0..255, mapped back to reflectance with the date's scales (:meth:`DateJob.scales`); in ``"product"`` mode the
     low-frequency constraint (:mod:`stliif.constraint`) on a window around each tile,
     then clipped at 0; NaN outside the area; each tile handed to ``write(d, tile, values
     (C, ny, nx))``. A band beyond the model's R, G, B (the NIR of a four-band render,
@@ -492,10 +505,10 @@ def finalise(
     def calibrate(raw: np.ndarray) -> np.ndarray:
         raw = raw.astype(np.float64)
         if v_mean == "add":
-            raw += job.ref_v - cur
+            raw[:3] += job.ref_v - cur
         elif v_mean == "mul" and cur > 0:
-            raw *= job.ref_v / cur
-        return np.clip(raw, 0.0, 255.0) * (job.top / 255.0)
+            raw[:3] *= job.ref_v / cur
+        return np.clip(raw, 0.0, 255.0) * (job.scales(raw.shape[0]) / 255.0)[:, None, None]
 
     for t in tiles:
         rows, cols = window_rows(t.r0, t.r1, out_hw[0], h), window_rows(t.c0, t.c1, out_hw[1], w)

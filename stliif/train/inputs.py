@@ -13,8 +13,9 @@ Two sources, chosen by :attr:`TrainSpec.source <stliif.train.spec.TrainSpec.sour
   them as ``paper_split`` does; the record is ``{artifact path: version}`` of every artifact read
   (the manifest included), the snapshot and the store's identity. Training scenes are the samples'
   uint8 view (each AOI at its protocol C scale, the view a checkpoint is scored on under C), the
-  target's few pixels without HR data (image edges) filled from their nearest valid pixel.
-  Validation is protocol C on the validation AOIs.
+  target's few pixels without HR data (image edges) filled from their nearest valid pixel; with
+  ``spec.bands == 4`` also the NIR (``nir`` of ``matched/clean``, the pansharpened NIR target),
+  in its own uint8 scale. Validation is protocol C on the validation AOIs (R, G, B PSNR).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ import numpy as np
 from stliif.errors import InvalidInputError, NoDataError
 from stliif.evaluation.clean import CleanSample, load_clean_sample
 from stliif.evaluation.paper import PaperSample, load_paper_samples, paper_aois
-from stliif.models.predictor import reflectance_to_uint8
+from stliif.models.predictor import band_scales, reflectance_to_uint8
 from stliif.preprocess.mask import fill_nearest
 from stliif.preprocess.split import PAPER_TEST_AOIS, carve_validation, paper_split
 from stliif.store import ArtifactStore
 from stliif.train.spec import TrainSpec
 
-__all__ = ["SPLIT_PATH", "TrainInputs", "file_inputs", "load_inputs", "store_inputs", "uint8_sample"]
+__all__ = ["SPLIT_PATH", "TrainInputs", "file_inputs", "four_bands", "load_inputs", "store_inputs", "uint8_sample"]
 
 SPLIT_PATH = "splits/paper"
 """The store manifest whose train and validation AOIs a store-fed run trains and validates on."""
@@ -103,17 +104,35 @@ def file_inputs(spec: TrainSpec) -> TrainInputs:
     )
 
 
-def uint8_sample(sample: CleanSample) -> PaperSample:
+def four_bands(sample: CleanSample) -> tuple[np.ndarray, np.ndarray]:
+    """A protocol C sample's R, G, B, NIR frames ``(T, H, W, 4)`` and target ``(S0, S0, 4)``.
+
+    Raises:
+        NoDataError: The sample has no NIR (its store was matched before four bands).
+    """
+    if sample.nir_frames is None or sample.nir_target is None:
+        raise NoDataError(
+            f"{sample.aoi}: no NIR in matched/clean (matched before four bands): rerun `stliif etl --stage histogram`"
+        )
+    frames = np.concatenate([sample.frames, sample.nir_frames[..., None]], axis=-1)
+    return frames, np.concatenate([sample.target, sample.nir_target[..., None]], axis=-1)
+
+
+def uint8_sample(sample: CleanSample, bands: int = 3) -> PaperSample:
     """A protocol C sample's uint8 view (frames and target at its ``uint8_scale``, the target's
-    pixels without HR data taken from their nearest valid pixel), as a training scene takes it."""
-    valid = np.isfinite(sample.target).all(axis=-1)
+    pixels without HR data taken from their nearest valid pixel), as a training scene takes it.
+    With ``bands=4`` R, G, B, NIR, each band at its :func:`~stliif.models.predictor.band_scales`
+    scale (R, G, B at ``uint8_scale``), as a four-band checkpoint is evaluated and rendered."""
+    frames, target = four_bands(sample) if bands == 4 else (sample.frames, sample.target)
+    scale: float | np.ndarray = band_scales(frames) if bands == 4 else sample.uint8_scale
+    valid = np.isfinite(target).all(axis=-1)
     if not valid.any():
         raise NoDataError(f"{sample.aoi}: the target has no valid pixel")
-    target = fill_nearest(sample.target, valid)
+    target = fill_nearest(target, valid)
     return PaperSample(
         aoi=sample.aoi,
-        frames=reflectance_to_uint8(sample.frames, sample.uint8_scale),
-        target=reflectance_to_uint8(target, sample.uint8_scale),
+        frames=reflectance_to_uint8(frames, scale),
+        target=reflectance_to_uint8(target, scale),
         dates=sample.dates,
         hr_date=sample.hr_date,
     )
@@ -151,7 +170,7 @@ def store_inputs(spec: TrainSpec, store: ArtifactStore, *, ref: str | None = Non
         "fingerprint": hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest(),
     }  # fmt: skip
     return TrainInputs(
-        train={a: uint8_sample(clean[a]) for a in train_aois},
+        train={a: uint8_sample(clean[a], spec.bands) for a in train_aois},
         val={a: clean[a] for a in val_aois},
         protocol="clean",
         info=info,

@@ -60,6 +60,12 @@ class TrainSpec(BaseModel):
         "under data) or 'store' (protocol C's artifacts of the store's splits/paper AOIs, their "
         "versions recorded in the checkpoint; see stliif.train.inputs).",
     )
+    bands: Literal[3, 4] = Field(
+        3,
+        description="3 (R, G, B) or 4 (R, G, B, NIR = Sentinel-2 B04, B03, B02, B08 to SPOT's R, G, "
+        "B, NIR): the model's input and output channels (set in the model's args). Four bands need "
+        "source 'store' (the NIR of matched/clean and pansharpened; protocol P's files are RGB).",
+    )
     data: str = Field(
         default_factory=lambda: str(default_data_root()),
         description="WorldStrat subset root (with reference/ for protocol P); source 'files' only.",
@@ -140,6 +146,25 @@ class TrainSpec(BaseModel):
             if bad:
                 raise InvalidInputError(f"test AOIs must not be used for training or selection: {bad}")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_channels(cls, data: Any) -> Any:
+        """A four-band run: the model's ``in_channels`` / ``out_channels`` set to 4 (refused when
+        its args say otherwise, or when the scenes cannot have a NIR band)."""
+        if not isinstance(data, dict) or int(data.get("bands", 3)) == 3:
+            return data
+        if data.get("source", "files") != "store":
+            raise InvalidInputError("four bands need source 'store' (train --from-store): protocol P's files are RGB")
+        if data.get("init_colour") or data.get("fit_offset"):
+            raise InvalidInputError("init_colour and fit_offset are RGB fits: not for a four-band run")
+        model = json.loads(json.dumps(data.get("model") or CPU_MODEL))
+        args = model.setdefault("args", {})
+        for key in ("in_channels", "out_channels"):
+            if int(args.get(key, 4)) != 4:
+                raise InvalidInputError(f"a four-band run needs a model with {key} 4, got {args[key]}")
+            args[key] = 4
+        return {**data, "model": model}
 
     @field_validator("freeze_colour")
     @classmethod
