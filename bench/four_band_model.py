@@ -39,14 +39,16 @@ start = time.perf_counter()
 samples = {a: load_clean_sample(store, a) for a in test}
 res = evaluate_clean(methods, samples, scales=scales, ssim=False, cpsnr=False)
 print(f"{len(test)} test AOIs, {time.perf_counter() - start:.0f} s")
-cols = ("psnr", "psnr_refl_r", "psnr_refl_g", "psnr_refl_b", "psnr_refl_nir", "cons_mae", "ndvi_mae", "ndvi_mae_hr")
+cols = ("psnr", "psnr_refl_r", "psnr_refl_g", "psnr_refl_b", "psnr_refl_nir", "cons_mae", "cons_sam", "ndvi_mae",
+        "ndvi_mae_hr", "improvement", "omission", "hallucination")
 for scale in scales:
     print(f"\n{scale}, means over the {len(test)} test AOIs:\n")
-    print("| method | uint8 PSNR | PSNR ρ R | PSNR ρ G | PSNR ρ B | PSNR ρ NIR | LR MAE | NDVI MAE vs inputs | NDVI MAE vs target |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | uint8 PSNR | PSNR ρ R | PSNR ρ G | PSNR ρ B | PSNR ρ NIR | LR MAE | LR SAM° | NDVI MAE vs inputs "
+          "| NDVI MAE vs target | improv. | omission | halluc. |")
+    print("|---|" + "---|" * len(cols))
     for name, r in res.items():
         vals = [np.mean(list(r.values(c, scale).values())) for c in cols]
-        print(f"| {name} | " + " | ".join(f"{v:.4f}" if c.startswith(("cons", "ndvi")) else f"{v:.2f}" for c, v in zip(cols, vals, strict=True)) + " |")
+        print(f"| {name} | " + " | ".join(f"{v:.4f}" if c in ("cons_mae", "ndvi_mae", "ndvi_mae_hr") else f"{v:.2f}" for c, v in zip(cols, vals, strict=True)) + " |")
     print("\nPaired per-AOI deltas (95 % bootstrap CI):\n")
     for a, b in (("four", "rgb"), ("four-product", "rgb-product"), ("four", "median")):
         for c in ("psnr", "psnr_refl_nir", "ndvi_mae_hr"):

@@ -1,8 +1,8 @@
-"""Four-band product renders of the checkpoint of record at x4, each test AOI at its HR date
-(docs/results.md, "Four bands"): consistency with the inputs per band and the NDVI check
-(block-mean NDVI of the render against the inputs').
+"""Four-band product renders of a checkpoint (default: the checkpoint of record) at x4, each test
+AOI at its HR date (docs/results.md, "Four bands"): consistency with the inputs per band and the
+NDVI check (block-mean NDVI of the render against the inputs'), and where the NIR comes from.
 
-Usage: PYTHONPATH=. .venv/bin/python bench/four_bands.py /path/to/worldstrat-subset
+Usage: PYTHONPATH=. .venv/bin/python bench/four_bands.py /path/to/worldstrat-subset [CHECKPOINT]
 """
 
 import sys
@@ -20,15 +20,16 @@ from stliif.stages import run_stage
 from stliif.store import ArtifactStore
 
 data = Path(sys.argv[1])
+model = sys.argv[2] if len(sys.argv) > 2 else "models/record"
 with tempfile.TemporaryDirectory() as tmp:
     st = ArtifactStore.open(str(Path(tmp) / "store"))
-    print("| AOI, date | mean abs error | bias R / G / B / NIR | input NDVI (mean) | NDVI mean abs error |")
-    print("|---|---|---|---|---|")
+    print("| AOI, date | mean abs error | bias R / G / B / NIR | input NDVI (mean) | NDVI mean abs error | NIR |")
+    print("|---|---|---|---|---|---|")
     for aoi in PAPER_TEST_AOIS:
         for stage in ("import", "mask"):
             run_stage(st, stage, aoi, data=str(data))
         date = str(load_paper_dates(data, aoi)[1])[:10]
-        res = run_render(st, aoi, "models/record", date=date, scale=4, out_dir=Path(tmp) / "out",
+        res = run_render(st, aoi, model, date=date, scale=4, out_dir=Path(tmp) / "out",
                          allow_far=aoi == "UNHCR-7977")
         a = res["attrs"]
         cube = read_cube(st, aoi, load=True)
@@ -38,5 +39,5 @@ with tempfile.TemporaryDirectory() as tmp:
                            np.array(a["revisits"], dtype="datetime64[s]"), np.datetime64(date))
         bias = " / ".join(f"{b:+.5f}" for b in a["consistency_bias"])
         nd = float(np.nanmean(ndvi(lr[..., 0], lr[..., 1])))
-        print(f"| {aoi}, {date} | {a['consistency_mae']:.5f} | {bias} | {nd:.3f} | {a['consistency_ndvi_mae']:.4f} |",
+        print(f"| {aoi}, {date} | {a['consistency_mae']:.5f} | {bias} | {nd:.3f} | {a['consistency_ndvi_mae']:.4f} | {'model' if a['nir_source'] == 'model' else 'inputs'} |",
               flush=True)
