@@ -9,7 +9,7 @@ The folds are :func:`stliif.train.cv.kfold`'s over every AOI under ``ROOT`` (as 
 Each ``--config NAME=MODEL:STEPS[:LOSS]`` is the record's train spec (``models/record``) with its
 model replaced by ``MODEL`` (``cpu``: :data:`~stliif.train.CPU_MODEL`, the record's; ``gpu``:
 :data:`~stliif.train.GPU_MODEL`), ``STEPS`` steps and the training loss ``LOSS`` (``l1``, the
-record's, or ``l1-debiased``); default ``record=cpu:1200`` (the record's configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
+record's, ``l1-debiased`` or ``l1-shift``); default ``record=cpu:1200`` (the record's configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
 spawned processes sharing the device: train (:func:`~stliif.train.cv.train_fold`), calibrate with
 the record's calibration rule (:func:`~stliif.train.cv.calibrate_fold`: its weight and V-mean
 mode, colour map and grid offset refitted on the fold's training AOIs) and score protocol P out of
@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 MODELS = ("cpu", "gpu")
-LOSSES = ("l1", "l1-debiased")
+LOSSES = ("l1", "l1-debiased", "l1-shift")
 
 
 def _config(text: str) -> tuple[str, str, int, str]:

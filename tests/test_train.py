@@ -220,6 +220,51 @@ def test_debiased_loss_ignores_a_crop_s_per_band_colour_offset_but_not_structure
         TrainSpec(loss="l2")
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_shifted_targets_are_each_query_s_neighbourhood_on_the_target_grid(augment):
+    # a target that spells its own pixel's row and column: R = row, G = column
+    rows, cols = np.mgrid[0:132, 0:132]
+    target = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
+    scene = Scene(aoi="grid", frames=np.zeros((5, 24, 20, 3), np.uint8), target=target,
+                  times=np.linspace(-2, 2, 5, dtype=np.float32))  # fmt: skip
+    ds = CropDataset([scene], crop=8, queries=200, scale_range=(7.0, 7.0), augment=augment, seed=5, shift=2)
+    plain = CropDataset([scene], crop=8, queries=200, scale_range=(7.0, 7.0), augment=augment, seed=5)
+    assert "gt_shift" not in plain[0]
+    d = np.arange(-2, 3)
+    for i in range(6):
+        it = ds[i]
+        gt, gs = np.rint(it["gt"].numpy() * 255), np.rint(it["gt_shift"].numpy() * 255)
+        assert gs.shape == (200, 25, 3)
+        np.testing.assert_array_equal(gs[:, 12], gt)  # the middle shift is the query's own pixel
+        want = np.stack(np.broadcast_arrays(gt[:, None, None, 0] + d[None, :, None], gt[:, None, None, 1] + d[None, None, :]), -1)
+        want = want.reshape(200, 25, 2)
+        if augment:  # flips and transposes permute the shifts: the same neighbourhood, in another order
+            assert all({tuple(v) for v in gs[q, :, :2]} == {tuple(v) for v in want[q]} for q in range(200))
+        else:
+            np.testing.assert_array_equal(gs[..., :2], want)
+    with pytest.raises(InvalidInputError, match="shift"):
+        CropDataset([scene], crop=8, shift=-1)
+
+
+def test_shift_loss_forgives_a_crop_s_misregistration_but_not_structure():
+    g = torch.Generator().manual_seed(0)
+    shifts = torch.rand(2, 50, 25, 3, generator=g)  # (B, Q, S, C)
+    gt = shifts[:, :, 12]
+    moved = torch.stack([shifts[0, :, 13], shifts[1, :, 7]])  # each crop off by its own pixel shift
+    assert training_loss(moved, gt, "l1") > 0.2
+    assert training_loss(moved, gt, "l1-shift", shifts) == 0
+    noisy = moved + 0.1 * torch.randn(2, 50, 3, generator=g)
+    assert training_loss(noisy, gt, "l1-shift", shifts) > 0.05
+    with pytest.raises(InvalidInputError, match="gt_shift"):
+        training_loss(moved, gt, "l1-shift")
+
+
+def test_a_run_trains_with_the_shift_loss(worldstrat, tmp_path):
+    res = train(_spec(worldstrat, val_aois=None, n_val=0, steps=2, loss="l1-shift"), tmp_path / "run", progress=False)
+    assert res.finished and all(np.isfinite(h["loss"]) for h in res.history)
+    assert load_checkpoint(tmp_path / "run" / "best.pt").train_spec["loss"] == "l1-shift"
+
+
 def test_resume_treats_fields_added_later_as_their_defaults():
     old = {"lr": 1e-3, "init_colour": False}  # a spec stored before freeze_colour existed
     assert _same_run(old, {**old, "freeze_colour": False}) == []

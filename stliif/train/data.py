@@ -124,12 +124,17 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         length: Nominal length (items are generated from their index; any index works).
         seed: Seed of the item generator.
         time_scale: Days per time unit (for ``PaperSample`` inputs).
+        shift: With ``m > 0``, items also carry ``gt_shift``: each query's target at every shift
+            of the target grid by up to ``m`` of its pixels each way (the queries are drawn at
+            least ``m`` pixels inside the window, so every shift is real target data), for a
+            loss tolerant of misregistration (``loss="l1-shift"``). ``0``: items as before.
 
     Items (``T`` = max frames over scenes, ``Q`` = ``queries``):
         ``frames`` ``(T, C, crop, crop)`` float32 in ``[0, 1]`` (padded frames are 0),
         ``mask`` ``(T,)`` bool, ``times`` ``(T,)`` float32, ``t_query`` ``()`` float32 (0: the
         HR date), ``coord`` ``(Q, 2)`` ``(y, x)`` in the crop's ``[-1, 1]``, ``cell`` ``(Q, 2)``,
-        ``gt`` ``(Q, C)`` float32 in ``[0, 1]``, ``scale`` ``()`` float32, ``scene`` ``()`` int64.
+        ``gt`` ``(Q, C)`` float32 in ``[0, 1]``, ``scale`` ``()`` float32, ``scene`` ``()`` int64;
+        with ``shift`` also ``gt_shift`` ``(Q, (2m + 1)^2, C)`` (row-major shifts, ``gt`` the middle one).
     """
 
     def __init__(
@@ -145,6 +150,7 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         seed: int = 0,
         time_scale: float = TIME_SCALE_DAYS,
         target_offset: tuple[float, float] = (0.0, 0.0),
+        shift: int = 0,
     ) -> None:
         if not scenes:
             raise InvalidInputError("CropDataset needs at least one scene")
@@ -157,8 +163,10 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
             raise InvalidInputError(f"scale_range must be 0 < min <= max, got {scale_range!r}")
         if strategy not in STRATEGIES:
             raise InvalidInputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if crop < 2 or queries < 1 or length < 1:
-            raise InvalidInputError(f"need crop >= 2, queries >= 1, length >= 1; got {crop}, {queries}, {length}")
+        if crop < 2 or queries < 1 or length < 1 or shift < 0:
+            raise InvalidInputError(
+                f"need crop >= 2, queries >= 1, length >= 1, shift >= 0; got {crop}, {queries}, {length}, {shift}"
+            )
         for s in self.scenes:
             if min(s.frames.shape[1:3]) < crop:
                 raise InvalidInputError(f"{s.aoi}: frames {s.frames.shape[1:3]} smaller than crop {crop}")
@@ -166,6 +174,7 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         self.strategy: Strategy = strategy
         self.augment, self.length, self.seed = bool(augment), int(length), int(seed)
         self.target_offset = (float(target_offset[0]), float(target_offset[1]))
+        self.shift = int(shift)
         self.max_frames = max(s.frames.shape[0] for s in self.scenes)
         self._images = [Image.fromarray(s.target) for s in self.scenes]
 
@@ -206,10 +215,15 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
             if rng.random() < 0.5:  # transpose
                 frames, patch = frames.transpose(0, 2, 1, 3), patch.transpose(1, 0, 2)
                 ys, xs, cy, cx = xs, ys, cx, cy
-        # query points
-        n_pts = patch.shape[0] * patch.shape[1]
+        # query points (with shifts: at least m pixels inside the window)
+        m = self.shift
+        inner = (patch.shape[0] - 2 * m, patch.shape[1] - 2 * m)
+        if min(inner) < 1:
+            raise InvalidInputError(f"crop too small for shifts of {m} target pixels at this scale")
+        n_pts = inner[0] * inner[1]
         pick = rng.choice(n_pts, self.queries, replace=n_pts < self.queries)
-        pi, pj = np.divmod(pick, patch.shape[1])
+        pi, pj = np.divmod(pick, inner[1])
+        pi, pj = pi + m, pj + m
         coord = np.stack([ys[pi], xs[pj]], axis=-1)
         gt = patch[pi, pj].astype(np.float32) / 255.0
         # pad frames to max_frames
@@ -220,7 +234,7 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         tm[:n] = times
         mask = np.zeros(self.max_frames, dtype=bool)
         mask[:n] = True
-        return {
+        item = {
             "frames": torch.from_numpy(fr),
             "mask": torch.from_numpy(mask),
             "times": torch.from_numpy(tm),
@@ -231,6 +245,11 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
             "scale": torch.tensor(size / lr_side, dtype=torch.float32),
             "scene": torch.tensor(k, dtype=torch.int64),
         }
+        if m:
+            d = np.arange(-m, m + 1)
+            shifted = patch[pi[:, None, None] + d[None, :, None], pj[:, None, None] + d[None, None, :]]
+            item["gt_shift"] = torch.from_numpy(shifted.reshape(len(pi), -1, c).astype(np.float32) / 255.0)
+        return item
 
     def _window(self, k: int, size: int, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
         """Rows ``i0:i1``, cols ``j0:j1`` of the scene's target resized to ``size`` (bicubic)."""

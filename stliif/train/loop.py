@@ -123,14 +123,25 @@ def _forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
     return model(batch["frames"][:, 0], batch["coord"], batch["cell"], chunk=None)
 
 
-def training_loss(pred: torch.Tensor, gt: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+SHIFT_PX = 2
+"""Target pixels each way that ``loss="l1-shift"`` searches (a 5 x 5 set of shifts)."""
+
+
+def training_loss(pred: torch.Tensor, gt: torch.Tensor, kind: str = "l1", gt_shift: torch.Tensor | None = None) -> torch.Tensor:
     """Mean absolute error between ``(B, Q, C)`` predictions and targets; ``"l1-debiased"`` first
     removes each crop's per-band mean error (``(B, 1, C)``), so a constant colour offset costs
-    nothing and only the structure is learned."""
+    nothing and only the structure is learned; ``"l1-shift"`` takes, for each crop, the smallest
+    L1 over the target shifted by up to :data:`SHIFT_PX` of its pixels each way (``gt_shift``
+    ``(B, Q, S, C)``, :class:`~stliif.train.data.CropDataset` ``shift``), so a crop's
+    misregistration costs nothing and blurring to hedge it is not rewarded."""
     if kind == "l1":
         return torch.nn.functional.l1_loss(pred, gt)
+    if kind == "l1-shift":
+        if gt_shift is None:
+            raise InvalidInputError("loss 'l1-shift' needs the shifted targets (gt_shift)")
+        return (pred[:, :, None, :] - gt_shift).abs().mean(dim=(1, 3)).min(dim=1).values.mean()
     if kind != "l1-debiased":
-        raise InvalidInputError(f"unknown loss {kind!r}: use 'l1' or 'l1-debiased'")
+        raise InvalidInputError(f"unknown loss {kind!r}: use 'l1', 'l1-debiased' or 'l1-shift'")
     err = pred - gt
     return (err - err.mean(dim=1, keepdim=True)).abs().mean()
 
@@ -283,6 +294,7 @@ def train(
         scenes, crop=spec.crop, queries=spec.queries, scale_range=(spec.scale_min, spec.scale_max),
         strategy=spec.strategy, augment=spec.augment, length=spec.steps * spec.batch_size,
         seed=spec.seed, time_scale=spec.time_scale, target_offset=offset,
+        shift=SHIFT_PX if spec.loss == "l1-shift" else 0,
     )  # fmt: skip
     stop = spec.steps if until is None else min(spec.steps, int(until))
     loader = torch.utils.data.DataLoader(
@@ -335,7 +347,7 @@ def train(
             g["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         pred = _forward(model, batch)
-        loss = training_loss(pred, batch["gt"], spec.loss)
+        loss = training_loss(pred, batch["gt"], spec.loss, batch.get("gt_shift"))
         if not torch.isfinite(loss):
             raise ModelError(f"non-finite loss at step {step}: lower the learning rate")
         opt.zero_grad(set_to_none=True)

@@ -104,10 +104,12 @@ class TrainSpec(BaseModel):
         False, description="Register the targets to the inputs with the grid offset fitted on the "
         "training AOIs (calibration.fit_offset); the checkpoint's calibration then queries at it.",
     )
-    loss: Literal["l1", "l1-debiased"] = Field(
-        "l1", description="Training loss over a batch's query points: 'l1', or 'l1-debiased' (each crop's "
+    loss: Literal["l1", "l1-debiased", "l1-shift"] = Field(
+        "l1", description="Training loss over a batch's query points: 'l1'; 'l1-debiased' (each crop's "
         "per-band mean error removed first, so colour bias is left to the calibration and the model "
-        "learns structure, as bias-corrected super-resolution losses do).",
+        "learns structure, as bias-corrected super-resolution losses do); or 'l1-shift' (each crop's "
+        "smallest L1 over the target shifted by up to 2 of its pixels each way, so misregistration "
+        "is not learned as blur, as the WorldStrat baselines' shift-tolerant losses).",
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate at the start.")
     lr_final: float = Field(1e-5, ge=0, description="Learning rate at the end (cosine decay).")
