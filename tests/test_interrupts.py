@@ -48,7 +48,7 @@ def _whole(store: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.Signals, point: str) -> None:
     store = tmp_path / "store"
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = _prefect_env(tmp_path / "prefect")
     # mid-run: one AOI per batch, so that commits come often; otherwise a batch per worker
     batch = ["--batch-size", "1"] if point == "mid-run" else []
     proc = subprocess.Popen([str(STLIIF), "etl", "--data", str(worldstrat), "--store", str(store), "--stage", "import", *batch],
@@ -91,6 +91,12 @@ def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.S
     if store.is_dir():
         n = _whole(store)
         assert point == "server-start" or n >= 3  # raw, hr/pan, hr/rgbn of the first AOI
+
+
+def _prefect_env(home: Path) -> dict[str, str]:
+    """This process's environment for a command run with its own Prefect home (no server URL:
+    the command starts its own temporary server)."""
+    return {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(home)}
 
 
 def _with_env(name: str, value: str) -> list[int]:
@@ -136,7 +142,7 @@ def test_temporary_server_writes_to_its_log_not_to_the_commands_pipes(tmp_path: 
         "    pid = runtime._server.pid\n"
         "    print(os.readlink(f'/proc/{pid}/fd/1'), os.readlink(f'/proc/{pid}/fd/2'), runtime.server_log())\n"
     )
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = _prefect_env(tmp_path / "prefect")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     fd1, fd2, log = out.stdout.split()
@@ -149,7 +155,7 @@ def test_an_unwritable_prefect_home_is_one_clear_error(worldstrat: Path, tmp_pat
     a file): one line naming it and what to do, no traceback, a failing exit status."""
     home = tmp_path / "not-a-folder"
     home.write_text("")
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(home)}
+    env = _prefect_env(home)
     out = subprocess.run([str(STLIIF), "etl", "--data", str(worldstrat), "--store", str(tmp_path / "store"), "--stage", "import"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
