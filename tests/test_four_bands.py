@@ -95,8 +95,8 @@ def test_a_four_band_spec_sets_the_models_channels_and_needs_the_store() -> None
         TrainSpec(source="store", bands=4, model={"name": "temporal-liif", "args": {"in_channels": 3}})
     with pytest.raises(ValueError, match="RGB fits"):
         TrainSpec(source="store", bands=4, init_colour=True)
-    with pytest.raises(ValueError):
-        TrainSpec(source="store", bands=5)
+    with pytest.raises(ValueError, match="Input should be 3 or 4"):
+        TrainSpec(bands=5)  # refused as a value, not as "four bands without the store"
 
 
 def test_a_four_band_model_renders_its_own_nir_in_both_modes() -> None:

@@ -455,7 +455,9 @@ def evaluate_clean(
                 if np.issubdtype(pred.dtype, np.number):
                     pred = pred.astype(np.float32)
                 nir = None
-                if four and pred.ndim >= 3 and pred.shape[-1] == 4:  # the model's own NIR
+                if four:  # the model's own NIR
+                    if pred.ndim < 3 or pred.shape[-1] != 4:
+                        raise ModelError(f"{name} takes four bands but returned shape {pred.shape}")
                     pred, nir = pred[..., :3], pred[..., 3].astype(np.float64)
                 if on_prediction is not None:
                     on_prediction(

@@ -154,8 +154,8 @@ class TrainSpec(BaseModel):
     def _model_channels(cls, data: Any) -> Any:
         """A four-band run: the model's ``in_channels`` / ``out_channels`` set to 4 (refused when
         its args say otherwise, or when the scenes cannot have a NIR band)."""
-        if not isinstance(data, dict) or int(data.get("bands", 3)) == 3:
-            return data
+        if not isinstance(data, dict) or str(data.get("bands", 3)).strip() != "4":
+            return data  # three bands, or a value the field itself refuses
         if data.get("source", "files") != "store":
             raise InvalidInputError("four bands need source 'store' (train --from-store): protocol P's files are RGB")
         if data.get("init_colour") or data.get("fit_offset"):
