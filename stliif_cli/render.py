@@ -69,7 +69,9 @@ def render(
                       f"spectral angle {a['consistency_sam_deg']:.2f} deg, shift {a['consistency_shift_px']:.2f} px"
                       + (f", NDVI mean abs error {a['consistency_ndvi_mae']:.4f}" if "consistency_ndvi_mae" in a else ""))
     if a.get("nir_source"):
-        console.print(f"NIR: {a['nir_source']}")
+        from stliif.render.request import nir_text
+
+        console.print(f"NIR: {nir_text(a['nir_source'])}")
     if a.get("tiles_resumed"):
         console.print(f"resumed {a['tiles_resumed']} of {a['tiles']} tiles from an interrupted run")
     for f in record["files"]:

@@ -15,6 +15,7 @@ from prefect.artifacts import (
 
 from stliif.config import RenderSpec, StoreSpec
 from stliif.render import run_render
+from stliif.render.request import nir_text
 from tasks.common import embed_image, open_store, retry_transient
 
 
@@ -64,7 +65,7 @@ def publish_render_task(record: dict[str, Any]) -> str:
                   "|---|---|---|---|---|", f"| {a['consistency_mae']:.4f} | {bias} | {a['consistency_sam_deg']:.2f} | "
                   f"{a['consistency_shift_px']:.2f} | {nd} |", ""]  # fmt: skip
         if a.get("nir_source"):
-            lines += [f"NIR: {a['nir_source']}.", ""]
+            lines += [f"NIR: {nir_text(a['nir_source'])}.", ""]
     elif a.get("consistency"):
         lines += [f"Mode `{a.get('mode')}`; mean abs error against the inputs, per date: "
                   + ", ".join(f"{c['consistency_mae']:.4f}" for c in a["consistency"]), ""]

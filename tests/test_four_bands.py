@@ -24,7 +24,7 @@ from stliif.models.predictor import (
 )
 from stliif.models.registry import make_model
 from stliif.render import render, run_render
-from stliif.render.request import NIR_SOURCE, RGBN_BANDS
+from stliif.render.request import NIR_SOURCE, RGBN_BANDS, nir_text
 from stliif.train import TrainSpec
 from tests.test_render_product import DATE, _target
 from tests.test_render_tiles import AOI, TEMPORAL, _cube, _model, _store
@@ -109,6 +109,7 @@ def test_a_four_band_model_renders_its_own_nir_in_both_modes() -> None:
     for da in (out, paper):
         assert da["band"].values.tolist() == list(RGBN_BANDS) and da.attrs["nir_source"] == "model"
     assert rgb.attrs["nir_source"] == NIR_SOURCE
+    assert "model's own" in nir_text(out.attrs["nir_source"]) and nir_text(NIR_SOURCE) == NIR_SOURCE  # what the CLI and card say
     # product mode: every band, NIR included, averages back to the inputs interpolated in time
     target = _target(cube, out.attrs)
     deg = degrade(out.values.transpose(1, 2, 0), target.shape[:2])

@@ -25,12 +25,14 @@ from stliif.models.window import BaselineWindow, WindowPredictor
 
 __all__ = [
     "BYTES_PER_OUTPUT_PIXEL",
+    "NIR_MODEL",
     "NIR_SOURCE",
     "RGBN_BANDS",
     "RGB_BANDS",
     "check_render_budget",
     "load_predictor",
     "model_id",
+    "nir_text",
     "render_bands",
     "select_revisits",
     "series_dates",
@@ -45,7 +47,14 @@ NIR_SOURCE = (
     "bilinear time-interpolated input NIR, block means equal to the inputs'); the checkpoint is RGB "
     "and adds no NIR detail"
 )
-"""The COG tag ``nir_source`` of a four-band render of an RGB model (``"model"`` for a four-band model)."""
+"""The COG tag ``nir_source`` of a four-band render of an RGB model."""
+NIR_MODEL = "model"
+"""The COG tag ``nir_source`` of a four-band model's render: its NIR is the model's own."""
+
+
+def nir_text(source: str) -> str:
+    """What a render's ``nir_source`` tag says, for people (the CLI, the Prefect card)."""
+    return "B08: the model's own (a four-band checkpoint)" if source == NIR_MODEL else source
 
 
 def render_bands(cube: Any, mode: str, model_bands: int = 3) -> tuple[str, ...]:

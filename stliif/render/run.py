@@ -26,6 +26,7 @@ from stliif.models.predictor import model_name, predictor_bands
 from stliif.models.window import WindowPredictor
 from stliif.render.products import decimate, write_animation, write_quicklook, write_strip
 from stliif.render.request import (
+    NIR_MODEL,
     NIR_SOURCE,
     RGB_BANDS,
     _date,
@@ -110,7 +111,7 @@ def _attrs(predictor: WindowPredictor, model: Any, cube: xr.Dataset, job: DateJo
         "bands": list(bands),
     }
     if len(bands) > len(RGB_BANDS):  # say where the NIR comes from
-        attrs["nir_source"] = "model" if predictor_bands(predictor) == 4 else NIR_SOURCE
+        attrs["nir_source"] = NIR_MODEL if predictor_bands(predictor) == 4 else NIR_SOURCE
     if level == "L1C" and hasattr(predictor, "model"):  # a trained checkpoint: WorldStrat L2A
         attrs["warning"] = _L1C_WARNING
     return attrs
