@@ -162,4 +162,3 @@ def test_an_unwritable_prefect_home_is_one_clear_error(worldstrat: Path, tmp_pat
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"cannot write the temporary Prefect server's log {home}/" in errors[0], out.stderr[-2000:]
     assert "set PREFECT_HOME to a writable folder" in errors[0]
-

@@ -122,14 +122,13 @@ def test_cli_trains_from_the_store(worldstrat: Path, tmp_path: Path) -> None:
 def test_a_four_band_run_trains_on_nir_and_is_scored_on_its_own_nir(worldstrat: Path, tmp_path: Path) -> None:
     from stliif.evaluation.clean import evaluate_clean, nir_prediction
     from stliif.models.predictor import band_scales, get_predictor, predictor_bands
-    from stliif.train.inputs import four_bands
 
     store = build_train_store(tmp_path / "store", worldstrat)
     spec = store_spec(bands=4, steps=1, val_every=1, ckpt_every=1)
     inputs = load_inputs(spec, store)
     aoi = inputs.info["train_aois"][0]
     clean = load_clean_sample(store, aoi)
-    frames, _ = four_bands(clean)
+    frames = clean.rgbn_frames()
     scene = inputs.train[aoi]
     assert scene.frames.shape[-1] == scene.target.shape[-1] == 4
     np.testing.assert_array_equal(scene.frames, reflectance_to_uint8(frames, band_scales(frames)))
@@ -147,7 +146,7 @@ def test_a_four_band_run_trains_on_nir_and_is_scored_on_its_own_nir(worldstrat: 
     (result,) = evaluate_clean({"four": pred}, {val: sample}, scales={"x2": 314}, ssim=False, cpsnr=False).values()
     rec = result.records[0]
     # its NIR is the model's output, not the inputs' low frequencies an RGB model gets
-    f4, _ = four_bands(sample)
+    f4 = sample.rgbn_frames()
     own = pred(f4, size=314, dates=sample.dates, target_date=sample.hr_date)[..., 3].astype(np.float64)
     nir_t = sample.nir_target_at(314)
     ok = np.isfinite(sample.target_at(314)).all(axis=-1) & np.isfinite(nir_t)

@@ -134,6 +134,28 @@ class CleanSample(TargetSizes):
     nir_target: np.ndarray | None = None
     _cache: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
     _nir_cache: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _rgbn: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def rgbn_frames(self) -> np.ndarray:
+        """``(T, H, W, 4)`` R, G, B, NIR frames (built once).
+
+        Raises:
+            NoDataError: No NIR (the store was matched before four bands).
+        """
+        return self._four("frames")
+
+    def rgbn_target(self) -> np.ndarray:
+        """``(S0, S0, 4)`` R, G, B, NIR target (built once); raises as :meth:`rgbn_frames`."""
+        return self._four("target")
+
+    def _four(self, what: str) -> np.ndarray:
+        if what not in self._rgbn:
+            if self.nir_frames is None or self.nir_target is None:
+                raise NoDataError(f"{self.aoi}: no NIR in matched/clean (matched before four bands): "
+                                  "rerun `stliif etl --stage histogram`")  # fmt: skip
+            rgb, nir = (self.frames, self.nir_frames) if what == "frames" else (self.target, self.nir_target)
+            self._rgbn[what] = np.concatenate([rgb, nir[..., None]], axis=-1)
+        return self._rgbn[what]
 
     def nir_target_at(self, size: int) -> np.ndarray | None:
         """The NIR target at ``size`` px (Pillow bicubic float resize), or None."""
@@ -450,7 +472,7 @@ def evaluate_clean(
             for name, predictor in predictors.items():
                 start = time.perf_counter()
                 four = predictor_bands(predictor) == 4
-                frames = np.concatenate([sample.frames, _nir_frames(sample, name)[..., None]], axis=-1) if four else sample.frames
+                frames = sample.rgbn_frames() if four else sample.frames
                 pred = np.asarray(predictor(frames, size=int(size), dates=sample.dates, target_date=sample.hr_date))
                 if np.issubdtype(pred.dtype, np.number):
                     pred = pred.astype(np.float32)
@@ -488,13 +510,6 @@ def nir_prediction(name: str, predictor: Predictor, sample: CleanSample, size: i
     return np.maximum(constrain(np.zeros((size, size, 1)), low), 0.0)[..., 0]
 
 
-def _nir_frames(sample: CleanSample, name: str) -> np.ndarray:
-    if sample.nir_frames is None:
-        raise NoDataError(f"{sample.aoi}: {name} is a four-band model and the store has no NIR "
-                          "(matched before four bands): rerun `stliif etl --stage histogram`")  # fmt: skip
-    return sample.nir_frames
-
-
 def band_scores(name: str, predictor: Predictor, pred: np.ndarray, sample: CleanSample, size: int,
                 target: np.ndarray, nir: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """:data:`BAND_METRICS` of a prediction ``(S, S, 3)`` or ``(K, S, S, 3)`` (mean over K): NaN
@@ -518,7 +533,7 @@ def band_scores(name: str, predictor: Predictor, pred: np.ndarray, sample: Clean
     mse = float(np.mean([np.mean((n[ok] - nir_t[ok]) ** 2) for n in nir]))
     out["psnr_refl_nir"] = math.inf if mse == 0 else 10 * math.log10(CLEAN_REFLECTANCE_RANGE**2 / mse)
     four = np.concatenate([p, nir[..., None]], axis=-1)
-    lr = lr_target(np.concatenate([sample.frames, sample.nir_frames[..., None]], axis=-1), sample.dates, sample.hr_date)
+    lr = lr_target(sample.rgbn_frames(), sample.dates, sample.hr_date)
     out["ndvi_mae"] = float(np.mean([ndvi_error(img, lr) for img in four]))
     nd_t = ndvi(target[..., 0], nir_t)
     out["ndvi_mae_hr"] = float(np.mean([np.nanmean(np.abs(ndvi(img[..., 0], img[..., 3]) - nd_t)[ok]) for img in four]))

@@ -165,12 +165,13 @@ def _render_memory(
     if tile is not None:
         check_tile(predictor, s, tile)
     tiles = plan_tiles(lr_hw, out_hw, tile or max(out_hw), predictor.halo(s))
-    bands = render_bands(cube, mode, predictor_bands(predictor))
+    model_bands = predictor_bands(predictor)
+    bands = render_bands(cube, mode, model_bands)
     lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), bands=bands)
     v_mean = _v_mean(predictor)
     for job in jobs:
         lowres.date_stats(job, v_mean=v_mean != "none")
-    sink = MemorySink(len(jobs), out_hw, predictor_bands(predictor))
+    sink = MemorySink(len(jobs), out_hw, model_bands)
     render_tiles(predictor, jobs, tiles, lowres, sink, out_hw, client=client)
     tr, x, y = _grid(cube, *out_hw)
     area = Area(lowres, out_hw, tr, _geometry(cube))
@@ -491,14 +492,15 @@ def run_render(
     out = Path(out_dir) / aoi / mid
     scratch = _scratch(out / f".{name}.partial", {"key": run_key("render", params, plan.inputs), "tile": plan.tile})
     jobs = _jobs(cube, dates, k=k, clear_fraction=plan.clear, min_clear=min_clear, max_gap_days=max_gap_days, allow_far=allow_far)
-    bands = render_bands(cube, mode, predictor_bands(predictor))
+    model_bands = predictor_bands(predictor)
+    bands = render_bands(cube, mode, model_bands)
     lowres = LowRes(cube, np.concatenate([j.idx for j in jobs]), scratch, bands=bands)
     v_mean = _v_mean(predictor)
     for job in jobs:
         lowres.date_stats(job, v_mean=v_mean != "none")
     out_hw, lr_hw = plan.out_hw, lowres.hw
     tiles = plan_tiles(lr_hw, out_hw, plan.tile, predictor.halo(plan.scale))
-    sink = ZarrSink(scratch, len(jobs), out_hw, plan.tile, predictor_bands(predictor))
+    sink = ZarrSink(scratch, len(jobs), out_hw, plan.tile, model_bands)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -38,7 +38,7 @@ from stliif.preprocess.split import PAPER_TEST_AOIS, carve_validation, paper_spl
 from stliif.store import ArtifactStore
 from stliif.train.spec import TrainSpec
 
-__all__ = ["SPLIT_PATH", "TrainInputs", "file_inputs", "four_bands", "load_inputs", "store_inputs", "uint8_sample"]
+__all__ = ["SPLIT_PATH", "TrainInputs", "file_inputs", "load_inputs", "store_inputs", "uint8_sample"]
 
 SPLIT_PATH = "splits/paper"
 """The store manifest whose train and validation AOIs a store-fed run trains and validates on."""
@@ -104,26 +104,12 @@ def file_inputs(spec: TrainSpec) -> TrainInputs:
     )
 
 
-def four_bands(sample: CleanSample) -> tuple[np.ndarray, np.ndarray]:
-    """A protocol C sample's R, G, B, NIR frames ``(T, H, W, 4)`` and target ``(S0, S0, 4)``.
-
-    Raises:
-        NoDataError: The sample has no NIR (its store was matched before four bands).
-    """
-    if sample.nir_frames is None or sample.nir_target is None:
-        raise NoDataError(
-            f"{sample.aoi}: no NIR in matched/clean (matched before four bands): rerun `stliif etl --stage histogram`"
-        )
-    frames = np.concatenate([sample.frames, sample.nir_frames[..., None]], axis=-1)
-    return frames, np.concatenate([sample.target, sample.nir_target[..., None]], axis=-1)
-
-
 def uint8_sample(sample: CleanSample, bands: int = 3) -> PaperSample:
     """A protocol C sample's uint8 view (frames and target at its ``uint8_scale``, the target's
     pixels without HR data taken from their nearest valid pixel), as a training scene takes it.
     With ``bands=4`` R, G, B, NIR, each band at its :func:`~stliif.models.predictor.band_scales`
     scale (R, G, B at ``uint8_scale``), as a four-band checkpoint is evaluated and rendered."""
-    frames, target = four_bands(sample) if bands == 4 else (sample.frames, sample.target)
+    frames, target = (sample.rgbn_frames(), sample.rgbn_target()) if bands == 4 else (sample.frames, sample.target)
     scale: float | np.ndarray = band_scales(frames) if bands == 4 else sample.uint8_scale
     valid = np.isfinite(target).all(axis=-1)
     if not valid.any():
