@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from stliif.errors import StliifError
 from stliif.store import ArtifactStore
 from stliif_cli.runtime import child_pids
 
@@ -25,6 +26,15 @@ STLIIF = Path(sys.executable).with_name("stliif")
 
 def _snapshots(store: Path) -> int:
     return len(list((store / "snapshots").iterdir())) if (store / "snapshots").is_dir() else 0
+
+
+def _listed(store: Path) -> int:
+    """Artifacts at the store's head (0 before it exists). A snapshot file is written before the
+    branch moves to it, so counting files can run ahead of what a reader sees at the head."""
+    try:
+        return len(ArtifactStore.open(str(store), create=False).list())
+    except StliifError:
+        return 0
 
 
 def _wait(cond, timeout: float = 180.0) -> None:  # type: ignore[no-untyped-def]
@@ -56,9 +66,10 @@ def test_interrupt_stops_cleanly(worldstrat: Path, tmp_path: Path, sig: signal.S
     try:
         if point == "server-start":  # the temporary Prefect server is starting, no flow yet
             _wait(lambda: any("uvicorn" in _cmdline(p) for p in child_pids(proc.pid)) or proc.poll() is not None)
-        else:  # the first batch is committed (repository creation, identity, shared groups, first
-            # import), or 12 batches of one AOI
-            _wait(lambda: _snapshots(store) >= (4 if point == "after-first-commit" else 15) or proc.poll() is not None)
+        elif point == "after-first-commit":  # the head holds the first import (raw, hr/pan, hr/rgbn)
+            _wait(lambda: _listed(store) >= 3 or proc.poll() is not None)
+        else:  # 12 batches of one AOI committed (after repository creation, identity, shared groups)
+            _wait(lambda: _snapshots(store) >= 15 or proc.poll() is not None)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         children = child_pids(proc.pid)
         assert children, "the run has its temporary server as a child"
