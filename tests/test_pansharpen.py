@@ -165,17 +165,18 @@ def test_real_spot_colour_and_detail(worldstrat, aoi):
 
 
 @pytest.mark.parametrize(("n", "m"), [(7, 30), (50, 200), (264, 1054)])
-def test_spline_operator_is_map_coordinates(n, m):
-    """The 1-D operator equals scipy's 2-D cubic spline on the identity (``mode="nearest"``),
-    at non-integer ratios and positions up to both edges."""
-    from stliif.preprocess.pansharpen import _spline_operator
+def test_upsample_is_map_coordinates(n, m):
+    """The separable sparse upsampling equals scipy's 2-D cubic spline (``mode="nearest"``) on
+    the grid of its positions, at non-integer ratios, positions up to both edges and beyond."""
+    from stliif.preprocess.pansharpen import _upsample
 
-    coords = np.linspace(-0.5, n - 0.5, m) + 1e-3 * np.sin(np.arange(m))
-    rows, cols = np.meshgrid(coords, np.arange(n, dtype=np.float64), indexing="ij")
-    reference = ndimage.map_coordinates(np.eye(n), (rows, cols), order=3, mode="nearest")
-    op = _spline_operator(coords, n)
-    assert op.shape == (m, n)
-    np.testing.assert_allclose(op, reference, rtol=0, atol=1e-14)
-    signal = np.random.default_rng(0).random(n)
-    np.testing.assert_allclose(op @ signal, ndimage.map_coordinates(signal, [coords], order=3, mode="nearest"),
-                               rtol=0, atol=1e-12)  # fmt: skip
+    rng = np.random.default_rng(0)
+    bands = rng.random((2, n, n + 3)) * 3000
+    rows = np.linspace(-0.5, n - 0.5, m) + 1e-3 * np.sin(np.arange(m))
+    cols = np.linspace(-1.5, n + 2.7, m + 5)
+    out = _upsample(bands, rows, cols)
+    assert out.shape == (2, m, m + 5) and out.dtype == np.float64
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    for k in range(2):
+        reference = ndimage.map_coordinates(bands[k], grid, order=3, mode="nearest")
+        np.testing.assert_allclose(out[k], reference, rtol=0, atol=1e-9)

@@ -47,7 +47,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
-from scipy import ndimage, optimize
+from scipy import ndimage, optimize, sparse
 
 from stliif.errors import InvalidInputError
 from stliif.preprocess.mask import fill_nearest
@@ -118,26 +118,45 @@ _SPLINE_PAD = 12
 """Rows of edge padding before the spline prefilter: what ``map_coordinates(mode="nearest")`` pads."""
 
 
-def _spline_operator(coords: np.ndarray, n: int) -> np.ndarray:
-    """(len(coords), n) matrix of 1-D cubic B-spline interpolation (``mode="nearest"``) of ``n``
-    samples at fractional positions ``coords``: column j is the interpolant of the unit vector e_j.
-
-    The arithmetic of ``scipy.ndimage.map_coordinates(order=3, mode="nearest")`` in one dimension:
-    the samples edge-padded by 12, prefiltered (``spline_filter1d``), then each position weighted
-    over its 4 nearest coefficients with the cubic B-spline. It equals ``map_coordinates`` on
-    ``np.eye(n)`` to round-off (1e-15; tests/test_pansharpen.py), 5x faster.
-    """
-    padded = np.pad(np.eye(n), ((_SPLINE_PAD, _SPLINE_PAD), (0, 0)), mode="edge")
-    coef = ndimage.spline_filter1d(padded, order=3, axis=0, mode="nearest")
+def _spline_taps(coords: np.ndarray, n: int) -> sparse.csr_matrix:
+    """(len(coords), n + 24) sparse matrix evaluating a cubic B-spline at fractional positions
+    ``coords`` of ``n`` samples from its coefficients (the samples edge-padded by 12 and
+    prefiltered): each row weights the 4 nearest coefficients."""
     x = np.asarray(coords, dtype=np.float64) + _SPLINE_PAD
     i = np.floor(x).astype(np.int64)
     t = x - i
     weights = (
         (1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3,
     )  # fmt: skip
-    out = np.zeros((len(x), n))
-    for k, w in enumerate(weights):
-        out += (w / 6.0)[:, None] * coef[np.clip(i - 1 + k, 0, len(coef) - 1)]
+    size = n + 2 * _SPLINE_PAD
+    cols = np.stack([np.clip(i - 1 + k, 0, size - 1) for k in range(4)], axis=1)
+    vals = np.stack([w / 6.0 for w in weights], axis=1)
+    rows = np.repeat(np.arange(len(x)), 4)
+    return sparse.csr_matrix((vals.ravel(), (rows, cols.ravel())), shape=(len(x), size))
+
+
+def _spline_coefficients(values: np.ndarray, axis: int) -> np.ndarray:
+    """Cubic B-spline coefficients of ``values`` along ``axis``, edge-padded by 12 first."""
+    pad = [(0, 0)] * values.ndim
+    pad[axis] = (_SPLINE_PAD, _SPLINE_PAD)
+    return ndimage.spline_filter1d(np.pad(values, pad, mode="edge"), order=3, axis=axis, mode="nearest")
+
+
+def _upsample(bands: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(k, len(rows), len(cols)) float64: each of the (k, h, w) ``bands`` interpolated with a
+    cubic B-spline (``mode="nearest"``) at fractional row positions ``rows`` and column positions
+    ``cols``, the arithmetic of ``scipy.ndimage.map_coordinates(order=3, mode="nearest")`` on the
+    grid they span (equal to round-off, 1e-12; tests/test_pansharpen.py).
+
+    Separable: the coefficients are prefiltered along each axis on the small grid, then each output
+    pixel weights its 4 x 4 nearest with two sparse products (~4x faster than dense 1-D operators,
+    ~80x faster than ``map_coordinates``)."""
+    _, h, w = bands.shape
+    coef = _spline_coefficients(_spline_coefficients(bands.astype(np.float64), 1), 2)
+    taps_r, taps_c = _spline_taps(rows, h), _spline_taps(cols, w)
+    out = np.empty((len(bands), len(rows), len(cols)))
+    for k, c in enumerate(coef):  # columns first, on the small grid: no transposed copy of the large one
+        out[k] = taps_r @ np.ascontiguousarray((taps_c @ c.T).T)
     return out
 
 
@@ -245,10 +264,7 @@ def pansharpen(
     p_matched = (p - mu_p) * gain + mu_i
 
     m_filled = fill_nearest(m, ms_valid, channels="first")
-    # The cubic B-spline (prefilter + evaluation) is a tensor product of two 1-D linear operators:
-    # up = A_r @ band @ A_c.T, the same values as map_coordinates on the full grid, ~20x faster.
-    a_r, a_c = _spline_operator(row_f - 0.5, mh), _spline_operator(col_f - 0.5, mw)
-    up = np.einsum("ij,kjl,ml->kim", a_r, m_filled, a_c, optimize=True)
+    up = _upsample(m_filled, row_f - 0.5, col_f - 0.5)
     intensity = np.tensordot(w, up, axes=1) + b
 
     if method == "brovey":
