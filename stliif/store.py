@@ -169,6 +169,7 @@ class ArtifactStore:
     def __init__(self, repo: icechunk.Repository, spec: StoreSpec, *, lock_timeout: float = 600.0):
         self.repo, self.spec = repo, spec
         self._sessions: dict[str, icechunk.Session] = {}
+        self._versions: dict[tuple[str, str], str | None] = {}  # (snapshot, path) -> version
         self._lock = (
             None
             if spec.is_s3
@@ -224,12 +225,7 @@ class ArtifactStore:
         """A read-only session at ``ref``; sessions are cached per snapshot (they are immutable)."""
         ref = ref or self.spec.branch
         try:
-            if ref in self.repo.list_branches():
-                snap = self.repo.lookup_branch(ref)
-            elif ref in self.repo.list_tags():
-                snap = self.repo.lookup_tag(ref)
-            else:
-                snap = ref
+            snap = self._lookup(ref)
             if snap not in self._sessions:
                 if len(self._sessions) > 8:
                     self._sessions.clear()
@@ -237,6 +233,16 @@ class ArtifactStore:
             return self._sessions[snap]
         except icechunk.IcechunkError as err:
             raise InvalidInputError(f"unknown branch, tag or snapshot {ref!r}") from err
+
+    def _lookup(self, ref: str) -> str:
+        """The snapshot id of ``ref``: a branch, else a tag, else ``ref`` itself (one lookup
+        when it is a branch, without listing the branches)."""
+        for lookup in (self.repo.lookup_branch, self.repo.lookup_tag):
+            try:
+                return str(lookup(ref))
+            except icechunk.IcechunkError:
+                continue
+        return ref
 
     def snapshot_id(self, ref: str | None = None) -> str:
         """Snapshot id that ``ref`` (default: the spec's branch) points at."""
@@ -304,28 +310,31 @@ class ArtifactStore:
             walk(start, prefix.strip("/"))
         return sorted(out)
 
-    def _group(self, path: str, ref: str | None, store: Any = None) -> tuple[icechunk.Session, zarr.Group]:
-        """The session at ``ref`` and the group at ``path``, opened in ``store`` (default: the
-        session's)."""
-        session = self._session(ref)
-        group = _open_group(session.store if store is None else store, validate_artifact_path(path))
+    def _group(self, path: str, ref: str | None, store: Any = None) -> zarr.Group:
+        """The group at ``path`` at ``ref``, opened in ``store`` (default: the session's at ``ref``)."""
+        where = self._session(ref).store if store is None else store
+        group = _open_group(where, validate_artifact_path(path))
         if group is None:
             raise StoreError(f"no artifact {path!r} at {ref or self.spec.branch!r}")
-        return session, group
+        return group
 
     def version(self, path: str, *, ref: str | None = None) -> str | None:
-        """Version (run key) of the artifact at ``path``, or None when it does not exist."""
-        try:
-            _, group = self._group(path, ref)
-        except StoreError:
-            return None
-        value = group.attrs.get(VERSION_ATTR)
-        return str(value) if value is not None else None
+        """Version (run key) of the artifact at ``path``, or None when it does not exist.
+        Remembered per snapshot (a snapshot never changes; ``ref`` is resolved every time)."""
+        session = self._session(ref)
+        key = (session.snapshot_id, validate_artifact_path(path))
+        if key not in self._versions:
+            if len(self._versions) > 100_000:
+                self._versions.clear()
+            group = _open_group(session.store, key[1])
+            value = None if group is None else group.attrs.get(VERSION_ATTR)
+            self._versions[key] = str(value) if value is not None else None
+        return self._versions[key]
 
     def attrs(self, path: str, *, ref: str | None = None) -> dict[str, Any]:
         """The attributes of the artifact at ``path`` (a Dataset's ``attrs``), without opening
         its arrays."""
-        _, group = self._group(path, ref)
+        group = self._group(path, ref)
         return dict(group.attrs)
 
     def read(self, path: str, *, ref: str | None = None, load: bool = False, cache: bool = False) -> xr.Dataset:
@@ -347,7 +356,7 @@ class ArtifactStore:
         if load:  # nothing fetched: an empty store, where _group reports the artifact missing
             fetched = fetch_group(session.store, validate_artifact_path(path))
             store = zarr.storage.MemoryStore() if fetched is None else fetched
-        _, group = self._group(path, ref, store)
+        group = self._group(path, ref, store)
         packed = [name for name, arr in group.arrays() if PACKED_ATTR in arr.attrs]
         ds = xr.open_zarr(
             store, group=path, consolidated=False, decode_coords="all",
@@ -364,7 +373,7 @@ class ArtifactStore:
 
     def read_json(self, path: str, *, ref: str | None = None) -> Any:
         """The JSON document stored at ``path``."""
-        _, group = self._group(path, ref)
+        group = self._group(path, ref)
         if JSON_ATTR not in group.attrs:
             raise StoreError(f"artifact {path!r} holds a dataset, not a JSON document")
         return group.attrs[JSON_ATTR]

@@ -75,6 +75,21 @@ def test_read_at_tag_branch_and_snapshot(tmp_path: Path) -> None:
         store.read("raw/missing")
 
 
+def test_versions_follow_other_writers(tmp_path: Path) -> None:
+    """Versions are remembered per snapshot, never per branch: a commit by another writer (another
+    store object, as another process would) is seen at once, at the branch and at a tag."""
+    reader, writer = ArtifactStore.open(str(tmp_path / "s")), ArtifactStore.open(str(tmp_path / "s"))
+    assert reader.version("raw/a") is None
+    first = writer.commit({"raw/a": _cube(1)}, stage="s", params={"i": 1})
+    assert reader.version("raw/a") == first.run_key
+    writer.tag("v1")
+    second = writer.commit({"raw/a": _cube(2)}, stage="s", params={"i": 2})
+    assert second.run_key != first.run_key
+    assert reader.version("raw/a") == second.run_key
+    assert reader.version("raw/a", ref="v1") == first.run_key
+    assert reader.version("raw/a", ref=first.snapshot_id) == first.run_key
+
+
 @pytest.mark.parametrize("bad", ["../x", "/abs", "a//b", "a/..", "a b", "a\0b", ""])
 def test_unsafe_artifact_paths_rejected(tmp_path: Path, bad: str) -> None:
     store = ArtifactStore.open(str(tmp_path / "s"))
