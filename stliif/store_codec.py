@@ -8,6 +8,7 @@ read fetches an artifact's keys at once. :mod:`stliif.store` uses these.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -99,19 +100,74 @@ def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
         v_attrs = {k: encode_zarr_attr_value(a) for k, a in v_attrs.items()}
         arrays.append((name, v, dtype, fill, enc, v_attrs))
 
-    async def write() -> None:
+    async def create() -> list[Any]:
         group = await open_group(dst, mode="w", path=path, zarr_format=3)
         await group.update_attributes({k: encode_zarr_attr_value(a) for k, a in attrs.items()})
-        made = await asyncio.gather(*(
+        return await asyncio.gather(*(
             group.create_array(name, shape=v.shape, dtype=dtype, fill_value=fill, attributes=a, **enc)
             for name, v, dtype, fill, enc, a in arrays
         ))  # fmt: skip
-        await asyncio.gather(*(
-            arr.setitem(tuple(slice(None) for _ in v.dims), np.asarray(v.data))
-            for arr, (_, v, *_) in zip(made, arrays, strict=True)
-        ))  # fmt: skip
+
+    made = sync(create())
+    # Chunks encoded in this thread (Blosc may use its threads here, not in Zarr's event loop),
+    # then written with the arrays Zarr encodes itself, in one batch.
+    chunks: dict[str, Any] = {}
+    rest = []
+    for arr, (_, v, *_) in zip(made, arrays, strict=True):
+        encoded_chunks = _encode_chunks(arr, v.data)
+        if encoded_chunks is None:
+            rest.append((arr, v))
+        else:
+            chunks.update(encoded_chunks)
+
+    async def write() -> None:
+        await asyncio.gather(
+            *(arr.setitem(tuple(slice(None) for _ in v.dims), np.asarray(v.data)) for arr, v in rest),
+            *(dst.set(k, b) for k, b in chunks.items()),
+        )
 
     sync(write())
+
+
+def _encode_chunks(arr: Any, values: Any) -> dict[str, Any] | None:
+    """Every stored chunk of the new array ``arr`` holding ``values`` (numeric, in memory), keyed
+    by its store key and encoded here by the array's own codecs as Zarr's ``setitem`` does (edge
+    chunks padded with the fill value, chunks all fill value not written), without a round trip
+    to the event loop per chunk and codec; None when Zarr must do it (other codecs, dtypes,
+    memory order, or a 0-d array)."""
+    from zarr.codecs import BytesCodec
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.codec_pipeline import fill_value_or_default
+
+    meta = arr.metadata
+    codecs = meta.codecs
+    if (
+        not isinstance(values, np.ndarray) or values.dtype.kind not in "biuf" or values.ndim == 0
+        or arr.config.order != "C" or not isinstance(codecs[0], BytesCodec)
+        or not all(hasattr(c, "_encode_sync") for c in codecs)
+    ):  # fmt: skip
+        return None
+    proto = default_buffer_prototype()
+    shape, chunk_shape = values.shape, meta.chunk_grid.chunk_shape
+    out: dict[str, Any] = {}
+    for coords in itertools.product(*(range(-(-n // c)) for n, c in zip(shape, chunk_shape, strict=True))):
+        spec = meta.get_chunk_spec(coords, arr.config, proto)
+        fill = fill_value_or_default(spec)
+        block = values[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunk_shape, strict=True))]
+        if block.shape != tuple(chunk_shape):  # an edge chunk: stored whole, padded with the fill value
+            full = np.full(chunk_shape, fill, dtype=values.dtype)
+            full[tuple(slice(0, n) for n in block.shape)] = block
+            block = full
+        data = proto.nd_buffer.from_numpy_array(np.ascontiguousarray(block))
+        # Zarr's test of a chunk of fill value, after the same test on its first value alone
+        # (most chunks hold data, and one value tells)
+        first = proto.nd_buffer.from_numpy_array(block.reshape(-1)[:1])
+        if not spec.config.write_empty_chunks and first.all_equal(fill) and data.all_equal(fill):
+            continue
+        for codec in codecs:
+            data = codec._encode_sync(data, spec)
+        out[f"{arr.path}/{meta.encode_chunk_key(coords)}"] = data
+    return out
 
 
 def put_group(dst: Any, src: zarr.storage.MemoryStore, path: str) -> None:

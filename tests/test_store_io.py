@@ -53,15 +53,22 @@ def _cube() -> xr.Dataset:
     return ds.rio.write_crs("EPSG:4326")
 
 
-def test_write_gives_the_keys_and_bytes_to_icechunk_gives(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunks", [{}, {"y": 4, "x": 2}])
+def test_write_gives_the_keys_and_bytes_to_icechunk_gives(tmp_path: Path, chunks: dict[str, int]) -> None:
+    """Whole and edge chunks (padded with the fill value), chunks of fill value (no key), NaN."""
     ds = _cube()
+    nan = np.full((3, 6, 5), np.nan, np.float32)
+    nan[1, 5, 4] = -0.0  # one chunk holds a value; the others are all fill value
+    ds["nan"] = (("time", "y", "x"), nan)
+    ds["count"] = (("y", "x"), np.arange(30, dtype=np.int32).reshape(6, 5))
     store = ArtifactStore.open(str(tmp_path / "s"))
     session = store.repo.writable_session("main")
     attrs = {VERSION_ATTR: "k", "stliif:stage": "import"}
-    to_icechunk(_encoded(ds, attrs, {}), session, group="old/a", mode="w")
-    store._write(session, "raw/a", ds, "k", "import", {})
+    to_icechunk(_encoded(ds, attrs, chunks), session, group="old/a", mode="w")
+    store._write(session, "raw/a", ds, "k", "import", chunks)
     old, new = _keys(store, session, "old/a"), _keys(store, session, "raw/a")
     assert "empty/c/0/0/0" not in new and "reflectance/c/0/0/0/0" in new
+    assert ("nan/c/1/1/2" if chunks else "nan/c/1/0/0") in new and "nan/c/0/0/0" not in new
     assert sorted(new) == sorted(old)
     assert all(new[k] == old[k] for k in old), [k for k in old if new[k] != old[k]]
     assert zarr.open_group(session.store, path="raw", mode="r").attrs.asdict() == {}
