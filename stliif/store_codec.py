@@ -68,8 +68,10 @@ def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
     """Write ``ds`` (in memory, as :func:`encoded` makes it) as the group ``path`` of the Zarr
     store ``dst`` (mode "w": what was there goes; missing parents are made): the keys and bytes
     ``ds.to_zarr(dst, group=path, mode="w", zarr_format=3, consolidated=False)`` writes, with
-    xarray's own CF encoding, but the group, then every array, then every chunk, each one batch
-    of concurrent writes instead of a round trip to Zarr's event loop per array and chunk."""
+    xarray's own CF encoding, but the group and every array's metadata in one batch of
+    concurrent writes, then every chunk in another (numeric chunks encoded beforehand in this
+    thread, :func:`_encode_chunks`), instead of a round trip to Zarr's event loop per array,
+    chunk and codec."""
     from xarray import conventions
     from xarray.backends.zarr import (
         FillValueCoder,
@@ -109,8 +111,6 @@ def write_group(dst: Any, path: str, ds: xr.Dataset) -> None:
         ))  # fmt: skip
 
     made = sync(create())
-    # Chunks encoded in this thread (Blosc may use its threads here, not in Zarr's event loop),
-    # then written with the arrays Zarr encodes itself, in one batch.
     chunks: dict[str, Any] = {}
     rest = []
     for arr, (_, v, *_) in zip(made, arrays, strict=True):
