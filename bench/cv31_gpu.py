@@ -8,7 +8,8 @@ Usage::
 The folds are :func:`stliif.train.cv.kfold`'s over every AOI under ``ROOT`` (as ``bench/cv31.py``).
 Each ``--config NAME=MODEL:STEPS[:LOSS]`` is the record's train spec (``models/record``) with its
 model replaced by ``MODEL`` (``cpu``: :data:`~stliif.train.CPU_MODEL`, the record's; ``gpu``:
-:data:`~stliif.train.GPU_MODEL`), ``STEPS`` steps and the training loss ``LOSS`` (``l1``, the
+:data:`~stliif.train.GPU_MODEL`; ``cpu-fixed-fusion``: the record's with its fusion weights kept at
+their priors), ``STEPS`` steps and the training loss ``LOSS`` (``l1``, the
 record's, ``l1-debiased`` or ``l1-shift``); default ``record=cpu:1200`` (the record's configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
 spawned processes sharing the device: train (:func:`~stliif.train.cv.train_fold`), calibrate with
 the record's calibration rule (:func:`~stliif.train.cv.calibrate_fold`: its weight and V-mean
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-MODELS = ("cpu", "gpu")
+MODELS = ("cpu", "gpu", "cpu-fixed-fusion")
 LOSSES = ("l1", "l1-debiased", "l1-shift")
 
 
@@ -52,6 +53,16 @@ def _config(text: str) -> tuple[str, str, int, str]:
     return name, model, int(steps), loss or "l1"
 
 
+def _model(model: str) -> dict[str, Any]:
+    """The model spec of a ``--config`` MODEL: ``cpu-fixed-fusion`` is ``CPU_MODEL`` with its
+    fusion weights kept at their priors (``learn_fusion=False``)."""
+    from stliif.train import CPU_MODEL, GPU_MODEL
+
+    if model == "cpu-fixed-fusion":
+        return {**CPU_MODEL, "args": {**CPU_MODEL.get("args", {}), "learn_fusion": False}}
+    return dict(CPU_MODEL if model == "cpu" else GPU_MODEL)
+
+
 def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], aois: list[str], args: dict[str, Any]) -> dict:
     """Train, calibrate and P-score one fold of one configuration (in a spawned process)."""
     import torch
@@ -59,7 +70,6 @@ def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], a
     from stliif.checkpoint import load_checkpoint
     from stliif.evaluation.paper import load_paper_samples
     from stliif.models.inference import ModelPredictor
-    from stliif.train import CPU_MODEL, GPU_MODEL
     from stliif.train.cv import (
         SCALES,
         calibrate_fold,
@@ -72,7 +82,7 @@ def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], a
     torch.set_num_threads(1)
     record = load_checkpoint(args["record"])
     base = {**(record.train_spec or {}), "data": args["data"], "device": args["device"], "workers": 0,
-            "model": CPU_MODEL if model == "cpu" else GPU_MODEL, "loss": loss}  # fmt: skip
+            "model": _model(model), "loss": loss}  # fmt: skip
     train_aois = [a for a in aois if a not in held]
     fold_dir = Path(args["out"]) / name / f"fold{k}"
     t0 = time.perf_counter()

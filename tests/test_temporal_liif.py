@@ -171,3 +171,41 @@ def test_errors_and_shapes():
     out.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_fixed_fusion_keeps_the_weights_at_their_priors():
+    """``learn_fusion=False`` (the attention's ablation): training moves the rest of the model,
+    never the fusion head or the two prior strengths, so the weights stay the priors' softmax."""
+    fixed, learned = _tiny(learn_fusion=False), _tiny()
+    g = torch.Generator().manual_seed(2)
+    t = torch.sort(torch.rand(1, 4, generator=g) * 4).values
+    x = torch.rand(1, 4, 3, 8, 8, generator=g)
+    coord, cell = _grid(8, 8)
+    for model in (fixed, learned):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            loss = (model(x, t, torch.tensor([1.0]), coord, cell) - 0.5).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        fusion = {n for n in before if n.startswith("fusion.head.") or n == "fusion.prior_log"}
+        assert moved - fusion, "the rest of the model trains"
+        if model is fixed:
+            assert not moved & fusion
+        else:
+            assert moved & fusion
+    assert torch.equal(fixed.fusion.strengths(), fixed.fusion.prior_init)
+    # the fused weights are the priors' softmax: -lambda |dt| - kappa dev, nothing learned
+    import torch.nn.functional as F
+
+    from stliif.models.temporal_liif import masked_median
+
+    with torch.no_grad():
+        weights = fixed.gen_feat(x, t, torch.tensor([1.0])).weights
+        diff = (x - masked_median(x, torch.ones(1, 4, dtype=torch.bool)).unsqueeze(1)).abs().mean(2)
+        dev = F.avg_pool2d(diff.reshape(4, 1, 8, 8), 3, stride=1, padding=1, count_include_pad=False).view(1, 4, 8, 8)
+        lam, kappa = fixed.fusion.prior_init
+        expected = torch.softmax(-lam * (t - 1.0).abs()[..., None, None] - kappa * dev, dim=1)
+    torch.testing.assert_close(weights, expected)

@@ -221,6 +221,9 @@ class TemporalLIIF(DecodesQueries, nn.Module):
         time_prior: Initial time penalty of the fusion logits (per time unit).
         robust_prior: Initial deviation-from-median penalty of the fusion logits.
         prior_gain: Learning-rate gain of the two (log-parametrised) prior strengths.
+        learn_fusion: Learn the fusion weights (default); False keeps them at their priors (the
+            head at 0, the two strengths at their initial values): a fixed, time-weighted and
+            cloud-robust average of the revisits, the ablation of the learned attention.
         in_channels: Channels per frame.
         out_channels: Output channels.
     """
@@ -242,6 +245,7 @@ class TemporalLIIF(DecodesQueries, nn.Module):
         time_prior: float = 0.1,
         robust_prior: float = 20.0,
         prior_gain: float = 10.0,
+        learn_fusion: bool = True,
         in_channels: int = 3,
         out_channels: int = 3,
     ) -> None:
@@ -256,6 +260,9 @@ class TemporalLIIF(DecodesQueries, nn.Module):
         self.fusion = TemporalFusion(
             feat_dim, time_prior=time_prior, robust_prior=robust_prior, prior_gain=prior_gain
         )
+        if not learn_fusion:
+            for param in (*self.fusion.head.parameters(), self.fusion.prior_log):
+                param.requires_grad_(False)
         self.post = nn.Sequential(*[ResBlock2d(feat_dim) for _ in range(int(fusion_blocks))])
         self._init_decoding(
             feat_dim, out_channels, hidden, feat_unfold=feat_unfold, local_ensemble=local_ensemble,
