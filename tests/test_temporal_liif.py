@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stliif.errors import ModelError
 from stliif.models.coords import make_cell, make_coord
@@ -198,10 +199,6 @@ def test_fixed_fusion_keeps_the_weights_at_their_priors():
             assert moved & fusion
     assert torch.equal(fixed.fusion.strengths(), fixed.fusion.prior_init)
     # the fused weights are the priors' softmax: -lambda |dt| - kappa dev, nothing learned
-    import torch.nn.functional as F
-
-    from stliif.models.temporal_liif import masked_median
-
     with torch.no_grad():
         weights = fixed.gen_feat(x, t, torch.tensor([1.0])).weights
         diff = (x - masked_median(x, torch.ones(1, 4, dtype=torch.bool)).unsqueeze(1)).abs().mean(2)
