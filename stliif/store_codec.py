@@ -149,10 +149,10 @@ def _encode_chunks(arr: Any, values: Any) -> dict[str, Any] | None:
         return None
     proto = default_buffer_prototype()
     shape, chunk_shape = values.shape, meta.chunk_grid.chunk_shape
+    spec = meta.get_chunk_spec((0,) * values.ndim, arr.config, proto)  # one for every chunk of a regular grid
+    fill = fill_value_or_default(spec)
     out: dict[str, Any] = {}
     for coords in itertools.product(*(range(-(-n // c)) for n, c in zip(shape, chunk_shape, strict=True))):
-        spec = meta.get_chunk_spec(coords, arr.config, proto)
-        fill = fill_value_or_default(spec)
         block = values[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunk_shape, strict=True))]
         if block.shape != tuple(chunk_shape):  # an edge chunk: stored whole, padded with the fill value
             full = np.full(chunk_shape, fill, dtype=values.dtype)
