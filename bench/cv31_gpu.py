@@ -2,15 +2,16 @@
 
 Usage::
 
-    python bench/cv31_gpu.py --data ROOT --out DIR [--config NAME=MODEL:STEPS ...] [--folds 5]
+    python bench/cv31_gpu.py --data ROOT --out DIR [--config NAME=MODEL:STEPS[:LOSS[:PRETRAIN]] ...] [--folds 5]
         [--jobs 15] [--keep record] [--device cuda]
 
 The folds are :func:`stliif.train.cv.kfold`'s over every AOI under ``ROOT`` (as ``bench/cv31.py``).
 Each ``--config NAME=MODEL:STEPS[:LOSS]`` is the record's train spec (``models/record``) with its
 model replaced by ``MODEL`` (``cpu``: :data:`~stliif.train.CPU_MODEL`, the record's; ``gpu``:
 :data:`~stliif.train.GPU_MODEL`; ``cpu-fixed-fusion``: the record's with its fusion weights kept at
-their priors), ``STEPS`` steps and the training loss ``LOSS`` (``l1``, the
-record's, ``l1-debiased`` or ``l1-shift``); default ``record=cpu:1200`` (the record's configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
+their priors), ``STEPS`` steps, the training loss ``LOSS`` (``l1``, the
+record's, ``l1-debiased`` or ``l1-shift``) and ``PRETRAIN`` self-supervised steps before them
+(``pretrain_steps``, default 0); default ``record=cpu:1200`` (the record's configuration itself). Every (configuration, fold) pair is one job, run ``--jobs`` at a time in
 spawned processes sharing the device: train (:func:`~stliif.train.cv.train_fold`), calibrate with
 the record's calibration rule (:func:`~stliif.train.cv.calibrate_fold`: its weight and V-mean
 mode, colour map and grid offset refitted on the fold's training AOIs) and score protocol P out of
@@ -43,14 +44,15 @@ MODELS = ("cpu", "gpu", "cpu-fixed-fusion")
 LOSSES = ("l1", "l1-debiased", "l1-shift")
 
 
-def _config(text: str) -> tuple[str, str, int, str]:
+def _config(text: str) -> tuple[str, str, int, str, int]:
     name, _, rest = text.partition("=")
     model, _, rest = rest.partition(":")
-    steps, _, loss = rest.partition(":")
-    if not name or model not in MODELS or not steps.isdigit() or loss not in ("", *LOSSES):
-        raise argparse.ArgumentTypeError(f"--config NAME=MODEL:STEPS[:LOSS] with MODEL in {MODELS}, LOSS in "
-                                         f"{LOSSES}, got {text!r}")  # fmt: skip
-    return name, model, int(steps), loss or "l1"
+    steps, _, rest = rest.partition(":")
+    loss, _, pre = rest.partition(":")
+    if not name or model not in MODELS or not steps.isdigit() or loss not in ("", *LOSSES) or not (pre or "0").isdigit():
+        raise argparse.ArgumentTypeError(f"--config NAME=MODEL:STEPS[:LOSS[:PRETRAIN]] with MODEL in {MODELS}, "
+                                         f"LOSS in {LOSSES}, got {text!r}")  # fmt: skip
+    return name, model, int(steps), loss or "l1", int(pre or 0)
 
 
 def _model(model: str) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def _model(model: str) -> dict[str, Any]:
     return dict(CPU_MODEL if model == "cpu" else GPU_MODEL)
 
 
-def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], aois: list[str], args: dict[str, Any]) -> dict:
+def job(name: str, model: str, steps: int, loss: str, pretrain: int, k: int, held: list[str], aois: list[str], args: dict[str, Any]) -> dict:
     """Train, calibrate and P-score one fold of one configuration (in a spawned process)."""
     import torch
 
@@ -82,7 +84,7 @@ def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], a
     torch.set_num_threads(1)
     record = load_checkpoint(args["record"])
     base = {**(record.train_spec or {}), "data": args["data"], "device": args["device"], "workers": 0,
-            "model": _model(model), "loss": loss}  # fmt: skip
+            "model": _model(model), "loss": loss, "pretrain_steps": pretrain}  # fmt: skip
     train_aois = [a for a in aois if a not in held]
     fold_dir = Path(args["out"]) / name / f"fold{k}"
     t0 = time.perf_counter()
@@ -100,7 +102,7 @@ def job(name: str, model: str, steps: int, loss: str, k: int, held: list[str], a
     seconds = {"train": t1 - t0, "calibrate_score": t2 - t1}
     device = torch.cuda.get_device_name(0) if args["device"] == "cuda" else "cpu"
     (fold_dir / "scores-p.json").write_text(json.dumps(
-        {"config": name, "model": model, "steps": steps, "loss": loss, "held": held, "psnr": {"P": psnr["P"]},
+        {"config": name, "model": model, "steps": steps, "loss": loss, "pretrain_steps": pretrain, "held": held, "psnr": {"P": psnr["P"]},
          "seconds": seconds, "device": device}, indent=1))  # fmt: skip
     (fold_dir / "last.pt").unlink(missing_ok=True)
     if name not in args["keep"]:
@@ -122,7 +124,7 @@ def main() -> None:
     ap.add_argument("--aois", type=int, default=0, help="Only the first N AOIs (smoke tests).")
     ap.add_argument("--scales", nargs="*", default=["x2", "x4", "x6"])
     args = ap.parse_args()
-    configs = args.config or [("record", "cpu", 1200, "l1")]
+    configs = args.config or [("record", "cpu", 1200, "l1", 0)]
 
     from cv31 import table  # bench/cv31.py's tables (this script's folder is on sys.path)
 
@@ -144,10 +146,10 @@ def main() -> None:
             print(f"{r['config']} fold {r['fold']} on {r['device']}: train {r['seconds']['train']:.0f} s, "
                   f"calibrate+score {r['seconds']['calibrate_score']:.0f} s ({time.perf_counter() - t0:.0f} s)",
                   flush=True)  # fmt: skip
-    for name, model, steps, loss in configs:
+    for name, model, steps, loss, pretrain in configs:
         res = results[name]
-        res.update(model=model, steps=steps, loss=loss, summary=summarize(res["psnr"]))
-        print(f"\n{name} ({model}, {steps} steps, {loss}):\n" + "\n".join(table(res["summary"], "P")))
+        res.update(model=model, steps=steps, loss=loss, pretrain_steps=pretrain, summary=summarize(res["psnr"]))
+        print(f"\n{name} ({model}, {pretrain} + {steps} steps, {loss}):\n" + "\n".join(table(res["summary"], "P")))
     wall = time.perf_counter() - t0
     print(f"\nwall {wall:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)

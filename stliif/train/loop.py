@@ -5,9 +5,11 @@
 throughput, an atomic checkpoint every ``ckpt_every`` steps (``last.pt``), validation PSNR on the
 *validation* AOIs only (protocol P at x2/x4/x6 through :func:`stliif.evaluation.paper.evaluate_paper`,
 or protocol C for a run fed from the store; no SSIM), the best-on-validation checkpoint
-(``best.pt``), and curves (CSV, JSON, PNG). The scenes come from the WorldStrat reference files or
-from the artifact store (:mod:`stliif.train.inputs`); the checkpoint's ``data`` records which, and
-for the store every artifact's version.
+(``best.pt``), and curves (CSV, JSON, PNG). With ``pretrain_steps``, the run first takes that
+many self-supervised steps on its training AOIs' revisits alone (:mod:`stliif.train.pretext`),
+then its ``steps`` supervised ones, validated in the supervised phase only. The scenes come from
+the WorldStrat reference files or from the artifact store (:mod:`stliif.train.inputs`); the
+checkpoint's ``data`` records which, and for the store every artifact's version.
 
 Resuming: calling :func:`train` again on the same folder continues from ``last.pt`` at its step,
 with the optimizer state and the same batches (items are functions of ``(seed, index)``), so an
@@ -50,6 +52,7 @@ from stliif.store import ArtifactStore
 from stliif.train.calibrate import init_colour_map, trained_offset
 from stliif.train.data import CropDataset, Scene
 from stliif.train.inputs import load_inputs
+from stliif.train.pretext import PhasedDataset, pretext_scenes
 from stliif.train.spec import TrainSpec
 
 __all__ = ["TrainResult", "load_run", "train", "training_loss", "validate", "write_curves"]
@@ -64,7 +67,7 @@ class TrainResult:
     Attributes:
         out_dir: Run folder (``last.pt``, ``best.pt``, curves).
         step: Steps done.
-        finished: Whether ``step == spec.steps``.
+        finished: Whether every step is done (``spec.pretrain_steps + spec.steps``).
         history: One dict per step: ``step``, ``loss``, ``lr``, ``samples_per_s``, ``seconds``.
         validation: One dict per validation: ``step``, ``psnr_<scale>``..., ``psnr_mean``.
         baseline: Median + bicubic PSNR per scale on the same validation AOIs.
@@ -108,10 +111,18 @@ def _code_revision() -> dict[str, Any]:
 
 
 def _lr_at(spec: TrainSpec, step: int) -> float:
+    """The learning rate of (0-based) ``step``: the pretext phase's cosine from ``lr`` over its
+    ``pretrain_steps``, then the supervised phase's warm-up and cosine over ``steps``."""
+    if step < spec.pretrain_steps:
+        return _cosine(spec, step / spec.pretrain_steps)
+    step -= spec.pretrain_steps
     if spec.warmup_steps and step < spec.warmup_steps:
         return spec.lr * (step + 1) / spec.warmup_steps
     span = max(spec.steps - spec.warmup_steps, 1)
-    p = min(max(step - spec.warmup_steps, 0) / span, 1.0)
+    return _cosine(spec, min(max(step - spec.warmup_steps, 0) / span, 1.0))
+
+
+def _cosine(spec: TrainSpec, p: float) -> float:
     return spec.lr_final + 0.5 * (spec.lr - spec.lr_final) * (1.0 + math.cos(math.pi * p))
 
 
@@ -290,13 +301,20 @@ def train(
                             protocol=inputs.protocol, root=root)  # fmt: skip
         baseline["psnr_mean"] = float(np.mean(list(baseline.values())))
 
-    dataset = CropDataset(
-        scenes, crop=spec.crop, queries=spec.queries, scale_range=(spec.scale_min, spec.scale_max),
-        strategy=spec.strategy, augment=spec.augment, length=spec.steps * spec.batch_size,
-        seed=spec.seed, time_scale=spec.time_scale, target_offset=offset,
-        shift=SHIFT_PX if spec.loss == "l1-shift" else 0,
-    )  # fmt: skip
-    stop = spec.steps if until is None else min(spec.steps, int(until))
+    crops: dict[str, Any] = {
+        "crop": spec.crop, "queries": spec.queries, "scale_range": (spec.scale_min, spec.scale_max),
+        "strategy": spec.strategy, "augment": spec.augment, "seed": spec.seed,
+        "shift": SHIFT_PX if spec.loss == "l1-shift" else 0,
+    }  # fmt: skip
+    dataset: torch.utils.data.Dataset[dict[str, torch.Tensor]] = CropDataset(
+        scenes, length=spec.steps * spec.batch_size, target_offset=offset, **crops
+    )
+    pre = spec.pretrain_steps
+    if pre:  # the pretext items first; the supervised ones are those of a run without them
+        pretext = CropDataset(pretext_scenes(scenes), length=pre * spec.batch_size, **crops)
+        dataset = PhasedDataset(pretext, dataset, pre * spec.batch_size)
+    total = pre + spec.steps
+    stop = total if until is None else min(total, int(until))
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=spec.batch_size,
@@ -319,7 +337,7 @@ def train(
     def run_validation() -> None:
         nonlocal best
         if not val_aois:  # no validation set: the final step is the model
-            if step == spec.steps:
+            if step == total:
                 best = {"step": step}
                 save(out / "best.pt")
             return
@@ -364,7 +382,7 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", crops_s=f"{rate:.1f}")
-        if (spec.val_every and step % spec.val_every == 0) or step == spec.steps:
+        if (spec.val_every and step > pre and (step - pre) % spec.val_every == 0) or step == total:
             run_validation()
         if step % spec.ckpt_every == 0 or step == stop:
             save(last)
@@ -376,9 +394,9 @@ def train(
             break
     if bar is not None:
         bar.close()
-    if stopped_early or step < spec.steps:
-        log.info("stopped at step %d of %d; rerun to continue", step, spec.steps)
-    result = TrainResult(out_dir=out, step=step, finished=step >= spec.steps, history=history,
+    if stopped_early or step < total:
+        log.info("stopped at step %d of %d; rerun to continue", step, total)
+    result = TrainResult(out_dir=out, step=step, finished=step >= total, history=history,
                          validation=validation, baseline=baseline, best=best)  # fmt: skip
     write_curves(result)
     return result

@@ -86,7 +86,12 @@ class TrainSpec(BaseModel):
         False, description="A fold of a cross-validation over every AOI (stliif.train.cv): its "
         "training AOIs may include the paper split's test AOIs, each held out by another fold.",
     )
-    steps: int = Field(2000, ge=1, description="Total optimisation steps (sets the LR schedule).")
+    steps: int = Field(2000, ge=1, description="Supervised optimisation steps (sets the LR schedule).")
+    pretrain_steps: int = Field(
+        0, ge=0, description="Self-supervised steps before the supervised ones (stliif.train.pretext: "
+        "each training revisit predicted from the others downsampled 2x; no HR image), with their "
+        "own cosine schedule from lr; 0: none. A run takes pretrain_steps + steps steps.",
+    )
     batch_size: int = Field(8, ge=1, description="Crops per step.")
     crop: int = Field(32, ge=4, description="LR crop side (px).")
     queries: int = Field(2304, ge=1, description="HR query points per crop.")
@@ -167,6 +172,14 @@ class TrainSpec(BaseModel):
                 raise InvalidInputError(f"a four-band run needs a model with {key} 4, got {args[key]}")
             args[key] = 4
         return {**data, "model": model}
+
+    @model_validator(mode="after")
+    def _pretrain_alone(self) -> TrainSpec:
+        """The colour map fitted on the targets (init_colour) would be trained away by the pretext
+        phase, whose targets are the revisits themselves."""
+        if self.pretrain_steps and self.init_colour:
+            raise InvalidInputError("init_colour fits the colour map to the HR targets: not with pretrain_steps")
+        return self
 
     @field_validator("freeze_colour")
     @classmethod
