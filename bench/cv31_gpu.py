@@ -6,7 +6,7 @@ Usage::
         [--jobs 15] [--keep record] [--device cuda]
 
 The folds are :func:`stliif.train.cv.kfold`'s over every AOI under ``ROOT`` (as ``bench/cv31.py``).
-Each ``--config NAME=MODEL:STEPS[:LOSS]`` is the record's train spec (``models/record``) with its
+Each ``--config NAME=MODEL:STEPS[:LOSS[:PRETRAIN]]`` is the record's train spec (``models/record``) with its
 model replaced by ``MODEL`` (``cpu``: :data:`~stliif.train.CPU_MODEL`, the record's; ``gpu``:
 :data:`~stliif.train.GPU_MODEL`; ``cpu-fixed-fusion``: the record's with its fusion weights kept at
 their priors), ``STEPS`` steps, the training loss ``LOSS`` (``l1``, the
