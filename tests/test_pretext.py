@@ -10,7 +10,7 @@ from stliif.errors import CheckpointError, InvalidInputError
 from stliif.train import TrainSpec, train
 from stliif.train.data import CropDataset, Scene
 from stliif.train.loop import _lr_at
-from stliif.train.pretext import PhasedDataset, block_mean, pretext_scenes
+from stliif.train.pretext import block_mean, pretext_scenes
 from tests.test_train import _spec
 
 
@@ -61,13 +61,6 @@ def test_pretext_items_query_the_target_on_the_inputs_grid():
         np.testing.assert_array_equal(pix, np.clip(pix, 0, 7))
         want = item["frames"][0].numpy()[:, pix[:, 0], pix[:, 1]].T
         np.testing.assert_allclose(item["gt"].numpy(), want, atol=1e-6)
-
-
-def test_phases_serve_the_first_dataset_then_the_second_from_its_start():
-    ds = PhasedDataset(list("ab"), list("xyz"), 2)  # type: ignore[arg-type]
-    assert len(ds) == 5 and [ds[i] for i in range(5)] == list("abxyz")
-    with pytest.raises(InvalidInputError):
-        PhasedDataset([], [], -1)  # type: ignore[arg-type]
 
 
 def test_the_learning_rate_restarts_for_the_supervised_phase():

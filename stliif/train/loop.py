@@ -52,7 +52,7 @@ from stliif.store import ArtifactStore
 from stliif.train.calibrate import init_colour_map, trained_offset
 from stliif.train.data import CropDataset, Scene
 from stliif.train.inputs import load_inputs
-from stliif.train.pretext import PhasedDataset, pretext_scenes
+from stliif.train.pretext import pretext_scenes
 from stliif.train.spec import TrainSpec
 
 __all__ = ["TrainResult", "load_run", "train", "training_loss", "validate", "write_curves"]
@@ -312,7 +312,7 @@ def train(
     pre = spec.pretrain_steps
     if pre:  # the pretext items first; the supervised ones are those of a run without them
         pretext = CropDataset(pretext_scenes(scenes), length=pre * spec.batch_size, **crops)
-        dataset = PhasedDataset(pretext, dataset, pre * spec.batch_size)
+        dataset = torch.utils.data.ConcatDataset([pretext, dataset])
     total = pre + spec.steps
     stop = total if until is None else min(total, int(until))
     loader = torch.utils.data.DataLoader(

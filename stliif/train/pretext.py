@@ -6,8 +6,9 @@ are the inputs, timed from revisit ``j``'s date. Predicting it is the model's ow
 down (super-resolve x2 and carry the scene to another date), with no HR image: every training
 AOI's revisits become extra supervision. Frames are cut to their largest square of a side
 divisible by ``factor`` from the top-left corner, so the target grid is exactly ``factor`` times
-the inputs' (no offset). :class:`PhasedDataset` serves the pretext items first, then the real
-ones, so a training run pretrains and fine-tunes in one resumable sequence of steps.
+the inputs' (no offset). A training run serves the pretext items first, then the real ones
+(``torch.utils.data.ConcatDataset``), so it pretrains and fine-tunes in one resumable sequence of
+steps.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from stliif.errors import InvalidInputError
 from stliif.train.data import Scene
 
-__all__ = ["PhasedDataset", "block_mean", "pretext_scenes"]
+__all__ = ["block_mean", "pretext_scenes"]
 
 
 def block_mean(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -53,19 +52,3 @@ def pretext_scenes(scenes: Sequence[Scene], *, factor: int = 2) -> list[Scene]:
         raise InvalidInputError("self-supervised pretraining needs scenes with at least 2 revisits")
     return out
 
-
-class PhasedDataset(Dataset[dict[str, torch.Tensor]]):
-    """Items ``0 .. boundary - 1`` from ``first``, the next ones from ``second`` (item ``i`` is
-    ``second[i - boundary]``: the second phase's items are those of a run without the first)."""
-
-    def __init__(self, first: Dataset[dict[str, torch.Tensor]], second: Dataset[dict[str, torch.Tensor]], boundary: int) -> None:
-        if boundary < 0:
-            raise InvalidInputError(f"boundary must be >= 0, got {boundary}")
-        self.first, self.second, self.boundary = first, second, int(boundary)
-
-    def __len__(self) -> int:
-        return self.boundary + len(self.second)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        i = int(index)
-        return self.first[i] if i < self.boundary else self.second[i - self.boundary]
