@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from stliif.config import default_data_root  # noqa: E402
 from stliif.evaluation.paper import load_paper_sample, score_image  # noqa: E402
 from stliif.evaluation.results import paired_deltas  # noqa: E402
 from stliif.models.inference import ModelPredictor  # noqa: E402
@@ -72,7 +73,7 @@ def exclude(predictor: ModelPredictor, masks: np.ndarray) -> torch.utils.hooks.R
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared/data/worldstrat-subset")
+    ap.add_argument("--data", type=Path, default=default_data_root())
     ap.add_argument("--folds", type=Path, default=REPO / "stliif-runs/cv31-gpu/record")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
