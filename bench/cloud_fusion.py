@@ -36,6 +36,7 @@ from stliif.evaluation.paper import load_paper_sample, score_image  # noqa: E402
 from stliif.evaluation.results import paired_deltas  # noqa: E402
 from stliif.models.inference import ModelPredictor  # noqa: E402
 from stliif.preprocess.split import PAPER_TEST_AOIS  # noqa: E402
+from stliif.sources.worldstrat import find_aoi_files  # noqa: E402
 from stliif.sources.worldstrat_metadata import read_metadata  # noqa: E402
 from stliif.train.cv import SCALES  # noqa: E402
 
@@ -48,14 +49,11 @@ def cloud_masks(root: Path, aoi: str) -> np.ndarray:
     """``(5, H, W)`` bool: the CLM of the study's 5 selected revisits, in date order (as P's frames)."""
     with (root / "reference" / "study_temporal_selection.csv").open(newline="") as fh:
         row = next(r for r in csv.DictReader(fh) if r["aoi"] == aoi)
-    folder = root / "lr_dataset" / aoi / "L2A"
-    files = {p.name.replace(" ", "_"): p for p in folder.iterdir()}
-    key = aoi.replace(" ", "_")
+    revisits = {r.n: r for r in find_aoi_files(root, aoi).revisits}
     dated = []
     for n in (int(v) for v in row["selected_revisits"].split(",")):
-        date = read_metadata(files[f"{key}-{n}.metadata"])["date"]
-        with rasterio.open(files[f"{key}-{n}-CLM.tiff"]) as src:
-            dated.append((np.datetime64(date, "D"), src.read(1) > 0))
+        with rasterio.open(revisits[n].masks["CLM"]) as src:
+            dated.append((read_metadata(revisits[n].metadata)["date"], src.read(1) > 0))
     dated.sort(key=lambda d: d[0])  # load_paper_dates sorts the same dates (distinct per AOI)
     return np.stack([m for _, m in dated])
 
